@@ -1,0 +1,1 @@
+"""The PostgreSQL/TimescaleDB schema (ordered SQL migrations) and how to apply it."""

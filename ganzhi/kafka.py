@@ -1,0 +1,25 @@
+"""Kafka topic set-up shared by the services (aiokafka admin)."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from ganzhi.contracts import KafkaTopic
+
+
+async def ensure_topics(bootstrap: str, partitions: int, topics: list[str] | None = None) -> None:
+    """Create the platform's topics if missing (brokers may also auto-create them)."""
+    names = topics if topics is not None else [t.value for t in KafkaTopic]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

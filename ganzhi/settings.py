@@ -1,0 +1,125 @@
+"""All configuration in one typed place.
+
+Every knob is an environment variable: ``GANZHI_<SECTION>__<FIELD>``, for example
+``GANZHI_MQTT__PORT=1884`` or ``GANZHI_WEBHOOK__URL=https://tasks.example/clues``.
+A ``.env`` file in the working directory is read too. Secrets are ``SecretStr`` so they
+never print in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MqttSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive_s: int = 30
+    # MQTT v5 shared subscription group: every ingest worker in it gets a share.
+    share_group: str = "ganzhi-ingest"
+    # Persistent session: messages wait in the broker while ingest is down.
+    session_expiry_s: int = 7 * 24 * 3600
+    # Bound on QoS 1 messages received but not yet acknowledged (paho loses
+    # messages past 65,535 outstanding ones; the broker honours receive_maximum).
+    receive_maximum: int = 1000
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    partitions: int = 4
+    # Tansu reports a partition's end offset as the start of the last batch + 1, so
+    # readers "up to the end" (Faust changelog recovery) miss a multi-record batch's
+    # tail. One record per batch keeps it exact; real Kafka may raise this.
+    producer_max_batch_size: int = 1
+    linger_ms: int = 5
+
+
+class DatabaseSettings(BaseModel):
+    dsn: SecretStr = SecretStr("postgresql://ganzhi@127.0.0.1:5433/ganzhi")
+    pool_min: int = 1
+    pool_max: int = 8
+    # Raw readings older than this are dropped (TimescaleDB policy or partition drop).
+    retention_days: int = 400
+    compress_after_days: int = 7
+
+
+class ColdChainRuleSettings(BaseModel):
+    """Defaults of the cold-chain excursion rule; a rules file may override per device."""
+
+    metric: str = "temperature"
+    # GB/T 24616: chilled goods below 8 °C.
+    limit_c: float = 8.0
+    # Temperature must stay above the limit this long before an alert fires.
+    duration_s: float = 600.0
+    # Clears only below limit - hysteresis, held for clear_duration_s.
+    hysteresis_c: float = 1.0
+    clear_duration_s: float = 120.0
+    # Readings up to this much older than the newest one are placed in order;
+    # older ones are counted and dropped.
+    allowed_lateness_s: float = 120.0
+    severity: str = "major"
+
+
+class StreamSettings(BaseModel):
+    app_id: str = "ganzhi-stream"
+    data_dir: Path = Path("var/stream")
+    batch_size: int = 2000
+    batch_within_s: float = 0.5
+    web_port: int = 6066
+    rules_file: Path | None = None
+    cold_chain: ColdChainRuleSettings = Field(default_factory=ColdChainRuleSettings)
+
+
+class WebhookSettings(BaseModel):
+    url: str | None = None
+    secret: SecretStr = SecretStr("change-me")
+    timeout_s: float = 5.0
+    max_attempts: int = 12
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    poll_interval_s: float = 0.5
+    # Where the task system can fetch evidence; put into each clue's links.
+    public_base_url: str = "http://127.0.0.1:8000"
+
+
+class OpsPorts(BaseModel):
+    """Metrics and health endpoints, one port per service."""
+
+    ingest: int = 9101
+    stream: int = 9102
+    alerts: int = 9103
+    edge: int = 9104
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GANZHI_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    ops: OpsPorts = Field(default_factory=OpsPorts)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
