@@ -90,6 +90,13 @@ class WebhookSettings(BaseModel):
     public_base_url: str = "http://127.0.0.1:8000"
 
 
+class IngestSettings(BaseModel):
+    # Stable per worker: the broker keeps this worker's persistent session under it.
+    worker_id: str = "ingest-1"
+    # Messages produced to Kafka before their MQTT acknowledgements are sent.
+    batch_max: int = 500
+
+
 class OpsPorts(BaseModel):
     """Metrics and health endpoints, one port per service."""
 
@@ -114,6 +121,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     ops: OpsPorts = Field(default_factory=OpsPorts)

@@ -1,0 +1,1 @@
+"""Edge agents: what runs on the box in a kitchen, cold store or elevator machine room."""

@@ -1,0 +1,1 @@
+"""Deterministic device simulators for the demo and the tests."""

@@ -1,0 +1,86 @@
+"""The ``ganzhi`` command: one subcommand per service, plus the demo stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ganzhi.settings import Settings, get_settings
+
+
+def _ingest(s: Settings, _a: argparse.Namespace) -> int:
+    from ingest.main import run
+
+    return run(s)
+
+
+def _stream(s: Settings, _a: argparse.Namespace) -> int:
+    from stream.main import run
+
+    return run(s)
+
+
+def _alerts(s: Settings, _a: argparse.Namespace) -> int:
+    from alerts.main import run
+
+    return run(s)
+
+
+def _api(s: Settings, _a: argparse.Namespace) -> int:
+    from api.main import run
+
+    return run(s)
+
+
+def _simulate(s: Settings, a: argparse.Namespace) -> int:
+    from edge.simulate import run
+
+    return run(s, rooms=a.rooms, interval_s=a.interval, seed=a.seed)
+
+
+def _migrate(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi.db.migrate import migrate
+
+    for name in migrate(s.db.dsn.get_secret_value()):
+        print(f"applied {name}")
+    return 0
+
+
+def _receiver(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi.stack.receiver import run
+
+    return run(s, a.port)
+
+
+def _demo(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi.stack.supervisor import run_demo
+
+    return run_demo(s, data_dir=a.data_dir, duration_s=a.duration)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ganzhi", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest", help="MQTT -> Kafka bridge").set_defaults(fn=_ingest)
+    sub.add_parser("stream", help="Faust stream worker").set_defaults(fn=_stream)
+    sub.add_parser("alerts", help="alert lifecycle and clue webhooks").set_defaults(fn=_alerts)
+    sub.add_parser("api", help="HTTP API").set_defaults(fn=_api)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
+    sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")
+    sim.add_argument("--rooms", type=int, default=3)
+    sim.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.set_defaults(fn=_simulate)
+    rcv = sub.add_parser("receiver", help="a stand-in task system that verifies clue webhooks")
+    rcv.add_argument("--port", type=int, default=8099)
+    rcv.set_defaults(fn=_receiver)
+    demo = sub.add_parser("demo", help="start brokers, database, services and simulators")
+    demo.add_argument("--data-dir", default="var", help="where the stack keeps its data")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.set_defaults(fn=_demo)
+    args = parser.parse_args(argv)
+    return int(args.fn(get_settings(), args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

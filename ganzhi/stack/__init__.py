@@ -1,0 +1,1 @@
+"""The embedded stack: real brokers and database on this machine, and the demo supervisor."""

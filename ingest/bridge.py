@@ -1,0 +1,169 @@
+"""The MQTT -> Kafka bridge.
+
+paho's network thread hands each QoS 1 message to the asyncio loop; the loop produces a
+batch to Kafka, waits until Kafka has every record, and only then acknowledges the batch
+to the broker, in the order received. A crash before the acknowledgement means the
+broker delivers the message again (persistent session), so nothing is lost; Kafka may
+see a message twice, which every sink absorbs by ``msg_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaProducer
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ganzhi.contracts import KafkaTopic, shared_subscription
+from ganzhi.mqtt import make_client, session_properties
+from ganzhi.observability import get_logger
+from ganzhi.settings import Settings
+from ingest import metrics
+from ingest.validate import Accepted, route
+
+log = get_logger("ingest")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class Bridge:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._subscribed = asyncio.Event()
+        self.connected = False
+        self.client = make_client(
+            settings.mqtt, f"ganzhi-{settings.ingest.worker_id}", manual_ack=True
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # --- paho callbacks (network thread) -----------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
+    ) -> None:
+        if rc.is_failure:
+            log.error("mqtt_connect_refused", reason=str(rc))
+            return
+        self.connected = True
+        metrics.MQTT_CONNECTED.set(1)
+        sub = shared_subscription(self._settings.mqtt.share_group)
+        client.subscribe(sub, qos=1)
+        log.info("mqtt_connected", subscription=sub)
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._subscribed.set)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
+    ) -> None:
+        self.connected = False
+        metrics.MQTT_CONNECTED.set(0)
+        log.warning("mqtt_disconnected", reason=str(rc))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        item = Inbound(msg.mid, msg.qos, msg.topic, bytes(msg.payload))
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    # --- asyncio side -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        kafka = self._settings.kafka
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=kafka.bootstrap,
+            acks="all",
+            linger_ms=kafka.linger_ms,
+            enable_idempotence=False,  # Tansu cannot; sinks are idempotent instead
+            request_timeout_ms=30000,
+        )
+        await self._producer.start()
+        mq = self._settings.mqtt
+        self.client.connect_async(
+            mq.host, mq.port, keepalive=mq.keepalive_s, clean_start=False,
+            properties=session_properties(mq.session_expiry_s, mq.receive_maximum),
+        )
+        self.client.loop_start()
+        try:
+            while not stop.is_set():
+                batch = await self._next_batch(stop)
+                if batch:
+                    await self._forward(batch)
+        finally:
+            # Unacknowledged messages stay in the broker's session for the next start.
+            self.client.disconnect()
+            self.client.loop_stop()
+            await self._producer.stop()
+            metrics.MQTT_CONNECTED.set(0)
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[Inbound]:
+        getter = asyncio.ensure_future(self._queue.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if getter not in done:
+            getter.cancel()
+            return []
+        batch = [getter.result()]
+        while len(batch) < self._settings.ingest.batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _forward(self, batch: list[Inbound]) -> None:
+        assert self._producer is not None
+        started = time.perf_counter()
+        records: list[tuple[str, bytes, bytes]] = []
+        for item in batch:
+            metrics.RECEIVED.inc()
+            decision = route(item.topic, item.payload)
+            if isinstance(decision, Accepted):
+                records.append((decision.kafka_topic, decision.key, decision.value))
+                metrics.ACCEPTED.labels(channel=item.topic.rsplit("/", 1)[-1]).inc()
+            else:
+                dl = decision.dead_letter
+                records.append(
+                    (KafkaTopic.DEAD_LETTER.value, item.topic.encode(),
+                     dl.model_dump_json().encode())
+                )
+                metrics.DEAD_LETTERED.labels(reason=dl.reason).inc()
+                log.warning("dead_letter", topic=item.topic, reason=dl.reason, error=dl.error)
+        await self._produce_all(records)
+        for item in batch:  # in the order received, as MQTT requires
+            self.client.ack(item.mid, item.qos)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.FORWARDED.inc(len(batch))
+
+    async def _produce_all(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Keep trying until Kafka has every record: acknowledging earlier would lose them."""
+        assert self._producer is not None
+        delay = 0.5
+        while True:
+            try:
+                futures = [
+                    await self._producer.send(topic, value=value, key=key)
+                    for topic, key, value in records
+                ]
+                await asyncio.gather(*futures)
+                return
+            except Exception as exc:
+                metrics.KAFKA_ERRORS.inc()
+                log.error("kafka_produce_failed", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)

@@ -1,0 +1,41 @@
+"""``ganzhi ingest``: run one ingest worker until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ganzhi.kafka import ensure_topics
+from ganzhi.observability import OpsServer, configure_logging, get_logger, install_stop_signals
+from ganzhi.settings import Settings
+from ingest.bridge import Bridge
+
+log = get_logger("ingest")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    await ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions)
+    bridge = Bridge(settings)
+
+    def health() -> dict[str, Any]:
+        return {"ok": bridge.connected, "mqtt_connected": bridge.connected}
+
+    ops = OpsServer(settings.ops.ingest, health).start()
+    log.info("ingest_started", worker=settings.ingest.worker_id, ops_port=ops.port)
+    try:
+        await bridge.run(stop)
+    finally:
+        ops.stop()
+        log.info("ingest_stopped")
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0

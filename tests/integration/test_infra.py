@@ -1,0 +1,21 @@
+"""The stack starters bring up real, usable parts."""
+
+from __future__ import annotations
+
+import psycopg
+
+from ganzhi.stack.infra import Managed, port_open
+
+
+def test_postgres_fixture_is_migrated(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names[0] == "0001_readings.sql"
+    assert "0003_alerts.sql" in names
+
+
+def test_brokers_listen_and_stop(mqtt_broker: Managed, tansu: Managed) -> None:
+    assert port_open(mqtt_broker.host, mqtt_broker.port)
+    assert port_open(tansu.host, tansu.port)
+    tansu.stop()
+    assert not port_open(tansu.host, tansu.port)
