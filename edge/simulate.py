@@ -32,7 +32,7 @@ def demo_rooms(site_id: str = "demo-site", count: int = 3, fail_after_s: float =
 ]:
     """A few healthy rooms and one whose compressor fails shortly after the start."""
     rooms = [SimulatedRoom(site_id, f"cold-room-{i:02d}", ColdRoomSpec()) for i in range(1, count)]
-    failing = ColdRoomSpec(start_c=6.5, warming_per_s=0.02, failure_at_s=fail_after_s)
+    failing = ColdRoomSpec(start_c=6.5, warming_per_s=0.005, failure_at_s=fail_after_s)
     rooms.append(SimulatedRoom(site_id, f"cold-room-{count:02d}", failing))
     return rooms
 

@@ -47,9 +47,9 @@ def _migrate(s: Settings, _a: argparse.Namespace) -> int:
 
 
 def _receiver(s: Settings, a: argparse.Namespace) -> int:
-    from ganzhi.stack.receiver import run
+    from alerts.receiver import run
 
-    return run(s, a.port)
+    return run(s, a.port or s.demo.receiver_port)
 
 
 def _demo(s: Settings, a: argparse.Namespace) -> int:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--seed", type=int, default=1)
     sim.set_defaults(fn=_simulate)
     rcv = sub.add_parser("receiver", help="a stand-in task system that verifies clue webhooks")
-    rcv.add_argument("--port", type=int, default=8099)
+    rcv.add_argument("--port", type=int, default=None)
     rcv.set_defaults(fn=_receiver)
     demo = sub.add_parser("demo", help="start brokers, database, services and simulators")
     demo.add_argument("--data-dir", default="var", help="where the stack keeps its data")

@@ -111,6 +111,11 @@ class ApiSettings(BaseModel):
     port: int = 8000
 
 
+class DemoSettings(BaseModel):
+    # The stand-in task system that receives and verifies clue webhooks in the demo.
+    receiver_port: int = 8099
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GANZHI_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -126,6 +131,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     ops: OpsPorts = Field(default_factory=OpsPorts)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
 
 
 @lru_cache

@@ -18,8 +18,8 @@ class ColdRoomSpec:
     band_c: float = 1.0  # compressor on above setpoint + band, off below setpoint - band
     ambient_c: float = 26.0
     start_c: float = 3.0
-    cooling_c_per_s: float = 0.02
-    warming_per_s: float = 0.002  # share of the gap to ambient gained per second
+    cooling_c_per_s: float = 0.1
+    warming_per_s: float = 0.0005  # share of the gap to ambient gained per second
     noise_c: float = 0.05
     failure_at_s: float | None = None  # compressor fails at this offset
     failure_for_s: float = 0.0  # and is repaired after this long (0: never)

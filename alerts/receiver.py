@@ -1,0 +1,106 @@
+"""A reference clue receiver: what a task system does with our webhooks.
+
+``ganzhi receiver`` runs it for the demo; the e2e tests use :class:`ClueReceiver` as the
+"task system". It verifies every delivery's signature over the raw body, accepts each
+``Idempotency-Key`` once (a retry of a clue already taken answers 200 again), and lists
+what it took at ``GET /clues``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from alerts.signing import IDEMPOTENCY_HEADER, verify_headers
+from ganzhi.observability import configure_logging, get_logger
+from ganzhi.settings import Settings
+
+log = get_logger("receiver")
+
+
+class ClueReceiver:
+    def __init__(self, secret: bytes, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.secret = secret
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.deliveries = 0
+        self.rejected = 0
+        self.fail_next = 0  # answer 503 to this many deliveries (to exercise retries)
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, answer = outer.handle(dict(self.headers.items()), body)
+                self._reply(status, answer)
+
+            def do_GET(self) -> None:
+                with outer._lock:
+                    items = list(outer.accepted.values())
+                self._reply(200, {"clues": items})
+
+            def _reply(self, status: int, answer: dict[str, Any]) -> None:
+                data = json.dumps(answer, ensure_ascii=False).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}/clues"
+
+    def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.deliveries += 1
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return 503, {"error": "try again later"}
+            if not verify_headers(self.secret, headers, body):
+                self.rejected += 1
+                log.warning("clue_signature_invalid")
+                return 401, {"error": "bad signature"}
+            key = {k.lower(): v for k, v in headers.items()}.get(IDEMPOTENCY_HEADER.lower(), "")
+            duplicate = key in self.accepted
+            if not duplicate:
+                clue = json.loads(body)
+                self.accepted[key] = clue
+                log.info(
+                    "clue_received", clue_id=key, alert_id=clue.get("alert_id"),
+                    site=clue.get("site_id"), device=clue.get("device_id"),
+                    summary=clue.get("summary"),
+                )
+            return 200, {"accepted": True, "duplicate": duplicate}
+
+    def start(self) -> ClueReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run(settings: Settings, port: int) -> int:
+    configure_logging(settings.log_level, settings.log_json)
+    receiver = ClueReceiver(settings.webhook.secret.get_secret_value().encode(), port).start()
+    log.info("receiver_started", url=receiver.url)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    receiver.stop()
+    log.info("receiver_stopped", accepted=len(receiver.accepted))
+    return 0
