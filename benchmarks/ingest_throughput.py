@@ -110,9 +110,9 @@ def main() -> int:
     asyncio.run(ensure_topics(bootstrap, 4))
     mq = MqttSettings(host=mosq.host, port=mosq.port)
     workers = []
-    for w in range(args.workers):
+    for i in range(args.workers):
         env = {**os.environ, "GANZHI_MQTT__PORT": str(mosq.port),
-               "GANZHI_KAFKA__BOOTSTRAP": bootstrap, "GANZHI_INGEST__WORKER_ID": f"bench-{w}",
+               "GANZHI_KAFKA__BOOTSTRAP": bootstrap, "GANZHI_INGEST__WORKER_ID": f"bench-{i}",
                "GANZHI_OPS__INGEST": str(free_port()), "GANZHI_LOG_LEVEL": "WARNING"}
         workers.append(subprocess.Popen([sys.executable, "-m", "ganzhi.cli", "ingest"], env=env))
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,9 @@ from ganzhi.observability import OpsServer, configure_logging, get_logger
 from ganzhi.settings import Settings
 
 log = get_logger("edge.simulate")
-PUBLISHED = Counter("ganzhi_edge_sim_published_total", "Simulated messages acknowledged", ["device"])
+PUBLISHED = Counter(
+    "ganzhi_edge_sim_published_total", "Simulated messages acknowledged", ["device"]
+)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,13 @@ def _migrate(s: Settings, _a: argparse.Namespace) -> int:
     return 0
 
 
+def _maintain(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi.db.maintenance import maintain
+
+    print(maintain(s.db.dsn.get_secret_value(), s.db.retention_days))
+    return 0
+
+
 def _receiver(s: Settings, a: argparse.Namespace) -> int:
     from alerts.receiver import run
 
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("alerts", help="alert lifecycle and clue webhooks").set_defaults(fn=_alerts)
     sub.add_parser("api", help="HTTP API").set_defaults(fn=_api)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
+    sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
     sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")
     sim.add_argument("--rooms", type=int, default=3)
     sim.add_argument("--interval", type=float, default=2.0, help="seconds between readings")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -20,7 +21,7 @@ def make_client(
     password: str | None = None,
 ) -> mqtt.Client:
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
@@ -40,7 +41,7 @@ def make_client(
 
 def session_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
     """CONNECT properties for a persistent session (use with ``clean_start=False``)."""
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     if receive_maximum:
         props.ReceiveMaximum = receive_maximum

@@ -46,9 +46,9 @@ class DatabaseSettings(BaseModel):
     dsn: SecretStr = SecretStr("postgresql://ganzhi@127.0.0.1:5433/ganzhi")
     pool_min: int = 1
     pool_max: int = 8
-    # Raw readings older than this are dropped (TimescaleDB policy or partition drop).
+    # Raw readings older than this are dropped by `ganzhi maintain` (TimescaleDB
+    # retention policy, or dropping daily partitions on plain PostgreSQL).
     retention_days: int = 400
-    compress_after_days: int = 7
 
 
 class ColdChainRuleSettings(BaseModel):

@@ -123,8 +123,8 @@ class Bridge:
             await self._producer.stop()
             metrics.MQTT_CONNECTED.set(0)
 
-    async def wait_subscribed(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._subscribed.wait(), timeout)
+    async def wait_subscribed(self) -> None:
+        await self._subscribed.wait()
 
     async def _next_batch(self, stop: asyncio.Event) -> list[Inbound]:
         while not stop.is_set():

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from ganzhi.db.migrate import migrate
-from ganzhi.stack.infra import Managed, create_database, start_mosquitto, start_postgres, start_tansu
+from ganzhi.stack.infra import (
+    Managed,
+    create_database,
+    start_mosquitto,
+    start_postgres,
+    start_tansu,
+)
 
 
 @pytest.fixture(scope="session")

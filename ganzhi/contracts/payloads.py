@@ -27,7 +27,7 @@ from pydantic import (
 
 from ganzhi.contracts.topics import ID_PATTERN, Channel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Identifier = Annotated[str, Field(pattern=f"^{ID_PATTERN}$", examples=["cs-0001"])]
 MetricName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$", examples=["temperature"])]

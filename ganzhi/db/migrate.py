@@ -42,7 +42,8 @@ def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 " name text PRIMARY KEY, checksum text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = dict(conn.execute("SELECT name, checksum FROM schema_migrations").fetchall())
+            rows = conn.execute("SELECT name, checksum FROM schema_migrations").fetchall()
+            done: dict[str, str] = {str(name): str(checksum) for name, checksum in rows}
             for m in load_migrations(directory):
                 if m.name in done:
                     if done[m.name] != m.checksum:

@@ -87,7 +87,7 @@ def start_infrastructure(settings: Settings, data_dir: Path) -> list[Managed]:
     else:
         parts.append(start_tansu(data_dir / "logs", khost, kport))
     db = conninfo_to_dict(settings.db.dsn.get_secret_value())
-    dhost, dport = str(db.get("host", "127.0.0.1")), int(db.get("port", 5432))
+    dhost, dport = str(db.get("host", "127.0.0.1")), int(str(db.get("port", 5432)))
     if port_open(dhost, dport):
         log.info("reuse", part="postgres", address=f"{dhost}:{dport}")
     else:

@@ -106,8 +106,8 @@ def stack(
         yield Stack(env, procs, f"http://127.0.0.1:{ports['api']}", pg_dsn, kafka_bootstrap,
                     receiver, MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port))
     finally:
-        codes = {}
-        for name, proc in procs.items():
+        codes: dict[str, int | str] = {}
+        for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
         for name, proc in procs.items():
             try:

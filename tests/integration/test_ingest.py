@@ -41,7 +41,7 @@ def _reading(device: str, i: int) -> Telemetry:
     )
 
 
-async def _consume(bootstrap: str, topic: str, want: int, timeout: float = 30) -> list[bytes]:
+async def _consume(bootstrap: str, topic: str, want: int, wait_s: float = 30) -> list[bytes]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
         group_id=f"t-{uuid.uuid4().hex[:6]}",
@@ -49,7 +49,7 @@ async def _consume(bootstrap: str, topic: str, want: int, timeout: float = 30) -
     await consumer.start()
     got: list[bytes] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             while len(got) < want:
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
@@ -72,7 +72,7 @@ async def bridge(mqtt_broker: Managed, kafka_bootstrap: str) -> AsyncIterator[Br
     b = Bridge(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(b.run(stop))
-    await b.wait_subscribed()
+    await asyncio.wait_for(b.wait_subscribed(), 10)
     await asyncio.sleep(0.2)
     yield b
     stop.set()
@@ -146,7 +146,7 @@ async def test_messages_wait_while_ingest_is_down_and_survive_kill(
         assert await asyncio.to_thread(pub.publish, Channel.TELEMETRY, msg)
     pub.close()
     try:
-        values = await _consume(kafka_bootstrap, KafkaTopic.TELEMETRY, 300, timeout=60)
+        values = await _consume(kafka_bootstrap, KafkaTopic.TELEMETRY, 300, wait_s=60)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
