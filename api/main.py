@@ -1,0 +1,106 @@
+"""The HTTP API: ``create_app(settings)`` for ASGI servers and tests, ``run`` for the CLI."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+from psycopg_pool import AsyncConnectionPool
+
+from api.routes import alerts, devices, health
+from ganzhi.observability import configure_logging, get_logger
+from ganzhi.settings import Settings
+
+log = get_logger("api")
+
+REQUESTS = Counter(
+    "ganzhi_api_requests_total",
+    "HTTP requests, by method, route and status.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "ganzhi_api_request_seconds",
+    "HTTP request duration, by method and route.",
+    ["method", "route"],
+)
+
+
+def _route_label(request: Request) -> str:
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"  # templates only: bounded label values
+
+
+async def _observe(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = _route_label(request)
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            settings.db.dsn.get_secret_value(),
+            min_size=settings.db.pool_min,
+            max_size=settings.db.pool_max,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        # Start even when the database is down: /healthz then answers 503 until it is back.
+        await pool.open(wait=False)
+        app.state.settings = settings
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="ganzhi API",
+        version="1",
+        summary="Alerts, their clue deliveries and device readings.",
+        lifespan=lifespan,
+    )
+    app.middleware("http")(_observe)
+    app.include_router(health.router)
+    app.include_router(alerts.router)
+    app.include_router(devices.router)
+    return app
+
+
+def run(settings: Settings) -> int:
+    """Entry point of ``ganzhi api``: uvicorn until SIGTERM/SIGINT (uvicorn drains)."""
+    configure_logging(settings.log_level, settings.log_json)
+    log.info("api_starting", host=settings.api.host, port=settings.api.port)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler that was
+    # installed before it; a no-op one there lets run() return its exit code instead.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    log.info("api_stopped")
+    return 0 if server.started else 1

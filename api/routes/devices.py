@@ -1,0 +1,78 @@
+"""A device's readings over a time range: raw samples or one-minute rollups."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime
+
+from api.deps import ConnDep, JurisdictionDep
+from api.schemas import ReadingSeries, Resolution, SeriesPoint
+from ganzhi.contracts.topics import ID_PATTERN
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+_ID = f"^{ID_PATTERN}$"
+DEFAULT_SPAN = timedelta(hours=24)
+MAX_LIMIT = 10_000
+
+_RAW = (
+    "SELECT time, metric, value, unit FROM readings"
+    " WHERE site_id = %s AND device_id = %s AND time >= %s AND time < %s"
+)
+_ROLLUP = (
+    "SELECT bucket AS time, metric, mean AS value, min, max, count, last FROM rollups_1m"
+    " WHERE site_id = %s AND device_id = %s AND bucket >= %s AND bucket < %s"
+)
+
+
+@router.get(
+    "/{site_id}/{device_id}/readings",
+    response_model=ReadingSeries,
+    response_model_by_alias=True,
+    responses={404: {"description": "Device outside the caller's jurisdiction"}},
+)
+async def readings(
+    conn: ConnDep,
+    scope: JurisdictionDep,
+    site_id: Annotated[str, Path(pattern=_ID)],
+    device_id: Annotated[str, Path(pattern=_ID)],
+    metric: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] = None,
+    from_: Annotated[
+        AwareDatetime | None, Query(alias="from", description="Inclusive; default to - 24 h.")
+    ] = None,
+    to: Annotated[AwareDatetime | None, Query(description="Exclusive; default now.")] = None,
+    resolution: Resolution = "raw",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
+) -> ReadingSeries:
+    if not scope.allows(site_id):
+        raise HTTPException(status_code=404, detail=f"device {site_id}/{device_id} not found")
+    end = to or datetime.now(UTC)
+    start = from_ or end - DEFAULT_SPAN
+    if start >= end:
+        raise HTTPException(
+            status_code=422, detail=f"'from' ({start.isoformat()}) must be before 'to'"
+        )
+    query = _RAW if resolution == "raw" else _ROLLUP
+    params: list[Any] = [site_id, device_id, start, end]
+    if metric is not None:
+        query += " AND metric = %s"
+        params.append(metric)
+    query += " ORDER BY 1, 2 LIMIT %s"
+    params.append(limit + 1)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+    return ReadingSeries(
+        site_id=site_id,
+        device_id=device_id,
+        metric=metric,
+        resolution=resolution,
+        from_=start,
+        to=end,
+        points=[SeriesPoint.model_validate(r) for r in rows[:limit]],
+        truncated=len(rows) > limit,
+    )

@@ -1,0 +1,142 @@
+"""The alerts service end to end on real Tansu (Kafka protocol), PostgreSQL and a receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import SecretStr
+
+from alerts.consumer import GROUP_ID
+from alerts.main import serve
+from alerts.receiver import ClueReceiver
+from ganzhi.contracts import AlertTransition, KafkaTopic, Severity, TransitionKind, kafka_key
+from ganzhi.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSettings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+SECRET = "service-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def transition(kind: TransitionKind, at: datetime) -> AlertTransition:
+    return AlertTransition(
+        transition_id=f"fp:{kind.value}:{at.isoformat()}",
+        kind=kind,
+        fingerprint="site-1/fridge-1/cold",
+        rule_id="cold_chain.chilled",
+        severity=Severity.MAJOR,
+        site_id="site-1",
+        device_id="fridge-1",
+        started_at=T0,
+        at=at,
+        summary="too warm",
+    )
+
+
+def scalar(dsn: str, query: str) -> Any:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query.encode()).fetchone()
+    return row[0] if row else None
+
+
+def fetch(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def committed_total(bootstrap: str) -> int:
+    """Sum of the offsets group ganzhi-alerts committed on the transitions topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=GROUP_ID)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(KafkaTopic.ALERT_TRANSITIONS.value) or set()
+        total = 0
+        for p in partitions:
+            offset = await consumer.committed(TopicPartition(KafkaTopic.ALERT_TRANSITIONS.value, p))
+            total += offset or 0
+        return total
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(check: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not check():  # noqa: ASYNC110 - polls outside state
+            await asyncio.sleep(0.1)
+    assert check(), what
+
+
+async def produce(bootstrap: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(
+                KafkaTopic.ALERT_TRANSITIONS.value, value, key=kafka_key("site-1", "fridge-1")
+            )
+    finally:
+        await producer.stop()
+
+
+async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstrap: str) -> None:
+    receiver = ClueReceiver(SECRET.encode()).start()
+    receiver.fail_next = 1  # one retry on the way
+    settings = Settings(
+        db=DatabaseSettings(dsn=SecretStr(pg_dsn), pool_max=3),
+        kafka=KafkaSettings(bootstrap=kafka_bootstrap, partitions=1),
+        webhook=WebhookSettings(
+            url=receiver.url,
+            secret=SecretStr(SECRET),
+            backoff_base_s=0.05,
+            backoff_max_s=0.1,
+            poll_interval_s=0.05,
+        ),
+    )
+    firing = transition(TransitionKind.FIRING, T0 + timedelta(minutes=10)).model_dump_json()
+    resolved = transition(TransitionKind.RESOLVED, T0 + timedelta(minutes=40)).model_dump_json()
+    ops_port = free_port()
+    try:
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve(settings, stop, ops_port=ops_port))
+        await produce(
+            kafka_bootstrap,
+            [firing.encode(), b"{broken", firing.encode(), b'{"kind": "firing"}'],
+        )
+        await wait_for(lambda: len(receiver.accepted) == 1, "the clue delivered")
+        health = json.loads(await asyncio.to_thread(fetch, ops_port, "/healthz"))
+        assert health["consumer_running"] is True
+        metrics = await asyncio.to_thread(fetch, ops_port, "/metrics")
+        assert 'ganzhi_alerts_transitions_invalid_total{reason="invalid_json"}' in metrics
+        assert 'ganzhi_alerts_clue_deliveries_total{outcome="delivered"}' in metrics
+        await produce(kafka_bootstrap, [resolved.encode()])
+        await wait_for(
+            lambda: scalar(pg_dsn, "SELECT count(*) FROM alerts WHERE status='resolved'") == 1,
+            "the alert resolved",
+        )
+        stop.set()
+        await asyncio.wait_for(service, 30)
+
+        assert receiver.deliveries == 2 and receiver.rejected == 0
+        assert scalar(pg_dsn, "SELECT count(*) FROM alerts") == 1
+        assert scalar(pg_dsn, "SELECT count(*) FROM alert_events") == 2
+        assert scalar(pg_dsn, "SELECT status FROM clue_outbox") == "delivered"
+
+        # Everything consumed was committed: a restart begins after it, nothing re-applied.
+        assert await committed_total(kafka_bootstrap) == 5
+    finally:
+        receiver.stop()

@@ -1,0 +1,137 @@
+"""Alert lifecycle decisions, clue building, backoff and delivery classification."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from alerts.consumer import Rejected, parse_transition
+from alerts.lifecycle import (
+    Action,
+    AlertRef,
+    DeliveryOutcome,
+    backoff_delay,
+    build_clue,
+    classify_delivery,
+    clue_id_for,
+    decide,
+)
+from ganzhi.contracts import AlertTransition, Clue, Severity, TransitionKind
+
+T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+
+
+def transition(
+    kind: TransitionKind = TransitionKind.FIRING,
+    started_at: datetime = T0,
+    at: datetime | None = None,
+) -> AlertTransition:
+    return AlertTransition(
+        transition_id=f"fp-1:{kind.value}:{(at or started_at).isoformat()}",
+        kind=kind,
+        fingerprint="fp-1",
+        rule_id="cold_chain.chilled",
+        severity=Severity.MAJOR,
+        site_id="site-1",
+        device_id="fridge-1",
+        started_at=started_at,
+        at=at or started_at + timedelta(minutes=10),
+        summary="temperature above 8 °C for 10 min",
+        values={"max": 11.5},
+    )
+
+
+def ref(id: int, started_at: datetime = T0, open: bool = True) -> AlertRef:
+    return AlertRef(id=id, started_at=started_at, open=open)
+
+
+def test_firing_opens_a_new_alert() -> None:
+    assert decide(transition(), None, None).action is Action.OPEN
+
+
+def test_firing_replayed_is_a_noop() -> None:
+    d = decide(transition(), ref(7), ref(7))
+    assert (d.action, d.alert_id) == (Action.NOOP, 7)
+    d = decide(transition(), ref(7, open=False), None)
+    assert (d.action, d.alert_id) == (Action.NOOP, 7)
+
+
+def test_firing_while_another_is_open_attaches() -> None:
+    d = decide(transition(started_at=T0 + timedelta(hours=1)), None, ref(7))
+    assert (d.action, d.alert_id) == (Action.ATTACH, 7)
+
+
+def test_resolved_closes_the_open_alert() -> None:
+    d = decide(transition(TransitionKind.RESOLVED), ref(7), ref(7))
+    assert (d.action, d.alert_id) == (Action.RESOLVE, 7)
+
+
+def test_resolved_without_open_alert_is_a_noop() -> None:
+    assert decide(transition(TransitionKind.RESOLVED), None, None).action is Action.NOOP
+    assert decide(transition(TransitionKind.RESOLVED), ref(7, open=False), None).alert_id == 7
+
+
+def test_resolved_older_than_the_open_alert_is_a_noop() -> None:
+    late = transition(TransitionKind.RESOLVED, started_at=T0, at=T0 + timedelta(minutes=5))
+    d = decide(late, None, ref(9, started_at=T0 + timedelta(hours=1)))
+    assert (d.action, d.reason) == (Action.NOOP, "older_than_open_alert")
+
+
+def test_clue_is_deterministic_and_links_to_evidence() -> None:
+    t = transition()
+    now = datetime(2025, 1, 1, 8, 11, tzinfo=UTC)
+    clue = build_clue(t, 42, "https://ganzhi.example/", now)
+    again = build_clue(t, 42, "https://ganzhi.example/", now + timedelta(hours=1))
+    assert clue.clue_id == again.clue_id == clue_id_for("fp-1", T0)
+    # Same instant in another time zone: same id.
+    assert clue_id_for("fp-1", T0.astimezone(timezone(timedelta(hours=8)))) == clue.clue_id
+    assert clue_id_for("fp-2", T0) != clue.clue_id
+    assert clue.links.alert == "https://ganzhi.example/api/v1/alerts/42"
+    url = urlsplit(clue.links.readings)
+    assert url.path == "/api/v1/devices/site-1/fridge-1/readings"
+    query = parse_qs(url.query)
+    assert query["from"] == ["2025-01-01T07:00:00Z"]
+    assert query["to"] == ["2025-01-01T09:10:00Z"]
+    assert Clue.model_validate_json(clue.model_dump_json()) == clue
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    low = [backoff_delay(n, 1.0, 60.0, rand=lambda: 0.0) for n in range(1, 9)]
+    high = [backoff_delay(n, 1.0, 60.0, rand=lambda: 1.0) for n in range(1, 9)]
+    assert high == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert low == [h / 2 for h in high]
+    assert backoff_delay(10_000, 1.0, 60.0) <= 60.0
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "expected"),
+    [
+        (200, 1, DeliveryOutcome.DELIVERED),
+        (204, 12, DeliveryOutcome.DELIVERED),
+        (400, 1, DeliveryOutcome.DEAD),
+        (401, 1, DeliveryOutcome.DEAD),
+        (408, 1, DeliveryOutcome.RETRY),
+        (429, 1, DeliveryOutcome.RETRY),
+        (500, 1, DeliveryOutcome.RETRY),
+        (503, 11, DeliveryOutcome.RETRY),
+        (503, 12, DeliveryOutcome.DEAD),
+        (None, 1, DeliveryOutcome.RETRY),
+        (None, 12, DeliveryOutcome.DEAD),
+    ],
+)
+def test_delivery_classification(
+    status: int | None, attempts: int, expected: DeliveryOutcome
+) -> None:
+    assert classify_delivery(status, attempts, max_attempts=12) is expected
+
+
+def test_parse_transition_rejects_with_a_reason() -> None:
+    good = transition()
+    assert parse_transition(good.model_dump_json().encode()) == good
+    assert parse_transition(None) == Rejected("empty", "record has no value")
+    bad_json = parse_transition(b"{not json")
+    assert isinstance(bad_json, Rejected) and bad_json.reason == "invalid_json"
+    bad_schema = parse_transition(b'{"kind": "firing"}')
+    assert isinstance(bad_schema, Rejected) and bad_schema.reason == "invalid_schema"

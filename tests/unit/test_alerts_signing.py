@@ -1,0 +1,75 @@
+"""Webhook signatures: what a task system relies on to trust a clue."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from alerts.signing import (
+    CLUE_CREATED,
+    EVENT_HEADER,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    signature_headers,
+    verify,
+    verify_headers,
+)
+
+SECRET = b"s3cret"
+BODY = b'{"clue_id":"c-1","summary":"too warm"}'
+TS = 1_700_000_000
+
+
+def test_sign_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    expected = hmac.new(SECRET, f"{TS}.".encode() + BODY, hashlib.sha256).hexdigest()
+    assert sign(SECRET, TS, BODY) == f"v1={expected}"
+
+
+def test_verify_accepts_a_fresh_genuine_signature() -> None:
+    assert verify(SECRET, TS, sign(SECRET, TS, BODY), BODY, now=TS + 10)
+    assert verify(SECRET, str(TS), sign(SECRET, TS, BODY), BODY, now=TS - 10)
+
+
+def test_tampered_body_is_refused() -> None:
+    signature = sign(SECRET, TS, BODY)
+    assert not verify(SECRET, TS, signature, BODY.replace(b"warm", b"cold"), now=TS)
+
+
+def test_wrong_secret_is_refused() -> None:
+    assert not verify(b"other", TS, sign(SECRET, TS, BODY), BODY, now=TS)
+
+
+def test_stale_or_future_timestamp_is_refused() -> None:
+    signature = sign(SECRET, TS, BODY)
+    assert not verify(SECRET, TS, signature, BODY, now=TS + 301)
+    assert not verify(SECRET, TS, signature, BODY, now=TS - 301)
+    assert verify(SECRET, TS, signature, BODY, tolerance_s=600, now=TS + 301)
+
+
+def test_changed_timestamp_is_refused() -> None:
+    assert not verify(SECRET, TS + 1, sign(SECRET, TS, BODY), BODY, now=TS)
+
+
+def test_garbage_is_refused_not_raised() -> None:
+    assert not verify(SECRET, "yesterday", sign(SECRET, TS, BODY), BODY, now=TS)
+    assert not verify(SECRET, TS, "v1=zz", BODY, now=TS)
+    assert not verify(SECRET, TS, "", BODY, now=TS)
+
+
+def test_one_of_several_signatures_matching_is_enough() -> None:
+    both = f"{sign(b'old', TS, BODY)}, {sign(SECRET, TS, BODY)}"
+    assert verify(SECRET, TS, both, BODY, now=TS)
+
+
+def test_headers_round_trip_case_insensitively() -> None:
+    headers = signature_headers(SECRET, TS, BODY, "c-1")
+    assert headers[IDEMPOTENCY_HEADER] == "c-1"
+    assert headers[EVENT_HEADER] == CLUE_CREATED
+    assert headers[TIMESTAMP_HEADER] == str(TS)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert verify_headers(SECRET, lowered, BODY, now=TS)
+    assert not verify_headers(b"other", headers, BODY, now=TS)
+    del lowered[SIGNATURE_HEADER.lower()]
+    assert not verify_headers(SECRET, lowered, BODY, now=TS)
