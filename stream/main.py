@@ -1,0 +1,99 @@
+"""Entry point of the stream worker: ``run(settings)`` or ``python -m stream.main``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+
+from ganzhi.contracts import KafkaTopic
+from ganzhi.db.migrate import migrate
+from ganzhi.kafka import ensure_topics
+from ganzhi.observability import OpsServer, configure_logging, get_logger
+from ganzhi.settings import Settings
+from stream.agents import TableStateStore, register_agents, transition_sender
+from stream.app import build_app
+from stream.processor import BatchProcessor
+from stream.rules.config import ColdChainRules
+from stream.sinks.readings import ReadingsSink
+
+log = get_logger(__name__)
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (desc,) = await admin.describe_topics([topic])
+        return len(desc["partitions"])
+    finally:
+        await admin.close()
+
+
+def run(settings: Settings) -> int:
+    """Run one Faust worker until SIGTERM/SIGINT; returns the process exit code."""
+    configure_logging(settings.log_level, settings.log_json)
+    dsn = settings.db.dsn.get_secret_value()
+    rules = ColdChainRules.load(settings.stream.cold_chain, settings.stream.rules_file)
+    migrate(dsn)  # harmless when the CLI already did it (advisory lock, each file once)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions))
+    actual = loop.run_until_complete(
+        topic_partitions(settings.kafka.bootstrap, KafkaTopic.TELEMETRY.value))
+    if actual != settings.kafka.partitions:
+        # Rule state lives in the changelog partition of the device's telemetry partition,
+        # so the table must have exactly as many partitions as the source topic.
+        log.warning("telemetry topic partitions differ from settings; using the topic's",
+                    topic_partitions=actual, settings_partitions=settings.kafka.partitions)
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"partitions": actual})})
+    settings.stream.data_dir.mkdir(parents=True, exist_ok=True)
+
+    stream_app = build_app(settings)
+    sink = ReadingsSink(dsn)
+    processor = BatchProcessor(
+        rules, sink, TableStateStore(stream_app.rule_state),
+        transition_sender(stream_app.transitions),
+    )
+    register_agents(stream_app, settings, processor)
+    started = time.time()
+
+    @stream_app.app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def _close_sink(app: Any, **kwargs: Any) -> None:
+        await sink.close()
+
+    def health() -> dict[str, Any]:
+        last = processor.last_batch_at
+        return {
+            "ok": True,
+            "service": "stream",
+            "uptime_s": round(time.time() - started, 1),
+            "last_batch_age_s": None if last is None else round(time.time() - last, 1),
+        }
+
+    ops = OpsServer(settings.ops.stream, health).start()
+    log.info("stream worker starting", bootstrap=settings.kafka.bootstrap,
+             app_id=settings.stream.app_id, ops_port=ops.port)
+    worker = faust.Worker(
+        stream_app.app, loop=loop, loglevel=settings.log_level, quiet=True,
+        override_logging=False, redirect_stdouts=False,
+    )
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        ops.stop()
+    log.info("stream worker stopped", exit_code=code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run(Settings()))

@@ -1,0 +1,27 @@
+"""Prometheus metrics of the stream processor."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+READINGS_WRITTEN = Counter(
+    "ganzhi_stream_readings_written_total", "Readings inserted into PostgreSQL")
+READINGS_DUPLICATE = Counter(
+    "ganzhi_stream_readings_duplicate_total", "Readings already stored (replays, retries)")
+BATCHES = Counter("ganzhi_stream_batches_total", "Batches of Kafka messages processed")
+BATCH_SECONDS = Histogram(
+    "ganzhi_stream_batch_seconds", "Time to process one batch (DB write, rules, sends)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_MESSAGES = Histogram(
+    "ganzhi_stream_batch_messages", "Kafka messages per batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+)
+TRANSITIONS = Counter(
+    "ganzhi_stream_transitions_total", "Alert transitions emitted", ["rule_id", "kind"])
+LATE_DROPPED = Counter(
+    "ganzhi_stream_late_readings_total", "Readings older than the allowed lateness, ignored",
+    ["rule_id"])
+INVALID = Counter(
+    "ganzhi_stream_invalid_messages_total", "Messages that failed validation (skipped)")
+DB_ERRORS = Counter("ganzhi_stream_db_errors_total", "Failed batch writes (retried)")

@@ -1,0 +1,1 @@
+"""Adapters that write the stream's output to PostgreSQL."""

@@ -1,0 +1,258 @@
+"""The stream worker as a real process: Tansu in, PostgreSQL and alert transitions out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ganzhi.contracts import (
+    AlertTransition,
+    DeviceClass,
+    KafkaTopic,
+    Reading,
+    Telemetry,
+    TransitionKind,
+    kafka_key,
+)
+from ganzhi.kafka import ensure_topics
+from ganzhi.stack.infra import free_port
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.ops_port = int(env["GANZHI_OPS__STREAM"])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream.main"], cwd=ROOT, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        return self
+
+    def metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.ops_port}/metrics"
+        try:
+            text = urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            return -1.0
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.tail()
+            if self.metric(name) >= at_least:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{name} < {at_least} after {timeout}s\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def terminate(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+async def worker_env(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    # Topics first: a producer racing the worker would auto-create them with the
+    # broker's default partition count.
+    await ensure_topics(kafka_bootstrap, 2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANZHI_")}
+    env.update({
+        "GANZHI_KAFKA__BOOTSTRAP": kafka_bootstrap,
+        "GANZHI_KAFKA__PARTITIONS": "2",
+        "GANZHI_DB__DSN": pg_dsn,
+        "GANZHI_STREAM__APP_ID": f"stream-{uuid.uuid4().hex[:6]}",
+        "GANZHI_STREAM__DATA_DIR": str(tmp_path / "stream"),
+        "GANZHI_STREAM__WEB_PORT": str(free_port()),
+        "GANZHI_STREAM__BATCH_WITHIN_S": "0.2",
+        "GANZHI_STREAM__COLD_CHAIN__DURATION_S": "300",
+        "GANZHI_STREAM__COLD_CHAIN__ALLOWED_LATENESS_S": "60",
+        "GANZHI_OPS__STREAM": str(free_port()),
+        "GANZHI_LOG_LEVEL": "INFO",
+        # A killed worker leaves the group after the session timeout (Faust default 60 s).
+        "GANZHI_FAUST_BROKER_SESSION_TIMEOUT": "6",
+        "GANZHI_FAUST_BROKER_HEARTBEAT_INTERVAL": "1",
+        "GANZHI_FAUST_BROKER_REBALANCE_TIMEOUT": "10",
+    })
+    return env
+
+
+@pytest.fixture
+def worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Worker]:
+    w = Worker(worker_env, tmp_path / "worker.log").start()
+    yield w
+    w.kill()
+
+
+def telemetry(device: str, second: int, value: float) -> Telemetry:
+    return Telemetry(
+        msg_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{device}/{second}"), site_id="site-a",
+        device_id=device, ts=T0 + timedelta(seconds=second),
+        device_class=DeviceClass.COLD_STORE,
+        readings=[Reading(metric="temperature", value=value, unit="celsius"),
+                  Reading(metric="humidity", value=60.0, unit="percent")],
+    )
+
+
+async def produce(bootstrap: str, messages: list[Telemetry]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for m in messages:
+            await producer.send(KafkaTopic.TELEMETRY.value, m.model_dump_json().encode(),
+                                key=kafka_key(m.site_id, m.device_id))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def transitions(bootstrap: str, settle_s: float = 1.5) -> list[AlertTransition]:
+    """Everything on the transitions topic (no consumer group: no join to wait for)."""
+    topic = KafkaTopic.ALERT_TRANSITIONS.value
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    got: list[AlertTransition] = []
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        assert parts, "transitions topic unknown to the consumer"
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        await consumer.seek_to_beginning()
+        idle_until = time.monotonic() + settle_s
+        while time.monotonic() < idle_until:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                got.extend(AlertTransition.model_validate_json(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def committed(bootstrap: str, group: str, want: int, wait_s: float = 30) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(KafkaTopic.TELEMETRY.value, p)
+                 for p in consumer.partitions_for_topic(KafkaTopic.TELEMETRY.value) or ()]
+        assert parts, "telemetry topic unknown to the consumer"
+        total = 0
+        async with asyncio.timeout(wait_s):
+            while total < want:
+                total = sum([await consumer.committed(tp) or 0 for tp in parts])
+                await asyncio.sleep(0.3)
+    finally:
+        await consumer.stop()
+
+
+def snapshot(dsn: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    with psycopg.connect(dsn) as conn:
+        readings = conn.execute(
+            "SELECT time, device_id, metric, value, msg_id FROM readings"
+            " ORDER BY device_id, metric, time").fetchall()
+        rollups = conn.execute(
+            "SELECT bucket, device_id, metric, count, min, max, mean, last, last_time"
+            " FROM rollups_1m ORDER BY device_id, metric, bucket").fetchall()
+    return readings, rollups
+
+
+def excursion(device: str, seconds: range, value: float = 10.0) -> list[Telemetry]:
+    return [telemetry(device, s, value) for s in seconds]
+
+
+async def test_pipeline_fires_once_and_replays_change_nothing(
+    worker: Worker, kafka_bootstrap: str, pg_dsn: str
+) -> None:
+    hot = excursion("cs-hot", range(0, 421, 30))  # above 8 °C for 420 s (> 300 s)
+    ok = excursion("cs-ok", range(0, 421, 30), 3.0)
+    await produce(kafka_bootstrap, hot + ok)
+    n_readings = 2 * len(hot + ok)
+    await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_readings_written_total",
+                            n_readings, 90)
+
+    readings, rollups = snapshot(pg_dsn)
+    assert len(readings) == n_readings
+    hot_temp = [r for r in rollups if r[1] == "cs-hot" and r[2] == "temperature"]
+    assert len(hot_temp) == 8 and all(r[3] == 2 for r in hot_temp[:-1])  # 2 samples/minute
+    assert hot_temp[0][4:8] == (10.0, 10.0, 10.0, 10.0)
+
+    got = await transitions(kafka_bootstrap)
+    assert [(t.kind, t.device_id) for t in got] == [(TransitionKind.FIRING, "cs-hot")]
+    assert got[0].started_at == T0 and got[0].at == T0 + timedelta(seconds=300)
+
+    # Replay everything: nothing new in the database, no second transition.
+    await produce(kafka_bootstrap, hot + ok)
+    await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_readings_duplicate_total",
+                            n_readings, 60)
+    assert snapshot(pg_dsn) == (readings, rollups)
+    assert [t.transition_id for t in await transitions(kafka_bootstrap)] == [
+        got[0].transition_id]
+
+    health = json.loads(await asyncio.to_thread(
+        lambda: urllib.request.urlopen(
+            f"http://127.0.0.1:{worker.ops_port}/healthz", timeout=2).read()))
+    assert health["ok"] is True
+    assert await asyncio.to_thread(worker.terminate) == 0
+
+
+async def test_rule_state_survives_kill_9(
+    worker_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    first = Worker(worker_env, tmp_path / "worker-1.log").start()
+    try:
+        await produce(kafka_bootstrap, excursion("cs-hot", range(0, 241, 30)))  # pending
+        await asyncio.to_thread(first.wait_metric, "ganzhi_stream_readings_written_total",
+                                18, 90)
+        # Wait until the worker committed past all 9 messages, so what the second worker
+        # knows of the pending excursion can only come from the table's changelog.
+        await committed(kafka_bootstrap, worker_env["GANZHI_STREAM__APP_ID"], 9)
+    finally:
+        first.kill()
+    assert await transitions(kafka_bootstrap, settle_s=0.5) == []
+
+    second = Worker(worker_env, tmp_path / "worker-2.log").start()
+    try:
+        await produce(kafka_bootstrap, excursion("cs-hot", range(270, 421, 30)))
+        await asyncio.to_thread(second.wait_metric, "ganzhi_stream_readings_written_total",
+                                12, 90)
+        got = await transitions(kafka_bootstrap)
+        # Fired at 300 s from the run that began before the crash: state was recovered.
+        assert [(t.kind, t.started_at, t.at) for t in got] == [
+            (TransitionKind.FIRING, T0, T0 + timedelta(seconds=300))]
+        assert await asyncio.to_thread(second.terminate) == 0
+    finally:
+        second.kill()
