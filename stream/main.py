@@ -70,8 +70,10 @@ def run(settings: Settings) -> int:
 
     def health() -> dict[str, Any]:
         last = processor.last_batch_at
+        app = stream_app.app
         return {
-            "ok": True,
+            "ok": bool(app.started and not app.crashed and not app.should_stop),
+            "faust_started": bool(app.started),
             "service": "stream",
             "uptime_s": round(time.time() - started, 1),
             "last_batch_age_s": None if last is None else round(time.time() - last, 1),

@@ -1,0 +1,1 @@
+"""Where an edge agent's readings come from: field protocols (Modbus TCP) and simulators."""
