@@ -28,12 +28,15 @@ class SimulatedRoom:
     spec: ColdRoomSpec
 
 
-def demo_rooms(site_id: str = "demo-site", count: int = 3, fail_after_s: float = 5.0) -> list[
+def demo_rooms(site_id: str = "demo-site", count: int = 3, fail_after_s: float = 0.0) -> list[
     SimulatedRoom
 ]:
     """A few healthy rooms and one whose compressor fails shortly after the start."""
     rooms = [SimulatedRoom(site_id, f"cold-room-{i:02d}", ColdRoomSpec()) for i in range(1, count)]
-    failing = ColdRoomSpec(start_c=6.5, warming_per_s=0.005, failure_at_s=fail_after_s)
+    failing = ColdRoomSpec(
+        start_c=6.5, warming_per_s=0.005, cooling_c_per_s=0.3,
+        failure_at_s=fail_after_s, failure_for_s=60.0,
+    )
     rooms.append(SimulatedRoom(site_id, f"cold-room-{count:02d}", failing))
     return rooms
 

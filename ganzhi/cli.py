@@ -62,7 +62,7 @@ def _receiver(s: Settings, a: argparse.Namespace) -> int:
 def _demo(s: Settings, a: argparse.Namespace) -> int:
     from ganzhi.stack.supervisor import run_demo
 
-    return run_demo(s, data_dir=a.data_dir, duration_s=a.duration)
+    return run_demo(s, data_dir=a.data_dir, duration_s=a.duration, keep_data=a.keep_data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="start brokers, database, services and simulators")
     demo.add_argument("--data-dir", default="var", help="where the stack keeps its data")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument(
+        "--keep-data", action="store_true",
+        help="keep the demo database of the last run (it is emptied by default)",
+    )
     demo.set_defaults(fn=_demo)
     args = parser.parse_args(argv)
     return int(args.fn(get_settings(), args))

@@ -272,6 +272,12 @@ def _wait_accepting(dsn: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+def drop_database(admin_dsn: str, name: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(query.format(sql.Identifier(name)))
+
+
 def create_database(admin_dsn: str, name: str) -> None:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()

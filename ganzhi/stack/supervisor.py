@@ -29,6 +29,8 @@ from ganzhi.settings import Settings
 from ganzhi.stack.infra import (
     InfraError,
     Managed,
+    create_database,
+    drop_database,
     port_open,
     start_mosquitto,
     start_postgres,
@@ -74,7 +76,9 @@ def _host_port(hostport: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def start_infrastructure(settings: Settings, data_dir: Path) -> list[Managed]:
+def start_infrastructure(
+    settings: Settings, data_dir: Path, keep_data: bool = False
+) -> list[Managed]:
     parts: list[Managed] = []
     mq = settings.mqtt
     if port_open(mq.host, mq.port):
@@ -91,12 +95,17 @@ def start_infrastructure(settings: Settings, data_dir: Path) -> list[Managed]:
     if port_open(dhost, dport):
         log.info("reuse", part="postgres", address=f"{dhost}:{dport}")
     else:
-        parts.append(
-            start_postgres(
-                data_dir / "postgres", dhost, dport,
-                user=str(db.get("user", "ganzhi")), database=str(db.get("dbname", "ganzhi")),
-            )
+        pg = start_postgres(
+            data_dir / "postgres", dhost, dport,
+            user=str(db.get("user", "ganzhi")), database=str(db.get("dbname", "ganzhi")),
         )
+        parts.append(pg)
+        if not keep_data:
+            # Tansu starts empty (memory only), so rule state is gone: start the demo's own
+            # database empty too, or old open alerts would absorb the new run's.
+            name = str(db.get("dbname", "ganzhi"))
+            drop_database(pg.extra["admin_dsn"], name)
+            create_database(pg.extra["admin_dsn"], name)
     for p in parts:
         log.info("started", part=p.name, address=f"{p.host}:{p.port}", log=str(p.log_path))
     return parts
@@ -153,14 +162,23 @@ def _print_new_alerts(api_port: int, seen: set[tuple[int, str]]) -> None:
         if key in seen:
             continue
         seen.add(key)
+        when = f"started {alert['started_at']}"
+        if alert.get("ended_at"):
+            when += f", ended {alert['ended_at']}"
         print(
-            f"[alert #{alert['id']} {alert['status']}] {alert['site_id']}/{alert['device_id']}"
-            f" {alert['rule_id']} ({alert['severity']}): {alert['summary']}",
+            f"{time.strftime('%H:%M:%S')} [alert #{alert['id']} {alert['status']}]"
+            f" {alert['site_id']}/{alert['device_id']} {alert['rule_id']}"
+            f" ({alert['severity']}): {alert['summary']} ({when})",
             flush=True,
         )
 
 
-def run_demo(settings: Settings, data_dir: str = "var", duration_s: float | None = None) -> int:
+def run_demo(
+    settings: Settings,
+    data_dir: str = "var",
+    duration_s: float | None = None,
+    keep_data: bool = False,
+) -> int:
     configure_logging(settings.log_level, json_lines=False)
     root = Path(data_dir).resolve()
     logs = root / "logs"
@@ -177,7 +195,7 @@ def run_demo(settings: Settings, data_dir: str = "var", duration_s: float | None
     infra: list[Managed] = []
     services: list[Service] = []
     try:
-        infra = start_infrastructure(settings, root)
+        infra = start_infrastructure(settings, root, keep_data)
         applied = migrate(settings.db.dsn.get_secret_value())
         log.info("migrated", applied=applied)
         asyncio.run(ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions))
@@ -195,7 +213,8 @@ def run_demo(settings: Settings, data_dir: str = "var", duration_s: float | None
             f"  metrics:     ingest :{settings.ops.ingest}  stream :{settings.ops.stream}"
             f"  alerts :{settings.ops.alerts}  api :{settings.api.port}/metrics\n"
             f"  logs:        {logs}\n"
-            f"One simulated cold room's compressor fails; its alert shows here within a minute."
+            f"One simulated cold room's compressor fails for a minute: its alert shows here"
+            f" within a minute, and resolves about a minute after the repair."
             f"\nCtrl-C stops everything.\n",
             flush=True,
         )
