@@ -62,15 +62,14 @@ async def plain_copy(dsn: str, parts: list[list[ReadingRow]]) -> float:
         await conn.execute("ALTER TABLE copy_floor SET LOGGED")
         start = time.perf_counter()
         for part in parts:
-            async with conn.transaction(), conn.cursor() as cur:
-                async with cur.copy(
-                    "COPY copy_floor FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(["timestamptz", "text", "text", "text", "float8", "text",
-                                    "uuid"])
-                    for r in part:
-                        await copy.write_row((r.time, r.site_id, r.device_id, r.metric,
-                                              r.value, r.unit, r.msg_id))
+            async with conn.transaction(), conn.cursor() as cur, cur.copy(
+                "COPY copy_floor FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["timestamptz", "text", "text", "text", "float8", "text",
+                                "uuid"])
+                for r in part:
+                    await copy.write_row((r.time, r.site_id, r.device_id, r.metric,
+                                          r.value, r.unit, r.msg_id))
         return time.perf_counter() - start
 
 

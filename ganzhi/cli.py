@@ -38,6 +38,14 @@ def _simulate(s: Settings, a: argparse.Namespace) -> int:
     return run(s, rooms=a.rooms, interval_s=a.interval, seed=a.seed)
 
 
+def _edge(s: Settings, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.agent import run
+
+    return run(Path(a.config), s.log_level, s.log_json)
+
+
 def _migrate(s: Settings, _a: argparse.Namespace) -> int:
     from ganzhi.db.migrate import migrate
 
@@ -72,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stream", help="Faust stream worker").set_defaults(fn=_stream)
     sub.add_parser("alerts", help="alert lifecycle and clue webhooks").set_defaults(fn=_alerts)
     sub.add_parser("api", help="HTTP API").set_defaults(fn=_api)
+    edge = sub.add_parser("edge", help="edge sensor agent of one box (store and forward)")
+    edge.add_argument("--config", required=True, help="the box's YAML file")
+    edge.set_defaults(fn=_edge)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
     sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")

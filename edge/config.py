@@ -1,0 +1,118 @@
+"""The edge agent's configuration: one YAML file per box, validated at start.
+
+Errors name the place in the file (``devices.1.source.registers.0.type: …``) so a
+technician can fix a box's file without reading code. Passwords are ``SecretStr`` (never
+printed); ``password_file`` keeps them out of the YAML altogether.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.simulated import SimulatorSourceConfig
+from edge.spool import WhenFull
+from ganzhi.contracts import DeviceClass
+from ganzhi.contracts.topics import ID_PATTERN
+
+Identifier = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    keepalive_s: int = Field(default=30, ge=5)
+    tls: bool = False
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+class SpoolConfig(_Strict):
+    path: Path = Path("/var/lib/ganzhi-edge/spool.db")
+    max_messages: int = Field(default=1_000_000, ge=1)
+    max_bytes: int = Field(default=1 << 30, ge=1024)
+    when_full: WhenFull = WhenFull.DROP_OLDEST
+
+
+class ReportConfig(_Strict):
+    # A reading is sent when it moved by more than its deadband since last sent...
+    on_change: bool = True
+    deadbands: dict[str, float] = Field(default_factory=dict)
+    # ...and every metric at least this often, changed or not (a heartbeat and a record).
+    period_s: float = Field(default=60.0, gt=0)
+
+
+SourceConfig = Annotated[ModbusSourceConfig | SimulatorSourceConfig, Field(discriminator="type")]
+
+
+class DeviceConfig(_Strict):
+    device_id: Identifier
+    device_class: DeviceClass
+    username: str | None = Field(default=None, description="MQTT user; defaults to the id.")
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sample_interval_s: float = Field(default=10.0, gt=0)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    source: SourceConfig
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DeviceConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return self.password.get_secret_value() if self.password else None
+
+
+class AgentConfig(_Strict):
+    site_id: Identifier
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    metrics_port: int | None = Field(default=9104, ge=0, le=65535)
+    in_flight_window: int = Field(default=100, ge=1, le=10_000)
+    devices: list[DeviceConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> AgentConfig:
+        ids = [d.device_id for d in self.devices]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"device ids must be unique: {dupes}")
+        return self
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        cfg = AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        ]
+        raise ConfigError(f"{path}: invalid configuration:\n" + "\n".join(lines)) from None
+    for dev in cfg.devices:
+        if dev.password_file is not None and not dev.password_file.is_file():
+            raise ConfigError(f"{path}: device {dev.device_id}: no file {dev.password_file}")
+    return cfg
