@@ -65,6 +65,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     try:
         await asyncio.gather(watch_spool(), *(s.run(stop) for s in samplers))
     finally:
+        # All at once: each drains for up to a few seconds, and a box has many devices.
+        for u in uplinks:
+            u.request_stop()
         for u in uplinks:
             await asyncio.to_thread(u.stop)
         spool.close()

@@ -17,3 +17,9 @@ RECONNECTS = Counter("ganzhi_edge_reconnects_total", "Connection attempts after 
 SOURCE_ERRORS = Counter(
     "ganzhi_edge_source_errors_total", "Failed device reads", ["device", "reason"]
 )
+PUBLISH_REFUSED = Counter(
+    "ganzhi_edge_publish_refused_total",
+    "Publishes the broker answered with a failing PUBACK (e.g. not authorised); they stay "
+    "in the spool",
+    ["device"],
+)

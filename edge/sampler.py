@@ -61,6 +61,7 @@ class DeviceSampler:
         self.site_id, self.cfg, self.source, self.spool = site_id, cfg, source, spool
         self.report = ReportState()
         self.failing: str | None = None
+        self.opened = False
 
     async def _spool(self, channel: Channel, payload: bytes) -> None:
         topic = mqtt_topic(self.site_id, self.cfg.device_id, channel)
@@ -78,17 +79,37 @@ class DeviceSampler:
         )
         await self._spool(Channel.EVENT, msg.model_dump_json().encode())
 
+    async def _failed(self, exc: SourceError) -> None:
+        dev = self.cfg.device_id
+        metrics.SOURCE_ERRORS.labels(device=dev, reason=exc.reason).inc()
+        if self.failing is None:
+            log.warning("source_failing", device=dev, reason=exc.reason, detail=exc.detail)
+            await self._event(SourceEvent("source_error", Severity.MINOR,
+                                          {"reason": exc.reason, "detail": exc.detail}))
+        self.failing = exc.reason
+
+    async def _read(self) -> SourceSample | None:
+        """One read, opening the source first if that has not worked yet; None on failure.
+
+        Anything a source raises is a failed read, never the end of the agent: a bug in
+        one source (or a serial port missing at boot) must not stop the other devices.
+        """
+        try:
+            if not self.opened:
+                await self.source.open()
+                self.opened = True
+            return await self.source.read()
+        except SourceError as exc:
+            await self._failed(exc)
+        except Exception as exc:
+            log.exception("source_crashed", device=self.cfg.device_id)
+            await self._failed(SourceError("source_crashed", f"{type(exc).__name__}: {exc}"))
+        return None
+
     async def sample_once(self) -> None:
         dev = self.cfg.device_id
-        try:
-            sample = await self.source.read()
-        except SourceError as exc:
-            metrics.SOURCE_ERRORS.labels(device=dev, reason=exc.reason).inc()
-            if self.failing is None:
-                log.warning("source_failing", device=dev, reason=exc.reason, detail=exc.detail)
-                await self._event(SourceEvent("source_error", Severity.MINOR,
-                                              {"reason": exc.reason, "detail": exc.detail}))
-            self.failing = exc.reason
+        sample = await self._read()
+        if sample is None:
             return
         if self.failing is not None:
             log.info("source_recovered", device=dev)
@@ -107,7 +128,6 @@ class DeviceSampler:
             await self._event(ev)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.source.open()
         interval = self.cfg.sample_interval_s
         next_at = time.monotonic()
         try:
@@ -121,4 +141,6 @@ class DeviceSampler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
         finally:
-            await self.source.close()
+            if self.opened:
+                with contextlib.suppress(Exception):
+                    await self.source.close()

@@ -7,11 +7,17 @@ window; a PUBACK deletes the message from the spool. A lost connection forgets w
 in flight and, after reconnecting (exponential backoff with full jitter, so a site's
 devices do not reconnect in lockstep), publishes everything still in the spool again
 from the oldest: a message whose PUBACK was lost may arrive twice, and consumers drop
-the repeat by ``msg_id``. ``clean_start`` is used so the broker and paho never resend on
-their own: the spool is the one source of truth.
+the repeat by ``msg_id``. Each connection is a fresh paho client with ``clean_start``, so
+neither the broker nor paho resends anything on its own (a reused paho client resends
+its unacknowledged QoS 1 messages after reconnecting, whatever ``clean_start`` says):
+the spool is the one source of truth.
+
+The backoff starts over only after the broker accepted the login (CONNACK), so a refused
+password or a broker that accepts TCP and then fails backs off like an unreachable one.
 
 Runs in its own thread with paho's ``loop()`` driven by hand, so callbacks, publishing
-and acknowledging all happen in that thread.
+and acknowledging all happen in that thread. PUBACKs of one loop turn are deleted from
+the spool in one transaction.
 """
 
 from __future__ import annotations
@@ -71,35 +77,48 @@ class DeviceUplink:
         self.spool = spool
         self.broker = broker
         self.site_id, self.device_id = site_id, device_id
+        self.username, self._password = username, password
         self.window = window
         self.backoff = backoff or Backoff()
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # mid -> spool seq
+        self._acked: list[int] = []  # spool seqs acknowledged in this loop turn
         self._last_sent = 0
+        self._accepted = False  # the broker accepted this connection (CONNACK success)
         self._thread = threading.Thread(target=self._run, name=f"uplink-{device_id}", daemon=True)
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
+        self.client = self._new_client()
+
+    def _new_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
         )
-        if username:
-            self.client.username_pw_set(username, password)
-        if broker.tls:
-            self.client.tls_set(
-                ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                certfile=str(broker.client_cert) if broker.client_cert else None,
-                keyfile=str(broker.client_key) if broker.client_key else None,
+        if self.username:
+            client.username_pw_set(self.username, self._password)
+        b = self.broker
+        if b.tls:
+            client.tls_set(
+                ca_certs=str(b.ca_file) if b.ca_file else None,
+                certfile=str(b.client_cert) if b.client_cert else None,
+                keyfile=str(b.client_key) if b.client_key else None,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        self.client.max_inflight_messages_set(window)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        client.max_inflight_messages_set(self.window)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        return client
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> DeviceUplink:
         self._thread.start()
         return self
+
+    def request_stop(self) -> None:
+        """Ask the thread to drain briefly, say ``offline`` and disconnect; don't wait."""
+        self._stop.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -118,11 +137,18 @@ class DeviceUplink:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
-            if self._connect_once():
+            self._accepted = False
+            try:
+                if self._connect_once():
+                    self._serve()
+            except Exception:  # a bug or a disk error must not end this device's uplink
+                log.exception("uplink_failed", device=self.device_id)
+                self._acked = []  # not acked: sent again, deduped upstream
+                self._lost()
+            if self._stop.is_set():
+                break
+            if self._accepted:
                 attempt = 0
-                self._serve()
-                if self._stop.is_set():
-                    break
             metrics.RECONNECTS.labels(device=self.device_id).inc()
             wait = self.backoff.delay(attempt, random.random())
             attempt += 1
@@ -130,7 +156,7 @@ class DeviceUplink:
             self._stop.wait(wait)
 
     def _connect_once(self) -> bool:
-        self.client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
+        self.client = self._new_client()
         try:
             self.client.connect(
                 self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s,
@@ -141,20 +167,29 @@ class DeviceUplink:
             return False
         return True
 
+    def _loop(self, timeout: float) -> MQTTErrorCode:
+        rc = self.client.loop(timeout=timeout)
+        self._flush_acks()
+        return rc
+
     def _serve(self) -> None:
         """Drive paho and the spool until the connection ends or stop is asked."""
         while True:
-            rc = self.client.loop(timeout=0.05)
+            rc = self._loop(0.05)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
             if self._stop.is_set():
                 self._drain_briefly()
                 # A clean DISCONNECT: the broker does not publish the will, so say it.
-                self.client.publish(self.status_topic, self._status("offline"), 1, retain=True)
+                info = self.client.publish(
+                    self.status_topic, self._status("offline"), 1, retain=True
+                )
                 for _ in range(20):
-                    self.client.loop(timeout=0.05)
+                    if info.is_published():
+                        break
+                    self._loop(0.05)
                 self.client.disconnect()
-                self.client.loop(timeout=0.1)
+                self._loop(0.1)
                 break
             if self.connected.is_set():
                 self._pump()
@@ -169,7 +204,7 @@ class DeviceUplink:
             self._pump()
             if not self._inflight and not self.spool.pending(self.device_id, 0, 1):
                 return
-            if self.client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if self._loop(0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
 
     def _lost(self) -> None:
@@ -177,6 +212,7 @@ class DeviceUplink:
             log.warning("connection_lost", device=self.device_id, in_flight=len(self._inflight))
         self.connected.clear()
         metrics.CONNECTED.labels(device=self.device_id).set(0)
+        self._flush_acks()
         self._inflight.clear()
         self._last_sent = 0  # resend every pending message, oldest first
 
@@ -194,6 +230,12 @@ class DeviceUplink:
             self._last_sent = msg.seq
             metrics.SENT.labels(device=self.device_id).inc()
 
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.spool.ack_many(acked)
+            metrics.ACKED.labels(device=self.device_id).inc(len(acked))
+
     # --- paho callbacks (this thread) -----------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -201,6 +243,7 @@ class DeviceUplink:
             log.error("connect_refused", device=self.device_id, reason=str(rc))
             client.disconnect()
             return
+        self._accepted = True
         self._inflight.clear()
         self._last_sent = 0
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
@@ -219,7 +262,7 @@ class DeviceUplink:
         if seq is None:
             return  # a status message, not from the spool
         if rc is not None and getattr(rc, "is_failure", False):
-            log.error("publish_refused", device=self.device_id, reason=str(rc))
+            metrics.PUBLISH_REFUSED.labels(device=self.device_id).inc()
+            log.error("publish_refused", device=self.device_id, seq=seq, reason=str(rc))
             return  # stays in the spool; sent again after the next reconnect
-        self.spool.ack(seq)
-        metrics.ACKED.labels(device=self.device_id).inc()
+        self._acked.append(seq)
