@@ -35,7 +35,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     endpoint = BrokerEndpoint(b.host, b.port, b.keepalive_s, b.tls, b.ca_file,
                               b.client_cert, b.client_key)
     uplinks = [
-        DeviceUplink(spool, endpoint, cfg.site_id, d.device_id, d.username or d.device_id,
+        DeviceUplink(spool, endpoint, cfg.site_id, d.device_id,
+                     d.username or f"{cfg.site_id}/{d.device_id}",
                      d.secret(), window=cfg.in_flight_window).start()
         for d in cfg.devices
     ]

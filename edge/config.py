@@ -57,7 +57,9 @@ SourceConfig = Annotated[ModbusSourceConfig | SimulatorSourceConfig, Field(discr
 class DeviceConfig(_Strict):
     device_id: Identifier
     device_class: DeviceClass
-    username: str | None = Field(default=None, description="MQTT user; defaults to the id.")
+    username: str | None = Field(
+        default=None, description="MQTT user; defaults to '{site_id}/{device_id}'."
+    )
     password: SecretStr | None = None
     password_file: Path | None = None
     sample_interval_s: float = Field(default=10.0, gt=0)

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     edge = sub.add_parser("edge", help="edge sensor agent of one box (store and forward)")
     edge.add_argument("--config", required=True, help="the box's YAML file")
     edge.set_defaults(fn=_edge)
+    # Listed here for --help; its own parser (ganzhi.mqtt_auth) takes the arguments.
+    sub.add_parser("credentials", help="per-device MQTT passwords and the broker ACL")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
     sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")
@@ -101,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the demo database of the last run (it is emptied by default)",
     )
     demo.set_defaults(fn=_demo)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["credentials"]:
+        from ganzhi.mqtt_auth import main as credentials_main
+
+        return credentials_main(argv[1:])
     args = parser.parse_args(argv)
     return int(args.fn(get_settings(), args))
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psycopg
@@ -103,6 +103,46 @@ def _spawn(name: str, argv: list[str], log_path: Path, host: str, port: int) -> 
 # --- Mosquitto --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second, TLS listener for Mosquitto (beside the plain one on ``port``).
+
+    ``port`` None: a free port is picked by :func:`start_mosquitto`. With
+    ``require_certificate`` clients must present a certificate signed by ``cafile``;
+    ``use_identity_as_username`` then makes the certificate's CN the username (for the
+    ACL). ``use_username_as_clientid`` replaces the client id by the username, so one
+    client cannot take over another's session by reusing its client id.
+    """
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    port: int | None = None
+    require_certificate: bool = False
+    use_identity_as_username: bool = False
+    use_username_as_clientid: bool = False
+
+
+def _tls_listener_lines(tls: TlsListener, host: str) -> list[str]:
+    if tls.port is None:
+        raise ValueError("TlsListener.port must be set to write the config")
+    lines = [
+        f"listener {tls.port} {host}",
+        f"certfile {tls.certfile}",
+        f"keyfile {tls.keyfile}",
+        "tls_version tlsv1.2",
+    ]
+    if tls.cafile is not None:
+        lines.append(f"cafile {tls.cafile}")
+    if tls.require_certificate:
+        lines.append("require_certificate true")
+    if tls.use_identity_as_username:
+        lines.append("use_identity_as_username true")
+    if tls.use_username_as_clientid:
+        lines.append("use_username_as_clientid true")
+    return lines
+
+
 def mosquitto_config(
     data_dir: Path,
     host: str,
@@ -110,6 +150,7 @@ def mosquitto_config(
     *,
     password_file: Path | None = None,
     acl_file: Path | None = None,
+    tls: TlsListener | None = None,
 ) -> str:
     lines = [
         f"listener {port} {host}",
@@ -132,6 +173,10 @@ def mosquitto_config(
     if os.geteuid() == 0:
         # Mosquitto drops root to "mosquitto" unless told otherwise; the data dir is ours.
         lines.append("user root")
+    if tls is not None:
+        # Listener options below apply to this listener; the security options above are
+        # global (per_listener_settings false), so both listeners share them.
+        lines += _tls_listener_lines(tls, host)
     return "\n".join(lines) + "\n"
 
 
@@ -142,17 +187,30 @@ def start_mosquitto(
     *,
     password_file: Path | None = None,
     acl_file: Path | None = None,
+    tls: TlsListener | None = None,
 ) -> Managed:
+    """Mosquitto on ``host:port`` (plain), plus a TLS listener when ``tls`` is given.
+
+    The TLS port is in ``extra["tls_port"]`` of the returned handle.
+    """
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise InfraError("mosquitto is not installed (apt-get install mosquitto)")
     port = port or free_port(host)
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "mosquitto.conf"
+    if tls is not None and tls.port is None:
+        tls = replace(tls, port=free_port(host))
     conf.write_text(
-        mosquitto_config(data_dir, host, port, password_file=password_file, acl_file=acl_file)
+        mosquitto_config(
+            data_dir, host, port, password_file=password_file, acl_file=acl_file, tls=tls
+        )
     )
-    return _spawn("mosquitto", [binary, "-c", str(conf)], data_dir / "mosquitto.log", host, port)
+    part = _spawn("mosquitto", [binary, "-c", str(conf)], data_dir / "mosquitto.log", host, port)
+    if tls is not None and tls.port is not None:
+        part.extra["tls_port"] = str(tls.port)
+        wait_port(Managed(part.name, host, tls.port, part.proc, part.log_path))
+    return part
 
 
 # --- Tansu (Kafka protocol) ---------------------------------------------------------------
