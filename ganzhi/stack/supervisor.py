@@ -2,7 +2,8 @@
 
 Order: infrastructure (Mosquitto, Tansu, PostgreSQL; each reused when something already
 listens on its configured port), migrations and topics, then the services (a stand-in
-task system receiving clues, api, alerts, stream, ingest), then the simulated cold rooms.
+task system receiving clues, api, alerts, stream, ingest), then an edge agent
+(``ganzhi edge``) with three simulated cold rooms, spooling to disk like a real box.
 Ctrl-C or SIGTERM stops everything in reverse order. A service that dies is restarted
 with backoff, a few times, and its log tells why.
 """
@@ -124,7 +125,36 @@ def service_env(settings: Settings, data_dir: Path, receiver_port: int) -> dict[
     return env
 
 
-def demo_services(settings: Settings, receiver_port: int) -> list[Service]:
+def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
+    """An edge box with three simulated cold rooms; one loses its compressor for a minute."""
+    import yaml
+
+    normal: dict[str, object] = {}
+    failing = {"start_c": 6.5, "warming_per_s": 0.005, "cooling_c_per_s": 0.3,
+               "failure_at_s": 0.0, "failure_for_s": 60.0}
+    devices = [
+        {
+            "device_id": f"cold-room-{i:02d}", "device_class": "cold_store",
+            "sample_interval_s": 2, "report": {"period_s": 10},
+            "source": {"type": "simulator", "kind": "cold_room", "seed": i, "step_s": 2,
+                       "spec": failing if i == 3 else normal},
+        }
+        for i in (1, 2, 3)
+    ]
+    config = {
+        "site_id": "demo-site",
+        "broker": {"host": settings.mqtt.host, "port": settings.mqtt.port},
+        "spool": {"path": str(data_dir / "edge" / "spool.db")},
+        "metrics_port": settings.ops.edge,
+        "devices": devices,
+    }
+    path = data_dir / "edge" / "demo-box.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def demo_services(settings: Settings, receiver_port: int, edge_config: Path) -> list[Service]:
     cli = [sys.executable, "-m", "ganzhi.cli"]
     return [
         Service("receiver", [*cli, "receiver", "--port", str(receiver_port)], receiver_port),
@@ -132,7 +162,7 @@ def demo_services(settings: Settings, receiver_port: int) -> list[Service]:
         Service("alerts", [*cli, "alerts"], settings.ops.alerts),
         Service("stream", [*cli, "stream"], settings.ops.stream),
         Service("ingest", [*cli, "ingest"], settings.ops.ingest),
-        Service("simulate", [*cli, "simulate"], settings.ops.edge),
+        Service("edge", [*cli, "edge", "--config", str(edge_config)], settings.ops.edge),
     ]
 
 
@@ -201,7 +231,10 @@ def run_demo(
         asyncio.run(ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions))
         receiver_port = settings.demo.receiver_port
         env = service_env(settings, root, receiver_port)
-        services = demo_services(settings, receiver_port)
+        if not keep_data:
+            for suffix in ("", "-wal", "-shm"):
+                (root / "edge" / f"spool.db{suffix}").unlink(missing_ok=True)
+        services = demo_services(settings, receiver_port, demo_edge_config(settings, root))
         for svc in services:
             svc.start(env, logs)
             _wait_healthy(svc)
