@@ -46,20 +46,27 @@ class Managed:
         return self.proc is None or self.proc.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        terminate(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL, for tests that show nothing is lost when a part dies."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
+    """SIGTERM and wait; SIGKILL if it has not stopped in time. True if it had to be killed."""
+    if proc is None or proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return True
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:

@@ -36,6 +36,7 @@ from ganzhi.stack.infra import (
     start_mosquitto,
     start_postgres,
     start_tansu,
+    terminate,
 )
 
 log = get_logger("demo")
@@ -61,15 +62,8 @@ class Service:
             )
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("service_kill", service=self.name)
-            self.proc.kill()
-            self.proc.wait(5)
+        if terminate(self.proc, timeout):
+            log.warning("service_killed", service=self.name, after_s=timeout)
 
 
 def _host_port(hostport: str) -> tuple[str, int]:
