@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ganzhi.contracts import Severity, TransitionKind
 
 AlertStatus = Literal["open", "resolved"]
-Resolution = Literal["raw", "1m"]
+Resolution = Literal["raw", "1m", "1h"]
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -66,7 +66,7 @@ class AlertDetail(AlertSummary):
 
 
 class SeriesPoint(_Out):
-    """One sample (raw) or one minute (1m: value is the mean)."""
+    """One sample (raw), or one minute / hour (1m, 1h: value is the mean)."""
 
     time: datetime
     metric: str

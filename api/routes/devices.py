@@ -24,9 +24,10 @@ _RAW = (
     " WHERE site_id = %s AND device_id = %s AND time >= %s AND time < %s"
 )
 _ROLLUP = (
-    "SELECT bucket AS time, metric, mean AS value, min, max, count, last FROM rollups_1m"
+    "SELECT bucket AS time, metric, mean AS value, min, max, count, last FROM {table}"
     " WHERE site_id = %s AND device_id = %s AND bucket >= %s AND bucket < %s"
 )
+_ROLLUP_TABLE = {"1m": "rollups_1m", "1h": "rollups_1h"}
 
 
 @router.get(
@@ -56,7 +57,7 @@ async def readings(
         raise HTTPException(
             status_code=422, detail=f"'from' ({start.isoformat()}) must be before 'to'"
         )
-    query = _RAW if resolution == "raw" else _ROLLUP
+    query = _RAW if resolution == "raw" else _ROLLUP.format(table=_ROLLUP_TABLE[resolution])
     params: list[Any] = [site_id, device_id, start, end]
     if metric is not None:
         query += " AND metric = %s"

@@ -1,10 +1,11 @@
-"""Readings and one-minute rollups into PostgreSQL, idempotently.
+"""Readings and one-minute and one-hour rollups into PostgreSQL, idempotently.
 
 Each batch: ensure the daily partitions exist, COPY (binary) into a temporary staging
 table, ``INSERT ... ON CONFLICT DO NOTHING`` into ``readings`` (the fastest idempotent
 path measured), then recompute from ``readings`` every (device, metric, minute) the batch
-touched. Because rollups are recomputed from the raw rows, a replayed or late batch gives
-the same numbers as the first delivery. All of it is one transaction.
+touched, and from those minutes every (device, metric, hour). Because rollups are
+recomputed from stored rows, a replayed or late batch gives the same numbers as the
+first delivery. All of it is one transaction.
 """
 
 from __future__ import annotations
@@ -81,6 +82,27 @@ ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
   last_time = EXCLUDED.last_time, updated_at = now()
 """
 
+_ROLLUP_1H = """
+WITH touched AS (
+  SELECT DISTINCT device_id, metric, date_trunc('hour', time) AS bucket FROM readings_stage
+)
+INSERT INTO rollups_1h AS r
+  (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
+SELECT t.bucket,
+       (array_agg(m.site_id ORDER BY m.last_time DESC))[1],
+       t.device_id, t.metric, sum(m.count), min(m.min), max(m.max),
+       sum(m.mean * m.count) / sum(m.count),
+       (array_agg(m.last ORDER BY m.last_time DESC))[1], max(m.last_time)
+FROM touched t
+JOIN rollups_1m m ON m.device_id = t.device_id AND m.metric = t.metric
+  AND m.bucket >= t.bucket AND m.bucket < t.bucket + interval '1 hour'
+GROUP BY t.device_id, t.metric, t.bucket
+ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
+  site_id = EXCLUDED.site_id, count = EXCLUDED.count, min = EXCLUDED.min,
+  max = EXCLUDED.max, mean = EXCLUDED.mean, last = EXCLUDED.last,
+  last_time = EXCLUDED.last_time, updated_at = now()
+"""
+
 
 class ReadingsSink:
     """One async connection; reconnects on the next batch after a failure."""
@@ -129,6 +151,7 @@ class ReadingsSink:
                 if inserted:
                     await cur.execute(_ROLLUP)
                     rollups = max(cur.rowcount, 0)
+                    await cur.execute(_ROLLUP_1H)
         except psycopg.Error as exc:
             self._days.clear()  # a partition may have been dropped by retention
             if isinstance(exc, psycopg.OperationalError):

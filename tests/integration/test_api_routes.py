@@ -80,6 +80,12 @@ async def seed(dsn: str) -> None:
                     for m in range(5)
                 ],
             )
+            cur.execute(
+                "INSERT INTO rollups_1h (bucket, site_id, device_id, metric, count, min, max,"
+                " mean, last, last_time) VALUES (%s, 'site-1', 'fridge-0', 'temperature',"
+                " 10, 0, 9, 4.5, 9, %s)",
+                (T0, T0 + timedelta(minutes=4, seconds=30)),
+            )
 
 
 @pytest.fixture
@@ -170,6 +176,16 @@ async def test_rollup_readings(client: httpx.AsyncClient) -> None:
     points = response.json()["points"]
     assert [p["value"] for p in points] == [0.5, 2.5, 4.5, 6.5, 8.5]
     assert (points[1]["min"], points[1]["max"], points[1]["count"]) == (2.0, 3.0, 2)
+
+
+async def test_hourly_readings(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/api/v1/devices/site-1/fridge-0/readings",
+        params={"resolution": "1h", "from": "2025-01-01T00:00:00Z", "to": "2025-01-02T00:00:00Z"},
+    )
+    assert response.status_code == 200, response.text
+    (point,) = response.json()["points"]
+    assert (point["value"], point["min"], point["max"], point["count"]) == (4.5, 0.0, 9.0, 10)
 
 
 async def test_bad_readings_params_are_422_with_reason(client: httpx.AsyncClient) -> None:

@@ -78,3 +78,33 @@ async def test_reconnects_after_connection_loss(pg_dsn: str) -> None:
         assert res.inserted == 2
     finally:
         await sink.close()
+
+
+async def test_hourly_rollups_follow_the_minutes_and_late_data(pg_dsn: str) -> None:
+    sink = ReadingsSink(pg_dsn)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    try:
+        rows = _rows(360, start)  # one hour at 10 s: values 0..359
+        await sink.write(rows[:200])
+        await sink.write(rows[200:])
+        await sink.write(rows)  # a replay changes nothing
+        late = ReadingRow(start + timedelta(minutes=30, seconds=5), "site-a", "cs-1",
+                          "temperature", 1000.0, "celsius", uuid.uuid4())
+        await sink.write([late])
+        with psycopg.connect(pg_dsn) as conn:
+            hours = conn.execute(
+                "SELECT bucket, count, min, max, mean, last FROM rollups_1h"
+                " WHERE device_id = 'cs-1' ORDER BY bucket"
+            ).fetchall()
+            raw = conn.execute(
+                "SELECT count(*), min(value), max(value), avg(value) FROM readings"
+                " WHERE time >= %s AND time < %s", (start, start + timedelta(hours=1))
+            ).fetchone()
+        assert len(hours) == 1
+        bucket, count, lo, hi, mean, last = hours[0]
+        assert bucket == start
+        assert raw is not None and (count, lo, hi) == (raw[0], raw[1], raw[2]) == (361, 0, 1000)
+        assert mean == pytest.approx(raw[3])
+        assert last == 359.0
+    finally:
+        await sink.close()
