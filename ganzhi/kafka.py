@@ -23,3 +23,10 @@ async def ensure_topics(bootstrap: str, partitions: int, topics: list[str] | Non
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, as Java's)."""
+    from aiokafka.partitioner import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions

@@ -68,14 +68,30 @@ class ColdChainRuleSettings(BaseModel):
     severity: str = "major"
 
 
+class HealthRuleSettings(BaseModel):
+    """Defaults of ``device.offline``; the rules model may override per site and device."""
+
+    # How often a device reports at the least (its report period).
+    expected_interval_s: float = 60.0
+    # Offline after this many expected intervals of silence.
+    missed_intervals: float = 3.0
+
+
 class StreamSettings(BaseModel):
     app_id: str = "ganzhi-stream"
     data_dir: Path = Path("var/stream")
     batch_size: int = 2000
     batch_within_s: float = 0.5
     web_port: int = 6066
+    # Rules model: this YAML file, then the rule_config table on top (either optional).
     rules_file: Path | None = None
+    rules_from_db: bool = True
+    # How often the rules file and table are checked for changes.
+    rules_poll_s: float = 2.0
+    # Device-offline timer period (processing time).
+    health_tick_s: float = 5.0
     cold_chain: ColdChainRuleSettings = Field(default_factory=ColdChainRuleSettings)
+    device_health: HealthRuleSettings = Field(default_factory=HealthRuleSettings)
 
 
 class WebhookSettings(BaseModel):

@@ -1,14 +1,20 @@
-"""Faust glue: the telemetry agent, the table-backed state store, the transition sender."""
+"""Faust glue: the agents, the timers, the table-backed state store, the transition sender."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from ganzhi.contracts import AlertTransition, kafka_key
+from ganzhi.contracts import AlertTransition, KafkaTopic, kafka_key
+from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
 from stream.app import StreamApp
 from stream.processor import BatchProcessor, Incoming, TransitionSender
+from stream.rules.sources import RulesProvider
+
+log = get_logger(__name__)
 
 
 class TableStateStore:
@@ -31,6 +37,10 @@ class TableStateStore:
         self._table.data[k] = v
         self._table.send_changelog(partition, k, v)
 
+    def keys(self) -> Iterator[str]:
+        for k in list(self._table.data.keys()):
+            yield k.decode()
+
 
 def transition_sender(topic: Any) -> TransitionSender:
     async def send(transitions: Sequence[AlertTransition]) -> None:
@@ -44,15 +54,64 @@ def transition_sender(topic: Any) -> TransitionSender:
     return send
 
 
-def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchProcessor) -> None:
-    batch_size, within = settings.stream.batch_size, settings.stream.batch_within_s
+def _incoming(event: Any) -> Incoming:
+    ts = event.message.timestamp
+    received = datetime.fromtimestamp(ts, UTC) if ts else None
+    return Incoming(event.message.partition, bytes(event.value), received)
 
-    @stream_app.app.agent(stream_app.telemetry, name="telemetry")  # type: ignore[untyped-decorator]
+
+class Ownership:
+    """Which telemetry partitions this worker holds, and since when."""
+
+    def __init__(self) -> None:
+        self.partitions: frozenset[int] = frozenset()
+        self.since = datetime.now(UTC)
+
+    def update(self, assigned: Any) -> None:
+        self.partitions = frozenset(
+            tp.partition for tp in assigned if tp.topic == KafkaTopic.TELEMETRY.value)
+        self.since = datetime.now(UTC)
+        log.info("partitions assigned", telemetry_partitions=sorted(self.partitions))
+
+
+def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchProcessor,
+                    provider: RulesProvider) -> Ownership:
+    s = settings.stream
+    app = stream_app.app
+    owned = Ownership()
+
+    # noack_take: events are acknowledged only after the whole batch is done, so a crash
+    # or a cancelled DB retry leaves them to be redelivered.
+    @app.agent(stream_app.telemetry, name="telemetry")  # type: ignore[untyped-decorator]
     async def telemetry(stream: Any) -> None:
-        # noack_take: events are acknowledged only after the whole batch is done, so a
-        # crash or a cancelled DB retry leaves them to be redelivered.
-        async for events in stream.noack_take(batch_size, within=within):
-            await processor.process(
-                [Incoming(e.message.partition, bytes(e.value)) for e in events])
+        async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
+            await processor.process([_incoming(e) for e in events])
             for e in events:
                 await stream.ack(e)
+
+    @app.agent(stream_app.status, name="status")  # type: ignore[untyped-decorator]
+    async def status(stream: Any) -> None:
+        async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
+            await processor.process_status([_incoming(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+    @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
+    async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        owned.update(app.consumer.assignment())
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        owned.partitions = frozenset()
+
+    @app.timer(interval=s.health_tick_s)  # type: ignore[untyped-decorator]
+    async def offline_timer() -> None:
+        # Only on state that is complete: not while partitions move or tables recover.
+        if owned.partitions and not app.rebalancing and not app.in_recovery:
+            await processor.tick(owned.partitions, owned.since)
+
+    @app.timer(interval=s.rules_poll_s)  # type: ignore[untyped-decorator]
+    async def rules_poll() -> None:
+        await asyncio.to_thread(provider.refresh)
+
+    return owned

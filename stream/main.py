@@ -10,15 +10,16 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
-from ganzhi.contracts import KafkaTopic
+from ganzhi.contracts import KafkaTopic, kafka_key
 from ganzhi.db.migrate import migrate
-from ganzhi.kafka import ensure_topics
+from ganzhi.kafka import ensure_topics, partition_for
 from ganzhi.observability import OpsServer, configure_logging, get_logger
 from ganzhi.settings import Settings
 from stream.agents import TableStateStore, register_agents, transition_sender
 from stream.app import build_app
+from stream.engine import RuleEngine
 from stream.processor import BatchProcessor
-from stream.rules.config import ColdChainRules
+from stream.rules.sources import RulesProvider
 from stream.sinks.readings import ReadingsSink
 
 log = get_logger(__name__)
@@ -38,8 +39,11 @@ def run(settings: Settings) -> int:
     """Run one Faust worker until SIGTERM/SIGINT; returns the process exit code."""
     configure_logging(settings.log_level, settings.log_json)
     dsn = settings.db.dsn.get_secret_value()
-    rules = ColdChainRules.load(settings.stream.cold_chain, settings.stream.rules_file)
     migrate(dsn)  # harmless when the CLI already did it (advisory lock, each file once)
+    s = settings.stream
+    provider = RulesProvider(s.rules_file, dsn if s.rules_from_db else None,
+                             s.cold_chain, s.device_health)
+    provider.load()  # an invalid rules model stops the worker here, with the reason
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -57,11 +61,15 @@ def run(settings: Settings) -> int:
 
     stream_app = build_app(settings)
     sink = ReadingsSink(dsn)
+    partitions = settings.kafka.partitions
+    engine = RuleEngine(
+        lambda: provider.rules,
+        lambda site, device: partition_for(kafka_key(site, device), partitions))
     processor = BatchProcessor(
-        rules, sink, TableStateStore(stream_app.rule_state),
+        engine, sink, TableStateStore(stream_app.rule_state),
         transition_sender(stream_app.transitions),
     )
-    register_agents(stream_app, settings, processor)
+    register_agents(stream_app, settings, processor, provider)
     started = time.time()
 
     @stream_app.app.on_before_shutdown.connect  # type: ignore[untyped-decorator]

@@ -20,8 +20,14 @@ BATCH_MESSAGES = Histogram(
 TRANSITIONS = Counter(
     "ganzhi_stream_transitions_total", "Alert transitions emitted", ["rule_id", "kind"])
 LATE_DROPPED = Counter(
-    "ganzhi_stream_late_readings_total", "Readings older than the allowed lateness, ignored",
-    ["rule_id"])
+    "ganzhi_stream_late_snapshots_total",
+    "Snapshots older than the allowed lateness, ignored by the rules (readings still stored)",
+    ["rules"])
 INVALID = Counter(
     "ganzhi_stream_invalid_messages_total", "Messages that failed validation (skipped)")
 DB_ERRORS = Counter("ganzhi_stream_db_errors_total", "Failed batch writes (retried)")
+REORDERED = Counter(
+    "ganzhi_stream_reordered_snapshots_total",
+    "Snapshots that arrived out of order within the allowed lateness and were placed",
+    ["rules"])
+TICKS = Counter("ganzhi_stream_health_ticks_total", "Device-offline timer runs")

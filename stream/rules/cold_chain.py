@@ -521,3 +521,30 @@ def step(
             out.extend([tr] if tr else [])
 
     return StepResult(state.model_copy(update=upd), out)
+
+
+_HOLDS = {
+    "temperature_low": RULE_TEMPERATURE_LOW, "rate_of_rise": RULE_RATE_OF_RISE,
+    "door_open": RULE_DOOR_OPEN, "humidity": RULE_HUMIDITY,
+    "probe_failure": RULE_PROBE_FAILURE, "compressor": RULE_COMPRESSOR,
+}
+
+
+def open_fingerprints(state: ColdChainState, site_id: str, device_id: str) -> set[str]:
+    """Fingerprints of the alerts this state holds open (FIRING sent, not resolved)."""
+    out = {fingerprint(r, site_id, device_id)
+           for r, x in ((RULE_TEMPERATURE_HIGH, state.temperature_high),
+                        (RULE_FROZEN_REBOUND, state.frozen_rebound)) if x.open is not None}
+    for name, rule_id in _HOLDS.items():
+        if getattr(state, name).phase in (Phase.FIRING, Phase.CLEARING):
+            out.add(fingerprint(rule_id, site_id, device_id))
+    return out
+
+
+def snapshot_step(
+    state: ColdChainState, params: ColdChainParams, site_id: str, device_id: str,
+    ts: datetime, values: Mapping[str, float],
+) -> tuple[ColdChainState, list[AlertTransition]]:
+    """:func:`step` in the shape :mod:`stream.rules.ordering` drives."""
+    r = step(state, params, site_id, device_id, ts, values)
+    return r.state, r.transitions

@@ -444,3 +444,7 @@ def step(
 def open_alerts(state: ElevatorState) -> list[str]:
     """Rule ids whose FIRING has been sent and not resolved yet."""
     return sorted(r for r, s in state.rules.items() if s.phase in (Phase.FIRING, Phase.CLEARING))
+
+
+def open_fingerprints(state: ElevatorState, site_id: str, device_id: str) -> set[str]:
+    return {fingerprint(r, site_id, device_id) for r in open_alerts(state)}

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ganzhi.contracts import (
     AlertTransition,
     DeviceClass,
+    DeviceStatus,
     KafkaTopic,
     Reading,
     Telemetry,
@@ -141,8 +142,10 @@ async def produce(bootstrap: str, messages: list[Telemetry]) -> None:
         await producer.stop()
 
 
-async def transitions(bootstrap: str, settle_s: float = 1.5) -> list[AlertTransition]:
-    """Everything on the transitions topic (no consumer group: no join to wait for)."""
+async def transitions(bootstrap: str, settle_s: float = 1.5,
+                      rule_prefix: str = "cold_chain.") -> list[AlertTransition]:
+    """The transitions topic's records of some rules (no consumer group: no join to wait
+    for). Cold-chain rules by default: device.offline depends on how long a test runs."""
     topic = KafkaTopic.ALERT_TRANSITIONS.value
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
@@ -159,7 +162,7 @@ async def transitions(bootstrap: str, settle_s: float = 1.5) -> list[AlertTransi
                 got.extend(AlertTransition.model_validate_json(r.value) for r in records)
     finally:
         await consumer.stop()
-    return got
+    return [t for t in got if t.rule_id.startswith(rule_prefix)]
 
 
 async def committed(bootstrap: str, group: str, want: int, wait_s: float = 30) -> None:
@@ -259,3 +262,76 @@ async def test_rule_state_survives_kill_9(
         assert await asyncio.to_thread(second.terminate) == 0
     finally:
         second.kill()
+
+
+def set_rules(dsn: str, device_class: str, scope: str, key: str, params: dict[str, object]
+              ) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO rule_config (device_class, scope, scope_key, params) VALUES"
+            " (%s, %s, %s, %s) ON CONFLICT (device_class, scope, scope_key) DO UPDATE"
+            " SET params = EXCLUDED.params, updated_at = now()",
+            (device_class, scope, key, json.dumps(params)))
+
+
+async def wait_for(bootstrap: str, want: Callable[[list[AlertTransition]], bool],
+                   wait_s: float, worker: Worker) -> list[AlertTransition]:
+    deadline = time.monotonic() + wait_s
+    got: list[AlertTransition] = []
+    while time.monotonic() < deadline:
+        got = await transitions(bootstrap, settle_s=0.5, rule_prefix="")
+        if want(got):
+            return got
+        assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+    raise AssertionError(f"not seen in {wait_s}s: {got}\n{worker.tail()}")
+
+
+def offline(got: list[AlertTransition], device: str) -> list[AlertTransition]:
+    return [t for t in got if t.rule_id == "device.offline" and t.device_id == device]
+
+
+@pytest.mark.timeout(300)
+async def test_offline_without_any_message_last_will_and_rules_from_the_database(
+    worker_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str, pg_dsn: str
+) -> None:
+    # A device listed in the rules table that never sends anything.
+    await asyncio.to_thread(set_rules, pg_dsn, "device_health", "device", "site-a/ghost",
+                            {"expected_interval_s": 2})
+    env = {**worker_env, "GANZHI_STREAM__HEALTH_TICK_S": "0.5",
+           "GANZHI_STREAM__RULES_POLL_S": "0.5"}
+    w = Worker(env, tmp_path / "worker.log").start()
+    try:
+        got = await wait_for(kafka_bootstrap, lambda g: bool(offline(g, "ghost")), 120, w)
+        (fire,) = offline(got, "ghost")
+        assert fire.kind is TransitionKind.FIRING and fire.values["reason"] == "silent"
+
+        # Added while running: the worker picks the change up from the table.
+        await asyncio.to_thread(set_rules, pg_dsn, "device_health", "device",
+                                "site-a/ghost-2", {"expected_interval_s": 1})
+        await wait_for(kafka_bootstrap, lambda g: bool(offline(g, "ghost-2")), 60, w)
+
+        # A device that talks, then its last will arrives through the status topic.
+        await produce(kafka_bootstrap, [telemetry("cs-will", 0, 3.0)])
+        will = DeviceStatus(msg_id=uuid.uuid4(), site_id="site-a", device_id="cs-will",
+                            ts=datetime.now(UTC) - timedelta(hours=1), state="offline")
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await asyncio.to_thread(w.wait_metric, "ganzhi_stream_readings_written_total", 2)
+            await producer.send_and_wait(KafkaTopic.STATUS.value, will.model_dump_json().encode(),
+                                         key=kafka_key("site-a", "cs-will"))
+        finally:
+            await producer.stop()
+        got = await wait_for(kafka_bootstrap, lambda g: bool(offline(g, "cs-will")), 60, w)
+        (fire,) = offline(got, "cs-will")
+        assert fire.values["reason"] == "last_will"
+
+        # Data from the ghost clears its alert.
+        await produce(kafka_bootstrap, [telemetry("ghost", 0, 3.0)])
+        got = await wait_for(
+            kafka_bootstrap,
+            lambda g: [t.kind for t in offline(g, "ghost")] == [
+                TransitionKind.FIRING, TransitionKind.RESOLVED], 60, w)
+        assert await asyncio.to_thread(w.terminate) == 0
+    finally:
+        w.kill()

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from ganzhi.settings import ColdChainRuleSettings
-from stream.rules.config import ColdChainRules, RulesConfigError
 from stream.rules.excursion import ExcursionParams, ExcursionState, step
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -177,28 +172,3 @@ def test_zero_duration_fires_on_first_sample() -> None:
     assert kinds(f.out) == [TransitionKind.FIRING, TransitionKind.RESOLVED]
     assert f.out[1].at == T0 + timedelta(seconds=20)
 
-
-def test_rules_file_overrides(tmp_path: Path) -> None:
-    path = tmp_path / "rules.yaml"
-    path.write_text(
-        "cold_chain:\n"
-        "  defaults: {duration_s: 300}\n"
-        "  sites:\n    site-b: {limit_c: 5}\n"
-        "  devices:\n    site-b/freezer-1: {limit_c: -15, hysteresis_c: 2, severity: critical}\n",
-        encoding="utf-8",
-    )
-    rules = ColdChainRules.load(ColdChainRuleSettings(), path)
-    a = rules.params_for("site-a", "cs-1")
-    assert (a.limit, a.duration_s, a.clear_duration_s) == (8.0, 300, 120)
-    assert rules.params_for("site-b", "cs-9").limit == 5
-    fz = rules.params_for("site-b", "freezer-1")
-    assert (fz.limit, fz.hysteresis, fz.severity, fz.duration_s) == (
-        -15, 2, Severity.CRITICAL, 300)
-    assert ColdChainRules.load(ColdChainRuleSettings(), None).params_for("x", "y").limit == 8.0
-
-
-def test_rules_file_rejects_typos(tmp_path: Path) -> None:
-    path = tmp_path / "rules.yaml"
-    path.write_text("cold_chain:\n  devices:\n    site-a/cs-1: {limit: 4}\n", encoding="utf-8")
-    with pytest.raises(RulesConfigError, match="unknown keys"):
-        ColdChainRules.load(ColdChainRuleSettings(), path)

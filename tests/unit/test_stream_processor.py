@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from ganzhi.contracts import AlertTransition, DeviceClass, Reading, Telemetry, TransitionKind
 from ganzhi.settings import ColdChainRuleSettings
-from stream.processor import BatchProcessor, Incoming, state_key
-from stream.rules.config import ColdChainRules
+from stream.engine import RuleEngine, state_key
+from stream.processor import BatchProcessor, Incoming
+from stream.rules.model import Rules, RulesDoc
 from stream.sinks.readings import ReadingRow, WriteResult
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -37,8 +38,12 @@ class Recorder:
         return self.states[key][0] if key in self.states else None
 
     def put(self, key: str, value: str, partition: int) -> None:
-        self.events.append("state")
+        if self.events[-1:] != ["state"]:
+            self.events.append("state")
         self.states[key] = (value, partition)
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self.states))
 
     async def send(self, transitions: Sequence[AlertTransition]) -> None:
         self.events.append("send")
@@ -46,8 +51,9 @@ class Recorder:
 
 
 def processor(rec: Recorder) -> BatchProcessor:
-    rules = ColdChainRules(ColdChainRuleSettings(duration_s=60, allowed_lateness_s=0))
-    return BatchProcessor(rules, rec, rec, rec.send, retry_base_s=0.001)
+    rules = Rules(RulesDoc(), ColdChainRuleSettings(duration_s=60, allowed_lateness_s=0))
+    engine = RuleEngine(lambda: rules, lambda site, device: 0)
+    return BatchProcessor(engine, rec, rec, rec.send, retry_base_s=0.001)
 
 
 def msg(second: int, temp: float, device: str = "cs-1") -> Incoming:
@@ -55,7 +61,7 @@ def msg(second: int, temp: float, device: str = "cs-1") -> Incoming:
         msg_id=uuid.uuid4(), site_id="site-a", device_id=device,
         ts=T0 + timedelta(seconds=second), device_class=DeviceClass.COLD_STORE,
         readings=[Reading(metric="temperature", value=temp, unit="celsius"),
-                  Reading(metric="humidity", value=99.0, unit="percent")],
+                  Reading(metric="humidity", value=70.0, unit="percent")],
     )
     return Incoming(partition=1, value=t.model_dump_json().encode())
 
@@ -66,8 +72,8 @@ async def test_writes_then_sends_then_saves_state() -> None:
     assert rec.events == ["write", "send", "state"]
     assert len(rec.rows) == 6 and out.inserted == 6
     assert [t.kind for t in rec.sent] == [TransitionKind.FIRING]
-    key = state_key("site-a", "cs-1", "cold_chain.temperature_high")
-    assert rec.states[key][1] == 1  # the partition of the device's messages
+    assert rec.states[state_key("site-a", "cs-1", "cold_store")][1] == 1  # device's partition
+    assert rec.states[state_key("site-a", "cs-1", "health")][1] == 1
 
 
 async def test_state_carries_across_batches() -> None:
@@ -96,6 +102,6 @@ async def test_database_errors_are_retried() -> None:
 
 async def test_humidity_is_not_fed_to_the_temperature_rule() -> None:
     rec = Recorder()
-    # Humidity 99 > 8 every time, temperature fine: nothing fires.
+    # Humidity 70 > 8 every time, temperature fine: nothing fires.
     await processor(rec).process([msg(s, 3) for s in range(0, 600, 30)])
     assert rec.sent == []

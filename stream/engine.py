@@ -1,0 +1,231 @@
+"""Rule evaluation: dispatch by device class, device health, the offline timer.
+
+Pure apart from the :class:`StateView` it reads and writes (an in-memory view over the
+rule-state store), so it runs the same under Faust and in tests. Per device it keeps:
+
+* ``{site}/{device}/cold_store`` or ``.../elevator`` - the snapshot rules of that class in
+  an :mod:`stream.rules.ordering` wrapper (lateness buffer, speculative head);
+* ``{site}/{device}/health`` - :mod:`stream.rules.device_health` plus the device's
+  partition, so the timer knows which worker owns it and where its changelog goes.
+
+Parameters come from the rules model in force at each call (``rules()``), so a rules
+change applies at the next evaluation without touching state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ganzhi.contracts import AlertTransition, DeviceClass, DeviceStatus, Telemetry
+from ganzhi.observability import get_logger
+from stream import metrics
+from stream.rules import cold_chain, device_health, elevator
+from stream.rules.cold_chain import ColdChainState
+from stream.rules.device_health import DeviceHealthState, HealthParams
+from stream.rules.elevator import ElevatorState
+from stream.rules.excursion import to_us
+from stream.rules.model import Rules
+from stream.rules.ordering import OrderedState, SnapshotRule, feed
+
+log = get_logger(__name__)
+
+S = TypeVar("S", bound=BaseModel)
+P = TypeVar("P")
+
+COLD_STORE_RULES: SnapshotRule[ColdChainState, cold_chain.ColdChainParams] = SnapshotRule(
+    ColdChainState, cold_chain.snapshot_step, cold_chain.open_fingerprints)
+ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotRule(
+    ElevatorState, elevator.step, elevator.open_fingerprints)
+
+HEALTH = "health"
+
+
+def state_key(site_id: str, device_id: str, name: str) -> str:
+    return f"{site_id}/{device_id}/{name}"
+
+
+class StateStore(Protocol):
+    """Rule state per key; ``partition`` is that of the device's messages."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str, partition: int) -> None: ...
+
+    def keys(self) -> Iterator[str]: ...
+
+
+class HealthEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    partition: int
+    state: DeviceHealthState
+
+
+@dataclass
+class StateView:
+    """Reads through to the store; writes are held until :meth:`flush` (after sending)."""
+
+    store: StateStore
+    _pending: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def get(self, key: str) -> str | None:
+        if key in self._pending:
+            return self._pending[key][0]
+        return self.store.get(key)
+
+    def put(self, key: str, value: str, partition: int) -> None:
+        self._pending[key] = (value, partition)
+
+    def flush(self) -> int:
+        for key, (value, partition) in self._pending.items():
+            self.store.put(key, value, partition)
+        n = len(self._pending)
+        self._pending.clear()
+        return n
+
+
+@dataclass
+class Evaluation:
+    transitions: list[AlertTransition] = field(default_factory=list)
+    late: int = 0
+
+
+def snapshots(msg: Telemetry) -> list[tuple[datetime, dict[str, float]]]:
+    """The readings of one message grouped by their timestamp, oldest first."""
+    by_ts: dict[datetime, dict[str, float]] = defaultdict(dict)
+    for r in msg.readings:
+        by_ts[r.ts or msg.ts][r.metric] = r.value
+    return sorted(by_ts.items(), key=lambda kv: kv[0])
+
+
+class RuleEngine:
+    def __init__(self, rules: Callable[[], Rules],
+                 partition_of: Callable[[str, str], int]) -> None:
+        self._rules = rules
+        self._partition_of = partition_of
+
+    # ------------------------------------------------------------------ messages
+
+    def telemetry(self, view: StateView, partition: int, msg: Telemetry,
+                  received_at: datetime, out: Evaluation) -> None:
+        rules = self._rules()
+        snaps = snapshots(msg)
+        if msg.device_class is DeviceClass.COLD_STORE:
+            cfg = rules.cold_store(msg.site_id, msg.device_id)
+            self._feed(view, partition, msg, "cold_store", COLD_STORE_RULES, cfg.params,
+                       snaps, cfg.allowed_lateness_s, out)
+        elif msg.device_class is DeviceClass.ELEVATOR:
+            ecfg = rules.elevator(msg.site_id, msg.device_id)
+            self._feed(view, partition, msg, "elevator", ELEVATOR_RULES, ecfg.params,
+                       snaps, ecfg.allowed_lateness_s, out)
+        self.heard(view, partition, msg.site_id, msg.device_id, snaps[-1][0], received_at, out)
+
+    def _feed(
+        self, view: StateView, partition: int, msg: Telemetry, name: str,
+        rule: SnapshotRule[S, P], params: P, snaps: list[tuple[datetime, dict[str, float]]],
+        lateness_s: float, out: Evaluation,
+    ) -> None:
+        key = state_key(msg.site_id, msg.device_id, name)
+        raw = view.get(key)
+        st = OrderedState.model_validate_json(raw) if raw else OrderedState()
+        res = feed(st, rule, params, msg.site_id, msg.device_id,
+                   [(ts, v) for ts, v in snaps], lateness_s)
+        if res.late:
+            out.late += res.late
+            metrics.LATE_DROPPED.labels(name).inc(res.late)
+            log.warning("snapshots older than the allowed lateness ignored by the rules",
+                        site_id=msg.site_id, device_id=msg.device_id, rules=name,
+                        count=res.late, allowed_lateness_s=lateness_s, msg_id=str(msg.msg_id))
+        if res.reordered:
+            metrics.REORDERED.labels(name).inc(res.reordered)
+        out.transitions.extend(res.transitions)
+        view.put(key, res.state.model_dump_json(), partition)
+
+    def _health(self, view: StateView, site_id: str, device_id: str
+                ) -> tuple[HealthEntry | None, HealthParams | None]:
+        params = self._rules().health(site_id, device_id)
+        raw = view.get(state_key(site_id, device_id, HEALTH))
+        return (HealthEntry.model_validate_json(raw) if raw else None), params
+
+    def _save_health(self, view: StateView, entry: HealthEntry) -> None:
+        s = entry.state
+        view.put(state_key(s.site_id, s.device_id, HEALTH), entry.model_dump_json(),
+                 entry.partition)
+
+    def heard(self, view: StateView, partition: int, site_id: str, device_id: str,
+              ts: datetime, received_at: datetime, out: Evaluation) -> None:
+        """Any message from the device: it is alive."""
+        entry, params = self._health(view, site_id, device_id)
+        st = entry.state if entry else DeviceHealthState(site_id=site_id, device_id=device_id)
+        r = device_health.observe(st, params or HealthParams(), ts, received_at)
+        if params is not None:
+            out.transitions.extend(r.transitions)
+        self._save_health(view, HealthEntry(partition=partition, state=r.state))
+
+    def status(self, view: StateView, partition: int, msg: DeviceStatus,
+               received_at: datetime, out: Evaluation) -> None:
+        """The retained status topic: ``online`` births, ``offline`` last wills."""
+        if msg.state == "online":
+            self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)
+            return
+        entry, params = self._health(view, msg.site_id, msg.device_id)
+        st = entry.state if entry else DeviceHealthState(site_id=msg.site_id,
+                                                         device_id=msg.device_id)
+        # The will's payload was made when the device connected; the broker sent it when
+        # the connection dropped, which is about when ingest received it.
+        if st.last_received is not None and \
+                to_us(received_at) < st.last_received:
+            return  # a will older than data heard since (topics are not ordered together)
+        if params is None:
+            return
+        r = device_health.status(st, params, received_at, online=False,
+                                 received_at=received_at)
+        out.transitions.extend(r.transitions)
+        self._save_health(view, HealthEntry(partition=partition, state=r.state))
+
+    # ------------------------------------------------------------------ timer
+
+    def tick(self, view: StateView, now: datetime, partitions: Collection[int],
+             active_since: datetime, out: Evaluation) -> None:
+        """Processing-time timer: raise ``device.offline`` for silent devices this worker
+        owns (telemetry ``partitions``). A device is judged only once the worker has owned
+        its partition for longer than its offline limit, so a backlog after a restart is
+        read before anyone is called silent."""
+        rules = self._rules()
+        seen: set[tuple[str, str]] = set()
+        for key in list(view.store.keys()):
+            if not key.endswith("/" + HEALTH):
+                continue
+            site_id, device_id, _ = key.split("/", 2)
+            seen.add((site_id, device_id))
+            self._tick_one(view, rules, site_id, device_id, now, partitions, active_since, out)
+        for site_id, device_id in rules.expected_devices():
+            if (site_id, device_id) in seen:
+                continue
+            partition = self._partition_of(site_id, device_id)
+            if partition not in partitions:
+                continue
+            # Watched from now on: silent from here, offline after its limit.
+            st = DeviceHealthState(site_id=site_id, device_id=device_id,
+                                   last_received=to_us(now))
+            self._save_health(view, HealthEntry(partition=partition, state=st))
+
+    def _tick_one(self, view: StateView, rules: Rules, site_id: str, device_id: str,
+                  now: datetime, partitions: Collection[int], active_since: datetime,
+                  out: Evaluation) -> None:
+        entry, params = self._health(view, site_id, device_id)
+        if entry is None or params is None or entry.partition not in partitions:
+            return
+        if now - active_since <= timedelta(seconds=params.offline_after_s):
+            return
+        r = device_health.tick(entry.state, params, now)
+        if r.transitions:
+            out.transitions.extend(r.transitions)
+            self._save_health(view, HealthEntry(partition=entry.partition, state=r.state))
+

@@ -1,0 +1,178 @@
+"""Event-time order for snapshot rules: a lateness buffer with speculative evaluation.
+
+The snapshot rules (:mod:`stream.rules.cold_chain`, :mod:`stream.rules.elevator`) need their
+samples in event-time order. Devices do not always deliver them so (a spool flushing after
+an outage, two connections racing), so this wrapper keeps per device:
+
+* ``checkpoint`` - the rule's state folded over every snapshot older than
+  ``watermark - allowed_lateness`` (final: nothing may be placed before it any more);
+* ``buffer`` - the newer snapshots, sorted;
+* ``head`` - the checkpoint with the buffer replayed on top: what the rule says *now*.
+
+An in-order snapshot advances ``head`` by one step, so alerts are not delayed by the
+lateness window. A snapshot that arrives out of order but within the window is inserted
+into the buffer and ``head`` is recomputed from the checkpoint; transitions already sent
+(same deterministic id) are not sent again, new ones are. If the late snapshot undoes an
+alert already announced downstream, a RESOLVED is sent for it (a retraction, marked in
+``values``). Snapshots older than the window are counted and ignored by the rules (the
+readings themselves are still stored).
+
+Two messages with the same timestamp are merged into one snapshot (a replay merges to
+the same snapshot and changes nothing).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ganzhi.contracts import AlertTransition, TransitionKind
+from stream.rules.excursion import from_us, to_us
+
+S = TypeVar("S", bound=BaseModel)
+P = TypeVar("P")
+
+StepFn = Callable[[S, P, str, str, datetime, Mapping[str, float]],
+                  tuple[S, list[AlertTransition]]]
+OpenFn = Callable[[S, str, str], set[str]]
+
+
+@dataclass(frozen=True)
+class SnapshotRule(Generic[S, P]):
+    """How to drive one rule module: its state type, its step and its open alerts."""
+
+    state_type: type[S]
+    step: StepFn[S, P]
+    open_fingerprints: OpenFn[S]  # fingerprints FIRING (or clearing) in a state
+
+
+class Snapshot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ts: int  # event time, microseconds since the epoch
+    values: dict[str, float]
+
+
+class OrderedState(BaseModel):
+    """Per-device wrapper state; JSON round-trippable (a Faust table value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    watermark: int | None = None  # newest event time seen
+    checkpoint: dict[str, Any] = {}
+    checkpoint_ts: int | None = None
+    buffer: list[Snapshot] = []
+    head: dict[str, Any] = {}
+    sent: dict[str, int] = {}  # transition id -> event time, for the buffer's range
+    announced: dict[str, AlertTransition] = {}  # open FIRING sent, by fingerprint
+    late_count: int = 0
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    state: OrderedState
+    transitions: list[AlertTransition]
+    late: int  # snapshots older than the allowed lateness, ignored
+    reordered: int  # snapshots placed before newer ones already seen
+
+
+def _fold(rule: SnapshotRule[S, P], state: S, params: P, site_id: str, device_id: str,
+          snaps: Sequence[Snapshot]) -> tuple[S, list[AlertTransition]]:
+    out: list[AlertTransition] = []
+    for s in snaps:
+        state, trs = rule.step(state, params, site_id, device_id, from_us(s.ts), s.values)
+        out.extend(trs)
+    return state, out
+
+
+def retraction(fire: AlertTransition, at: int) -> AlertTransition:
+    tid = hashlib.sha256(
+        f"{fire.fingerprint}|{TransitionKind.RESOLVED.value}|{fire.started_at.isoformat()}"
+        .encode()).hexdigest()[:32]
+    return fire.model_copy(update={
+        "transition_id": tid, "kind": TransitionKind.RESOLVED, "at": from_us(at),
+        "summary": f"retracted (late data): {fire.summary}",
+        "values": {**fire.values, "retracted": True},
+    })
+
+
+def feed(
+    st: OrderedState, rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
+    snapshots: Sequence[tuple[datetime, Mapping[str, float]]], allowed_lateness_s: float,
+) -> FeedResult:
+    """Add snapshots of one device (any order); returns the transitions to send."""
+    lateness = round(allowed_lateness_s * 1_000_000)
+    buffer = list(st.buffer)
+    keys = [s.ts for s in buffer]
+    wm = st.watermark
+    late = reordered = 0
+    in_order = True
+    for ts_dt, values in sorted(snapshots, key=lambda s: s[0]):
+        ts = to_us(ts_dt)
+        vals = {k: float(v) for k, v in values.items()}
+        if (st.checkpoint_ts is not None and ts <= st.checkpoint_ts) or (
+                wm is not None and ts < wm - lateness):
+            late += 1
+            continue
+        i = bisect.bisect_left(keys, ts)
+        if i < len(keys) and keys[i] == ts:
+            merged = {**buffer[i].values, **vals}
+            if merged == buffer[i].values:
+                continue  # a replay
+            buffer[i] = Snapshot(ts=ts, values=merged)
+            in_order = False
+        else:
+            if i < len(keys):
+                in_order = False
+                reordered += 1
+            buffer.insert(i, Snapshot(ts=ts, values=vals))
+            keys.insert(i, ts)
+        wm = ts if wm is None else max(wm, ts)
+
+    checkpoint = rule.state_type.model_validate(st.checkpoint)
+    if in_order:
+        new = buffer[len(st.buffer):]
+        head, produced = _fold(rule, rule.state_type.model_validate(st.head), params,
+                               site_id, device_id, new)
+    else:
+        head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer)
+
+    sent = dict(st.sent)
+    out = [t for t in produced if t.transition_id not in sent]
+    announced = dict(st.announced)
+    if not in_order and wm is not None:
+        still_open = rule.open_fingerprints(head, site_id, device_id)
+        resolved_now = {t.fingerprint for t in out if t.kind is TransitionKind.RESOLVED}
+        for fp, fire in st.announced.items():
+            if fp not in still_open and fp not in resolved_now:
+                out.append(retraction(fire, wm))
+    for t in out:
+        sent[t.transition_id] = to_us(t.at)
+        if t.kind is TransitionKind.FIRING:
+            announced[t.fingerprint] = t
+        else:
+            announced.pop(t.fingerprint, None)
+
+    # Snapshots older than the lateness window become final: fold them into the checkpoint.
+    cp_ts = st.checkpoint_ts
+    if wm is not None:
+        horizon = wm - lateness
+        n = bisect.bisect_left(keys, horizon)
+        if n:
+            checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
+            cp_ts = buffer[n - 1].ts
+            buffer = buffer[n:]
+    if cp_ts is not None:
+        sent = {k: v for k, v in sent.items() if v >= cp_ts}
+    new_state = OrderedState(
+        watermark=wm, checkpoint=checkpoint.model_dump(mode="json"), checkpoint_ts=cp_ts,
+        buffer=buffer, head=head.model_dump(mode="json"), sent=sent, announced=announced,
+        late_count=st.late_count + late,
+    )
+    return FeedResult(new_state, out, late, reordered)
