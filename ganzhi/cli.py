@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     edge.set_defaults(fn=_edge)
     # Listed here for --help; its own parser (ganzhi.mqtt_auth) takes the arguments.
     sub.add_parser("credentials", help="per-device MQTT passwords and the broker ACL")
+    sub.add_parser("rules", help="check, show and edit the stream rules model")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
     sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from ganzhi.mqtt_auth import main as credentials_main
 
         return credentials_main(argv[1:])
+    if argv[:1] == ["rules"]:
+        from stream.rules.admin import main as rules_main
+
+        return rules_main(argv[1:], get_settings())
     args = parser.parse_args(argv)
     return int(args.fn(get_settings(), args))
 

@@ -115,8 +115,24 @@ def service_env(settings: Settings, data_dir: Path, receiver_port: int) -> dict[
     # keeps the 10-minute default (or a site's own value).
     env.setdefault("GANZHI_STREAM__COLD_CHAIN__DURATION_S", "20")
     env.setdefault("GANZHI_STREAM__COLD_CHAIN__CLEAR_DURATION_S", "20")
+    env.setdefault("GANZHI_STREAM__RULES_FILE", str(demo_rules_file(data_dir)))
     env.setdefault("GANZHI_LOG_JSON", "true")
     return env
+
+
+def demo_rules_file(data_dir: Path) -> Path:
+    """The demo's rules model: its devices are expected (offline 30 s after they fall
+    silent, even if they never connected). Edit it while the demo runs: the stream worker
+    applies a change within seconds."""
+    import yaml
+
+    rules = {"device_health": {"devices": {
+        f"demo-site/cold-room-{i:02d}": {"expected_interval_s": 10} for i in (1, 2, 3)}}}
+    path = data_dir / "stream" / "demo-rules.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
 
 
 def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
