@@ -9,7 +9,7 @@ import pytest
 from ganzhi.contracts import Severity
 from ganzhi.settings import ColdChainRuleSettings, HealthRuleSettings
 from stream.rules.model import Rules, RulesDoc, RulesError
-from stream.rules.sources import RulesProvider, doc_from_rows, rows_from_doc
+from stream.rules.sources import RulesProvider, doc_from_rows, read_file, rows_from_doc
 
 DOC = {
     "cold_store": {
@@ -147,3 +147,11 @@ def test_file_provider_reloads_on_change_and_keeps_last_good(tmp_path: Path) -> 
     assert provider.refresh() is False and limit() == 200  # refused, old rules stay
     path.write_text("cold_store: [not, a, mapping]\n")
     assert provider.refresh() is False and limit() == 200
+
+
+def test_the_deploy_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy/rules/site-rules.example.yaml"
+    r = Rules(read_file(example))
+    assert r.cold_store("market-east", "freezer-01").params.variant == "frozen"
+    assert r.elevator("tower-a", "lift-1").params.top_landing_m == 57.0
+    assert len(r.expected_devices()) == 4
