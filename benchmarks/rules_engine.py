@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.simulators.scenario import iter_samples, load_scenario
 from ganzhi.contracts import AlertTransition, DeviceClass, Reading, Telemetry
+from ganzhi.observability import configure_logging
 from stream.engine import RuleEngine
 from stream.processor import BatchProcessor, Incoming
 from stream.rules.model import Rules, RulesDoc
@@ -80,7 +81,7 @@ async def run(kind: str, devices: int, total: int, batch: int, shuffle: bool) ->
     data = messages(kind, devices, total, shuffle)
     mem = Memory()
     rules = Rules(RulesDoc.model_validate(
-        {"elevator": {"defaults": {"rated_speed_mps": 1.0, "top_landing_m": 30.0}}}))
+        {"elevator": {"defaults": {"rated_speed_mps": 2.5, "top_landing_m": 30.0}}}))
     proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send)
     started = time.perf_counter()
     for i in range(0, len(data), batch):
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=2000)
     a = ap.parse_args()
+    configure_logging("WARNING", json_lines=True)
     print(f"{a.messages} messages over {a.devices} devices, batches of {a.batch}")
     for kind in ("cold_store", "elevator"):
         ordered = asyncio.run(run(kind, a.devices, a.messages, a.batch, False))

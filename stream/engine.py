@@ -31,7 +31,7 @@ from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
 from stream.rules.excursion import to_us
 from stream.rules.model import Rules
-from stream.rules.ordering import OrderedState, SnapshotRule, feed
+from stream.rules.ordering import SnapshotRule, feed
 
 log = get_logger(__name__)
 
@@ -67,24 +67,31 @@ class HealthEntry(BaseModel):
     state: DeviceHealthState
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 @dataclass
 class StateView:
-    """Reads through to the store; writes are held until :meth:`flush` (after sending)."""
+    """Parsed state for one batch: each key is parsed once from the store, and written
+    back once, as JSON, by :meth:`flush` (after the transitions were sent)."""
 
     store: StateStore
-    _pending: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _pending: dict[str, tuple[BaseModel, int]] = field(default_factory=dict)
 
-    def get(self, key: str) -> str | None:
+    def load(self, key: str, model: type[M]) -> M | None:
         if key in self._pending:
-            return self._pending[key][0]
-        return self.store.get(key)
+            obj = self._pending[key][0]
+            assert isinstance(obj, model)
+            return obj
+        raw = self.store.get(key)
+        return model.model_validate_json(raw) if raw else None
 
-    def put(self, key: str, value: str, partition: int) -> None:
-        self._pending[key] = (value, partition)
+    def save(self, key: str, obj: BaseModel, partition: int) -> None:
+        self._pending[key] = (obj, partition)
 
     def flush(self) -> int:
-        for key, (value, partition) in self._pending.items():
-            self.store.put(key, value, partition)
+        for key, (obj, partition) in self._pending.items():
+            self.store.put(key, obj.model_dump_json(), partition)
         n = len(self._pending)
         self._pending.clear()
         return n
@@ -132,8 +139,8 @@ class RuleEngine:
         lateness_s: float, out: Evaluation,
     ) -> None:
         key = state_key(msg.site_id, msg.device_id, name)
-        raw = view.get(key)
-        st = OrderedState.model_validate_json(raw) if raw else OrderedState()
+        model = rule.ordered_type
+        st = view.load(key, model) or model()
         res = feed(st, rule, params, msg.site_id, msg.device_id,
                    [(ts, v) for ts, v in snaps], lateness_s)
         if res.late:
@@ -145,18 +152,16 @@ class RuleEngine:
         if res.reordered:
             metrics.REORDERED.labels(name).inc(res.reordered)
         out.transitions.extend(res.transitions)
-        view.put(key, res.state.model_dump_json(), partition)
+        view.save(key, res.state, partition)
 
     def _health(self, view: StateView, site_id: str, device_id: str
                 ) -> tuple[HealthEntry | None, HealthParams | None]:
         params = self._rules().health(site_id, device_id)
-        raw = view.get(state_key(site_id, device_id, HEALTH))
-        return (HealthEntry.model_validate_json(raw) if raw else None), params
+        return view.load(state_key(site_id, device_id, HEALTH), HealthEntry), params
 
     def _save_health(self, view: StateView, entry: HealthEntry) -> None:
         s = entry.state
-        view.put(state_key(s.site_id, s.device_id, HEALTH), entry.model_dump_json(),
-                 entry.partition)
+        view.save(state_key(s.site_id, s.device_id, HEALTH), entry, entry.partition)
 
     def heard(self, view: StateView, partition: int, site_id: str, device_id: str,
               ts: datetime, received_at: datetime, out: Evaluation) -> None:

@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,6 +51,10 @@ class SnapshotRule(Generic[S, P]):
     step: StepFn[S, P]
     open_fingerprints: OpenFn[S]  # fingerprints FIRING (or clearing) in a state
 
+    @property
+    def ordered_type(self) -> type[OrderedState[S]]:
+        return OrderedState[self.state_type]  # type: ignore[name-defined]
+
 
 class Snapshot(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -59,24 +63,24 @@ class Snapshot(BaseModel):
     values: dict[str, float]
 
 
-class OrderedState(BaseModel):
+class OrderedState(BaseModel, Generic[S]):
     """Per-device wrapper state; JSON round-trippable (a Faust table value)."""
 
     model_config = ConfigDict(frozen=True)
 
     watermark: int | None = None  # newest event time seen
-    checkpoint: dict[str, Any] = {}
+    checkpoint: S | None = None  # None: the rule's initial state
     checkpoint_ts: int | None = None
     buffer: list[Snapshot] = []
-    head: dict[str, Any] = {}
+    head: S | None = None
     sent: dict[str, int] = {}  # transition id -> event time, for the buffer's range
     announced: dict[str, AlertTransition] = {}  # open FIRING sent, by fingerprint
     late_count: int = 0
 
 
 @dataclass(frozen=True)
-class FeedResult:
-    state: OrderedState
+class FeedResult(Generic[S]):
+    state: OrderedState[S]
     transitions: list[AlertTransition]
     late: int  # snapshots older than the allowed lateness, ignored
     reordered: int  # snapshots placed before newer ones already seen
@@ -103,9 +107,9 @@ def retraction(fire: AlertTransition, at: int) -> AlertTransition:
 
 
 def feed(
-    st: OrderedState, rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
+    st: OrderedState[S], rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
     snapshots: Sequence[tuple[datetime, Mapping[str, float]]], allowed_lateness_s: float,
-) -> FeedResult:
+) -> FeedResult[S]:
     """Add snapshots of one device (any order); returns the transitions to send."""
     lateness = round(allowed_lateness_s * 1_000_000)
     buffer = list(st.buffer)
@@ -135,11 +139,11 @@ def feed(
             keys.insert(i, ts)
         wm = ts if wm is None else max(wm, ts)
 
-    checkpoint = rule.state_type.model_validate(st.checkpoint)
+    checkpoint = st.checkpoint if st.checkpoint is not None else rule.state_type()
     if in_order:
         new = buffer[len(st.buffer):]
-        head, produced = _fold(rule, rule.state_type.model_validate(st.head), params,
-                               site_id, device_id, new)
+        head = st.head if st.head is not None else rule.state_type()
+        head, produced = _fold(rule, head, params, site_id, device_id, new)
     else:
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer)
 
@@ -170,9 +174,8 @@ def feed(
             buffer = buffer[n:]
     if cp_ts is not None:
         sent = {k: v for k, v in sent.items() if v >= cp_ts}
-    new_state = OrderedState(
-        watermark=wm, checkpoint=checkpoint.model_dump(mode="json"), checkpoint_ts=cp_ts,
-        buffer=buffer, head=head.model_dump(mode="json"), sent=sent, announced=announced,
-        late_count=st.late_count + late,
+    new_state = rule.ordered_type(
+        watermark=wm, checkpoint=checkpoint, checkpoint_ts=cp_ts, buffer=buffer, head=head,
+        sent=sent, announced=announced, late_count=st.late_count + late,
     )
     return FeedResult(new_state, out, late, reordered)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from ganzhi.contracts import AlertTransition, TransitionKind
 from stream.engine import COLD_STORE_RULES
 from stream.rules.cold_chain import RULE_DOOR_OPEN, ColdChainParams, default_params
-from stream.rules.ordering import FeedResult, OrderedState, feed
+from stream.rules.ordering import FeedResult, feed
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 Snap = tuple[datetime, dict[str, float]]
@@ -26,7 +26,7 @@ def door_episode() -> list[Snap]:
 
 class Runner:
     def __init__(self, lateness_s: float, params: ColdChainParams | None = None) -> None:
-        self.state = OrderedState()
+        self.state = COLD_STORE_RULES.ordered_type()
         self.params = params or default_params("chilled")
         self.lateness_s = lateness_s
         self.out: list[AlertTransition] = []
@@ -35,7 +35,7 @@ class Runner:
     def __call__(self, snaps: Sequence[Snap]) -> FeedResult:
         r = feed(self.state, COLD_STORE_RULES, self.params, "site-a", "cr-1", snaps,
                  self.lateness_s)
-        self.state = OrderedState.model_validate_json(r.state.model_dump_json())
+        self.state = COLD_STORE_RULES.ordered_type.model_validate_json(r.state.model_dump_json())
         self.out.extend(r.transitions)
         self.late += r.late
         return r
