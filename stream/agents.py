@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,21 +80,21 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     app = stream_app.app
     owned = Ownership()
 
-    # noack_take: events are acknowledged only after the whole batch is done, so a crash
-    # or a cancelled DB retry leaves them to be redelivered.
-    @app.agent(stream_app.telemetry, name="telemetry")  # type: ignore[untyped-decorator]
-    async def telemetry(stream: Any) -> None:
-        async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
-            await processor.process([_incoming(e) for e in events])
-            for e in events:
-                await stream.ack(e)
+    def batch_agent(topic: Any, name: str,
+                    handle: Callable[[Sequence[Incoming]], Awaitable[Any]]) -> None:
+        # noack_take: events are acknowledged only after the whole batch is done, so a
+        # crash or a cancelled DB retry leaves them to be redelivered.
+        async def agent(stream: Any) -> None:
+            async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
+                await handle([_incoming(e) for e in events])
+                for e in events:
+                    await stream.ack(e)
 
-    @app.agent(stream_app.status, name="status")  # type: ignore[untyped-decorator]
-    async def status(stream: Any) -> None:
-        async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
-            await processor.process_status([_incoming(e) for e in events])
-            for e in events:
-                await stream.ack(e)
+        app.agent(topic, name=name)(agent)
+
+    batch_agent(stream_app.telemetry, "telemetry", processor.process)
+    batch_agent(stream_app.status, "status", processor.process_status)
+    batch_agent(stream_app.detections, "detections", processor.process_detections)
 
     @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ class StreamApp:
     app: Any  # faust.App (untyped library)
     telemetry: Any  # faust topic
     status: Any  # faust topic (device births and last wills)
+    detections: Any  # faust topic (camera findings)
     transitions: Any  # faust topic
     rule_state: Any  # faust.Table: b"site/device/<rules>" -> state JSON bytes (stream.engine)
 
@@ -56,8 +57,9 @@ def build_app(settings: Settings) -> StreamApp:
                            "key_serializer": "raw", "value_serializer": "raw"}
     telemetry = app.topic(KafkaTopic.TELEMETRY.value, partitions=k.partitions, **raw)
     status = app.topic(KafkaTopic.STATUS.value, partitions=k.partitions, **raw)
+    detections = app.topic(KafkaTopic.DETECTION.value, partitions=k.partitions, **raw)
     transitions = app.topic(KafkaTopic.ALERT_TRANSITIONS.value, partitions=k.partitions, **raw)
     # bytes key/value types make the table's changelog codec "raw" too.
     table = app.Table(STATE_TABLE, default=None, partitions=k.partitions,
                       key_type=bytes, value_type=bytes)
-    return StreamApp(app, telemetry, status, transitions, table)
+    return StreamApp(app, telemetry, status, detections, transitions, table)

@@ -22,10 +22,10 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ganzhi.contracts import AlertTransition, DeviceClass, DeviceStatus, Telemetry
+from ganzhi.contracts import AlertTransition, Detection, DeviceClass, DeviceStatus, Telemetry
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.rules import cold_chain, device_health, elevator
+from stream.rules import cold_chain, device_health, elevator, vision
 from stream.rules.cold_chain import ColdChainState
 from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
@@ -44,6 +44,7 @@ ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotR
     ElevatorState, elevator.step, elevator.open_fingerprints)
 
 HEALTH = "health"
+VISION = "vision"
 
 
 def state_key(site_id: str, device_id: str, name: str) -> str:
@@ -172,6 +173,17 @@ class RuleEngine:
         if params is not None:
             out.transitions.extend(r.transitions)
         self._save_health(view, HealthEntry(partition=partition, state=r.state))
+
+    def detection(self, view: StateView, partition: int, msg: Detection,
+                  received_at: datetime, out: Evaluation) -> None:
+        """A camera agent's confirmed finding (raised / cleared)."""
+        key = state_key(msg.site_id, msg.device_id, VISION)
+        st = view.load(key, vision.VisionState) or vision.VisionState()
+        st, trs = vision.step(st, msg.site_id, msg.device_id, vision.Finding(
+            msg.violation, msg.state, msg.ts, msg.score, msg.boxes, msg.snapshot_sha256))
+        out.transitions.extend(trs)
+        view.save(key, st, partition)
+        self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)
 
     def status(self, view: StateView, partition: int, msg: DeviceStatus,
                received_at: datetime, out: Evaluation) -> None:

@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 import psycopg
 from pydantic import ValidationError
 
-from ganzhi.contracts import AlertTransition, DeviceStatus, Telemetry
+from ganzhi.contracts import AlertTransition, Detection, DeviceStatus, Telemetry
 from ganzhi.observability import get_logger
 from stream import metrics
 from stream.engine import Evaluation, RuleEngine, StateStore, StateView
@@ -32,7 +32,7 @@ from stream.sinks.readings import ReadingRow, WriteResult, rows_from_telemetry
 
 log = get_logger(__name__)
 
-M = TypeVar("M", Telemetry, DeviceStatus)
+M = TypeVar("M", Telemetry, DeviceStatus, Detection)
 
 
 @dataclass(frozen=True)
@@ -151,18 +151,26 @@ class BatchProcessor:
             await self._emit(view, ev, out)
         return self._done(out, started)
 
-    async def process_status(self, batch: Sequence[Incoming]) -> BatchOutcome:
-        """A batch of the status topic (births and last wills)."""
+    async def _evaluate(self, model: type[M], batch: Sequence[Incoming],
+                        handle: Callable[[StateView, int, M, datetime, Evaluation], None]
+                        ) -> BatchOutcome:
         started = time.perf_counter()
         out = BatchOutcome(messages=len(batch))
-        messages = self._parse(DeviceStatus, batch, out)
+        messages = self._parse(model, batch, out)
         async with self._lock:
             view, ev = StateView(self._states), Evaluation()
             for item, msg in messages:
-                self._engine.status(view, item.partition, msg,
-                                    item.received_at or self._clock(), ev)
+                handle(view, item.partition, msg, item.received_at or self._clock(), ev)
             await self._emit(view, ev, out)
         return self._done(out, started)
+
+    async def process_status(self, batch: Sequence[Incoming]) -> BatchOutcome:
+        """A batch of the status topic (births and last wills)."""
+        return await self._evaluate(DeviceStatus, batch, self._engine.status)
+
+    async def process_detections(self, batch: Sequence[Incoming]) -> BatchOutcome:
+        """A batch of the detection topic (camera findings raised / cleared)."""
+        return await self._evaluate(Detection, batch, self._engine.detection)
 
     async def tick(self, partitions: Collection[int], active_since: datetime) -> BatchOutcome:
         """The device-offline timer, over the devices of the telemetry ``partitions``."""

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ganzhi.contracts import (
     AlertTransition,
+    Detection,
     DeviceClass,
     DeviceStatus,
     KafkaTopic,
@@ -264,6 +265,18 @@ async def test_rule_state_survives_kill_9(
         second.kill()
 
 
+async def produce_raw(bootstrap: str, topic: KafkaTopic,
+                      messages: list[DeviceStatus] | list[Detection]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for m in messages:
+            await producer.send_and_wait(topic.value, m.model_dump_json().encode(),
+                                         key=kafka_key(m.site_id, m.device_id))
+    finally:
+        await producer.stop()
+
+
 def set_rules(dsn: str, device_class: str, scope: str, key: str, params: dict[str, object]
               ) -> None:
     with psycopg.connect(dsn) as conn:
@@ -291,7 +304,7 @@ def offline(got: list[AlertTransition], device: str) -> list[AlertTransition]:
 
 
 @pytest.mark.timeout(300)
-async def test_offline_without_any_message_last_will_and_rules_from_the_database(
+async def test_offline_last_will_camera_findings_and_rules_from_the_database(
     worker_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str, pg_dsn: str
 ) -> None:
     # A device listed in the rules table that never sends anything.
@@ -314,17 +327,24 @@ async def test_offline_without_any_message_last_will_and_rules_from_the_database
         await produce(kafka_bootstrap, [telemetry("cs-will", 0, 3.0)])
         will = DeviceStatus(msg_id=uuid.uuid4(), site_id="site-a", device_id="cs-will",
                             ts=datetime.now(UTC) - timedelta(hours=1), state="offline")
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-        await producer.start()
-        try:
-            await asyncio.to_thread(w.wait_metric, "ganzhi_stream_readings_written_total", 2)
-            await producer.send_and_wait(KafkaTopic.STATUS.value, will.model_dump_json().encode(),
-                                         key=kafka_key("site-a", "cs-will"))
-        finally:
-            await producer.stop()
+        await asyncio.to_thread(w.wait_metric, "ganzhi_stream_readings_written_total", 2)
+        await produce_raw(kafka_bootstrap, KafkaTopic.STATUS, [will])
         got = await wait_for(kafka_bootstrap, lambda g: bool(offline(g, "cs-will")), 60, w)
         (fire,) = offline(got, "cs-will")
         assert fire.values["reason"] == "last_will"
+
+        # A camera finding, raised then cleared, through the detection topic.
+        await produce_raw(kafka_bootstrap, KafkaTopic.DETECTION, [
+            Detection(msg_id=uuid.uuid4(), site_id="site-a", device_id="cam-1",
+                      ts=T0 + timedelta(seconds=s), violation="no_mask", state=state,
+                      score=0.9, snapshot_sha256=sha * 64)
+            for s, state, sha in ((0, "raised", "a"), (60, "cleared", "b"))])
+        got = await wait_for(
+            kafka_bootstrap, lambda g: len([t for t in g if t.device_id == "cam-1"]) == 2, 60, w)
+        fire, res = [t for t in got if t.device_id == "cam-1"]
+        assert (fire.rule_id, fire.kind, res.kind) == (
+            "vision.no_mask", TransitionKind.FIRING, TransitionKind.RESOLVED)
+        assert res.values["snapshot_sha256"] == "b" * 64
 
         # Data from the ghost clears its alert.
         await produce(kafka_bootstrap, [telemetry("ghost", 0, 3.0)])

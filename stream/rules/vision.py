@@ -1,0 +1,107 @@
+"""Kitchen-camera findings into alert transitions: pure, no I/O.
+
+The camera agent confirms a violation on the edge (hit ratio over a window, cool-down,
+clearing the same way) and publishes a ``Detection`` when it is *raised* and when it is
+*cleared*, each with the SHA-256 of an annotated snapshot. Here a raise becomes a FIRING
+and the next clear of the same violation its RESOLVED (rule id ``vision.<violation>``),
+so a camera finding follows the same alert → clue path as a sensor rule. The clear
+carries the fresh snapshot: the evidence of the rectification.
+
+A raise while the same violation is already open adds nothing (the agent's cool-down
+makes this rare: a restart of the agent, a replay); a clear with nothing open is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind
+from stream.rules.excursion import from_us, to_us
+
+PREFIX = "vision."
+
+# Severity per violation; anything not listed is minor.
+SEVERITY: dict[str, Severity] = {
+    "smoking": Severity.MAJOR,
+    "rodent": Severity.MAJOR,
+    "fire_unattended": Severity.CRITICAL,
+    "camera_offline": Severity.MAJOR,
+    "camera_covered": Severity.MAJOR,
+    "camera_frozen": Severity.MAJOR,
+    "camera_blurred": Severity.MINOR,
+}
+
+SUMMARY: dict[str, str] = {
+    "no_chef_hat": "kitchen staff without a chef hat (未戴厨师帽)",
+    "no_mask": "kitchen staff without a mask (未戴口罩)",
+    "mask_worn_incorrectly": "mask worn incorrectly (口罩佩戴不规范)",
+    "no_work_clothes": "kitchen staff without work clothes (未穿工作服)",
+    "smoking": "smoking in the kitchen (吸烟)",
+    "phone": "phone use in the kitchen (玩手机)",
+    "uncovered_bin": "waste bin uncovered or overflowing (垃圾桶未盖)",
+    "rodent": "rodent seen (鼠患)",
+    "fire_unattended": "fire left unattended (灶台无人看管)",
+    "camera_offline": "camera sends no picture",
+    "camera_frozen": "camera picture frozen",
+    "camera_blurred": "camera picture blurred",
+    "camera_covered": "camera lens covered or dark",
+}
+
+
+class VisionState(BaseModel):
+    """Open violations of one camera: violation -> event time of its raise (µs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    open: dict[str, int] = {}
+
+
+@dataclass(frozen=True)
+class Finding:
+    violation: str
+    state: Literal["raised", "cleared"]
+    ts: datetime
+    score: float
+    boxes: Sequence[BoundingBox]
+    snapshot_sha256: str | None
+
+
+def fingerprint(rule_id: str, site_id: str, device_id: str) -> str:
+    return hashlib.sha256(f"{rule_id}|{site_id}|{device_id}".encode()).hexdigest()[:32]
+
+
+def step(state: VisionState, site_id: str, device_id: str, f: Finding
+         ) -> tuple[VisionState, list[AlertTransition]]:
+    rule_id = PREFIX + f.violation
+    t = to_us(f.ts)
+    if f.state == "raised":
+        if f.violation in state.open:
+            return state, []
+        kind, started = TransitionKind.FIRING, t
+        summary = SUMMARY.get(f.violation, f.violation.replace("_", " "))
+        new = state.model_copy(update={"open": {**state.open, f.violation: t}})
+    else:
+        if f.violation not in state.open:
+            return state, []
+        kind, started = TransitionKind.RESOLVED, state.open[f.violation]
+        summary = "rectified: " + SUMMARY.get(f.violation, f.violation.replace("_", " "))
+        new = state.model_copy(update={
+            "open": {k: v for k, v in state.open.items() if k != f.violation}})
+    fp = fingerprint(rule_id, site_id, device_id)
+    start = from_us(started)
+    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tr = AlertTransition(
+        transition_id=tid, kind=kind, fingerprint=fp, rule_id=rule_id,
+        severity=SEVERITY.get(f.violation, Severity.MINOR), site_id=site_id,
+        device_id=device_id, started_at=start, at=f.ts, summary=summary,
+        values={"violation": f.violation, "score": f.score,
+                "labels": sorted({b.label for b in f.boxes}), "boxes": len(f.boxes),
+                "snapshot_sha256": f.snapshot_sha256},
+    )
+    return new, [tr]
