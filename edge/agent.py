@@ -37,7 +37,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
     uplinks = [
         DeviceUplink(spool, endpoint, cfg.site_id, d.device_id,
                      d.username or f"{cfg.site_id}/{d.device_id}",
-                     d.secret(), window=cfg.in_flight_window).start()
+                     d.secret(), window=cfg.in_flight_window,
+                     report_period_s=d.report.period_s).start()
         for d in cfg.devices
     ]
     samplers = [DeviceSampler(cfg.site_id, d, build_source(d), spool) for d in cfg.devices]

@@ -73,12 +73,14 @@ class DeviceUplink:
         *,
         window: int = 100,
         backoff: Backoff | None = None,
+        report_period_s: float | None = None,
     ) -> None:
         self.spool = spool
         self.broker = broker
         self.site_id, self.device_id = site_id, device_id
         self.username, self._password = username, password
         self.window = window
+        self.report_period_s = report_period_s
         self.backoff = backoff or Backoff()
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -128,6 +130,7 @@ class DeviceUplink:
         return DeviceStatus(
             msg_id=new_id(), site_id=self.site_id, device_id=self.device_id,
             ts=utcnow(), state="online" if state == "online" else "offline",
+            report_period_s=self.report_period_s,
         ).model_dump_json().encode()
 
     @property

@@ -157,8 +157,9 @@ class RuleEngine:
 
     def _health(self, view: StateView, site_id: str, device_id: str
                 ) -> tuple[HealthEntry | None, HealthParams | None]:
-        params = self._rules().health(site_id, device_id)
-        return view.load(state_key(site_id, device_id, HEALTH), HealthEntry), params
+        entry = view.load(state_key(site_id, device_id, HEALTH), HealthEntry)
+        reported = entry.state.reported_period_s if entry else None
+        return entry, self._rules().health(site_id, device_id, reported)
 
     def _save_health(self, view: StateView, entry: HealthEntry) -> None:
         s = entry.state
@@ -189,6 +190,13 @@ class RuleEngine:
                received_at: datetime, out: Evaluation) -> None:
         """The retained status topic: ``online`` births, ``offline`` last wills."""
         if msg.state == "online":
+            if msg.report_period_s is not None:
+                entry, _ = self._health(view, msg.site_id, msg.device_id)
+                st = entry.state if entry else DeviceHealthState(
+                    site_id=msg.site_id, device_id=msg.device_id)
+                if st.reported_period_s != msg.report_period_s:
+                    st = st.model_copy(update={"reported_period_s": msg.report_period_s})
+                    self._save_health(view, HealthEntry(partition=partition, state=st))
             self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)
             return
         entry, params = self._health(view, msg.site_id, msg.device_id)

@@ -143,6 +143,10 @@ class DeviceStatus(Envelope):
 
     kind: Literal["status"] = "status"
     state: Literal["online", "offline"]
+    report_period_s: float | None = Field(
+        default=None, gt=0,
+        description="The device reports at least this often (its configured period); the "
+                    "platform's offline check uses it unless the rules model sets one.")
 
 
 DeviceMessage = Annotated[

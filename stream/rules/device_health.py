@@ -69,6 +69,7 @@ class DeviceHealthState(BaseModel):
     last_event_ts: int | None = None  # device time of the newest message heard
     last_received: int | None = None  # processing time it was received (the timer's clock)
     offline: Offline | None = None
+    reported_period_s: float | None = None  # the device's own report period (its birth)
 
 
 @dataclass(frozen=True)

@@ -261,12 +261,19 @@ def resolve_elevator(section: Section, site_id: str, device_id: str) -> Elevator
 
 
 def resolve_health(section: Section, base: HealthRuleSettings, site_id: str,
-                   device_id: str) -> HealthParams | None:
-    """None when the rule is switched off for this device."""
+                   device_id: str, reported_period_s: float | None = None
+                   ) -> HealthParams | None:
+    """None when the rule is switched off for this device. ``reported_period_s`` (the
+    device's own configured report period, from its birth message) replaces the
+    class-wide default interval, but not one set for the device's site or the device."""
     params = HealthParams(expected_interval_s=base.expected_interval_s,
                           missed_intervals=base.missed_intervals)
     enabled = True
-    for where, layer in section.layers(site_id, device_id):
+    layers = section.layers(site_id, device_id)
+    if reported_period_s is not None and not any(
+            "expected_interval_s" in layer for where, layer in layers[1:]):
+        layers.insert(1, ("reported", {"expected_interval_s": reported_period_s}))
+    for where, layer in layers:
         layer = dict(layer)
         if "enabled" in layer:
             flag = layer.pop("enabled")
@@ -292,7 +299,7 @@ class Rules:
         self._health_base = health_base or HealthRuleSettings()
         self._cold: dict[tuple[str, str], ColdStoreConfig] = {}
         self._lift: dict[tuple[str, str], ElevatorConfig] = {}
-        self._health: dict[tuple[str, str], HealthParams | None] = {}
+        self._health: dict[tuple[str, str, float | None], HealthParams | None] = {}
         self._check()
 
     def _check(self) -> None:
@@ -322,11 +329,12 @@ class Rules:
             self._lift[key] = resolve_elevator(self.doc.elevator, site_id, device_id)
         return self._lift[key]
 
-    def health(self, site_id: str, device_id: str) -> HealthParams | None:
-        key = (site_id, device_id)
+    def health(self, site_id: str, device_id: str,
+               reported_period_s: float | None = None) -> HealthParams | None:
+        key = (site_id, device_id, reported_period_s)
         if key not in self._health:
             self._health[key] = resolve_health(self.doc.device_health, self._health_base,
-                                               site_id, device_id)
+                                               site_id, device_id, reported_period_s)
         return self._health[key]
 
     def expected_devices(self) -> list[tuple[str, str]]:

@@ -145,6 +145,8 @@ def test_broker_outage_and_agent_kill_lose_nothing(broker: Managed, tmp_path: Pa
         assert len(values) - len(set(values)) <= 1
     statuses = [m for t, m in collector.messages if t.endswith("/status")]
     assert {m["state"] for m in statuses} >= {"online", "offline"}
+    # The birth tells the platform how often the device reports (its offline limit).
+    assert all(m["report_period_s"] > 0 for m in statuses if m["state"] == "online")
 
 
 def test_full_spool_drops_oldest_and_counts_it(broker: Managed, tmp_path: Path) -> None:

@@ -155,3 +155,11 @@ def test_the_deploy_example_is_valid() -> None:
     assert r.cold_store("market-east", "freezer-01").params.variant == "frozen"
     assert r.elevator("tower-a", "lift-1").params.top_landing_m == 57.0
     assert len(r.expected_devices()) == 4
+
+
+def test_reported_period_beats_class_default_not_explicit_settings() -> None:
+    r = rules()
+    p = r.health("site-x", "d", reported_period_s=7)
+    assert p is not None and p.expected_interval_s == 7  # over defaults (30)
+    p = r.health("site-a", "el-1", reported_period_s=7)
+    assert p is not None and p.expected_interval_s == 5  # the device's own entry wins

@@ -314,3 +314,14 @@ async def test_camera_health_findings_are_major() -> None:
     await h.proc.process_detections([detection("raised", 0, violation="camera_covered")])
     (fire,) = h.rules_sent()
     assert fire.rule_id == "vision.camera_covered" and fire.severity.value == "major"
+
+
+async def test_the_devices_own_report_period_sets_its_offline_limit() -> None:
+    h = Harness()  # class default: 60 s x 3
+    birth = DeviceStatus(msg_id=uuid.uuid4(), site_id="site-a", device_id="cr-1", ts=T0,
+                         state="online", report_period_s=10)
+    await h.proc.process_status([Incoming(0, birth.model_dump_json().encode(), T0)])
+    h.now = T0 + timedelta(seconds=31)
+    await h.proc.tick({0}, T0 - timedelta(hours=1))
+    assert [t.rule_id for t in h.sent] == [OFFLINE]
+    assert h.sent[0].values["expected_interval_s"] == 10
