@@ -1,0 +1,117 @@
+"""Model cards: what a shipped model detects, how to run it, how well it did.
+
+Each model lives in ``models/<name>/`` as ``model.onnx`` plus ``card.yaml``; the runtime
+reads its input size, class names and thresholds from the card, and the camera agent its
+``violations`` (which class means which kitchen violation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CARD_FILE = "card.yaml"
+MODEL_FILE = "model.onnx"
+
+
+class ClassMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    instances: int | None = None
+
+
+class Evaluation(BaseModel):
+    """Measured on the dataset's validation split, at the card's input size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: str = "val"
+    images: int
+    all: ClassMetrics
+    per_class: dict[str, ClassMetrics]
+
+
+class Latency(BaseModel):
+    """CPU latency per frame (batch 1, median of many runs), with the command used."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    machine: str
+    threads_1_ms: float
+    threads_all_ms: float
+    threads_all: int
+    command: str
+
+
+class Training(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    train_images: int
+    val_images: int
+    architecture: str = "yolov8n"
+    init: str = "scratch"
+    epochs: int
+    imgsz: int
+    batch: int
+    device: str
+    seconds: float
+    command: str
+    ultralytics: str
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    task: str = "detect"
+    format: str = "yolov8-onnx"  # output (N, 4 + classes, anchors), boxes cx cy w h
+    input_size: int = Field(gt=0, description="square input, pixels (letterboxed)")
+    classes: list[str] = Field(min_length=1)
+    score_threshold: float = Field(default=0.35, gt=0, lt=1)
+    iou_threshold: float = Field(default=0.5, gt=0, lt=1)
+    violations: dict[str, str] = Field(
+        default_factory=dict, description="class name -> violation id; other classes are context")
+    covers: list[str] = Field(default_factory=list, description="kitchen violations it detects")
+    not_covered: list[str] = Field(default_factory=list)
+    training: Training | None = None
+    evaluation: Evaluation | None = None
+    latency: Latency | None = None
+    licence: str = ""
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _violations_name_classes(self) -> ModelCard:
+        unknown = set(self.violations) - set(self.classes)
+        if unknown:
+            raise ValueError(f"violations name unknown classes {sorted(unknown)}")
+        return self
+
+
+class CardError(ValueError):
+    pass
+
+
+def load_card(model_dir: Path) -> ModelCard:
+    path = model_dir / CARD_FILE
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return ModelCard.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CardError(f"{path}: {exc}") from exc
+    except ValidationError as exc:
+        raise CardError(f"{path}: {exc}") from exc
+
+
+def save_card(model_dir: Path, card: ModelCard) -> Path:
+    path = model_dir / CARD_FILE
+    path.write_text(yaml.safe_dump(card.model_dump(mode="json", exclude_none=True),
+                                   sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path

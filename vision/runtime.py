@@ -1,0 +1,84 @@
+"""The detector: a shipped model (``models/<name>``) on ONNX Runtime.
+
+CPU by default; CUDA when ONNX Runtime offers it. Frames are BGR ``numpy`` arrays (as
+OpenCV reads them); boxes come back in each frame's own pixels as
+:class:`ganzhi.contracts.BoundingBox`. No weights are ever downloaded: the model file
+and its card are read from disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from ganzhi.contracts import BoundingBox
+from vision.card import MODEL_FILE, ModelCard, load_card
+from vision.decode import decode
+from vision.preprocess import to_batch
+
+
+def default_providers() -> list[str]:
+    available = ort.get_available_providers()
+    preferred = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in preferred if p in available] or available
+
+
+class YoloDetector:
+    def __init__(self, model_path: Path, card: ModelCard, *, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
+        self.card = card
+        opts = ort.SessionOptions()
+        # One thread was faster than two on 2 vCPUs (docs/vision.md): default to 1.
+        opts.intra_op_num_threads = threads if threads is not None else 1
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=opts,
+            providers=list(providers) if providers else default_providers())
+        inp = self.session.get_inputs()[0]
+        self._input = inp.name
+        self._dynamic_batch = not isinstance(inp.shape[0], int)
+        self.score_threshold = card.score_threshold
+        self.iou_threshold = card.iou_threshold
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, *, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> YoloDetector:
+        return cls(model_dir / MODEL_FILE, load_card(model_dir), threads=threads,
+                   providers=providers)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def _run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self._dynamic_batch or len(batch) == 1:
+            out = self.session.run(None, {self._input: batch})[0]
+            return np.asarray(out, dtype=np.float32)
+        return np.concatenate([np.asarray(self.session.run(None, {self._input: b[None]})[0],
+                                          dtype=np.float32) for b in batch])
+
+    def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]:
+        """Detections per frame, in the frame's pixels, best first."""
+        if not frames:
+            return []
+        batch, fits = to_batch(frames, self.card.input_size)
+        raws = decode(self._run(batch), self.score_threshold, self.iou_threshold)
+        out: list[list[BoundingBox]] = []
+        for raw, fit in zip(raws, fits, strict=True):
+            xyxy = fit.to_frame(raw.xyxy)
+            out.append([
+                BoundingBox(label=self.card.classes[int(c)], score=round(float(s), 4),
+                            x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3]))
+                for b, s, c in zip(xyxy, raw.scores, raw.classes, strict=True)])
+        return out
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
