@@ -1,13 +1,15 @@
-"""``ganzhi edge``: the sensor agent of one edge box, wired from its YAML file."""
+"""``ganzhi edge``: the agent of one edge box (sensors and cameras), wired from its YAML."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
 from edge import metrics
+from edge.camera.worker import CameraWorker, load_detector
 from edge.config import AgentConfig, ConfigError, DeviceConfig, load_config
 from edge.sampler import DeviceSampler
 from edge.sources.base import DeviceSource
@@ -40,8 +42,30 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
                      d.secret(), window=cfg.in_flight_window,
                      report_period_s=d.report.period_s).start()
         for d in cfg.devices
+    ] + [
+        DeviceUplink(spool, endpoint, cfg.site_id, c.device_id,
+                     c.username or f"{cfg.site_id}/{c.device_id}",
+                     c.secret(), window=cfg.in_flight_window,
+                     report_period_s=c.report_period_s).start()
+        for c in cfg.cameras
     ]
     samplers = [DeviceSampler(cfg.site_id, d, build_source(d), spool) for d in cfg.devices]
+    cameras = [CameraWorker(cfg.site_id, c, spool, *load_detector(c)) for c in cfg.cameras]
+    camera_stop = threading.Event()
+
+    async def run_cameras() -> None:
+        async def one(worker: CameraWorker) -> None:
+            await asyncio.to_thread(worker.run, camera_stop)
+
+        async def relay_stop() -> None:
+            await stop.wait()
+            camera_stop.set()
+
+        relay = asyncio.create_task(relay_stop())
+        try:
+            await asyncio.gather(*(one(w) for w in cameras))
+        finally:
+            relay.cancel()
 
     def health() -> dict[str, Any]:
         connected = {u.device_id: u.connected.is_set() for u in uplinks}
@@ -63,10 +87,12 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     log.info("edge_agent_started", site=cfg.site_id, devices=len(cfg.devices),
+             cameras=len(cfg.cameras),
              pending=spool.depth())
     try:
-        await asyncio.gather(watch_spool(), *(s.run(stop) for s in samplers))
+        await asyncio.gather(watch_spool(), run_cameras(), *(s.run(stop) for s in samplers))
     finally:
+        camera_stop.set()
         # All at once: each drains for up to a few seconds, and a box has many devices.
         for u in uplinks:
             u.request_stop()

@@ -54,20 +54,16 @@ class ReportConfig(_Strict):
 SourceConfig = Annotated[ModbusSourceConfig | SimulatorSourceConfig, Field(discriminator="type")]
 
 
-class DeviceConfig(_Strict):
+class _Credentials(_Strict):
     device_id: Identifier
-    device_class: DeviceClass
     username: str | None = Field(
         default=None, description="MQTT user; defaults to '{site_id}/{device_id}'."
     )
     password: SecretStr | None = None
     password_file: Path | None = None
-    sample_interval_s: float = Field(default=10.0, gt=0)
-    report: ReportConfig = Field(default_factory=ReportConfig)
-    source: SourceConfig
 
     @model_validator(mode="after")
-    def _one_password(self) -> DeviceConfig:
+    def _one_password(self) -> _Credentials:
         if self.password is not None and self.password_file is not None:
             raise ValueError("give password or password_file, not both")
         return self
@@ -78,17 +74,81 @@ class DeviceConfig(_Strict):
         return self.password.get_secret_value() if self.password else None
 
 
+class DeviceConfig(_Credentials):
+    device_class: DeviceClass
+    sample_interval_s: float = Field(default=10.0, gt=0)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    source: SourceConfig
+
+
+class ConfirmConfig(_Strict):
+    """When a violation is raised and cleared (see edge/camera/confirm.py)."""
+
+    window_s: float = Field(default=10.0, gt=0)
+    raise_ratio: float = Field(default=0.6, gt=0, le=1)
+    confirm_s: float = Field(default=5.0, ge=0)
+    clear_ratio: float = Field(default=0.1, ge=0, lt=1)
+    clear_s: float = Field(default=10.0, ge=0)
+    cooldown_s: float = Field(default=300.0, ge=0)
+
+
+class MotionConfig(_Strict):
+    min_changed: float = Field(default=0.003, ge=0, le=1)
+    pixel_threshold: int = Field(default=25, ge=1, le=255)
+    max_interval_s: float = Field(default=10.0, gt=0)
+
+
+class CameraHealthConfig(_Strict):
+    dark_mean: float = Field(default=25.0, ge=0, le=255)
+    flat_std: float = Field(default=6.0, ge=0)
+    blur_var: float = Field(default=40.0, ge=0)
+    frozen_diff: float = Field(default=0.3, ge=0)
+    offline_after_s: float = Field(default=30.0, gt=0)
+
+
+Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
+
+
+class CameraConfig(_Credentials):
+    """A kitchen camera: the agent reads it, detects, confirms and sends evidence."""
+
+    source: str = Field(description="rtsp:// or http:// URL, a video file, or a device index")
+    fps: float = Field(default=5.0, gt=0, le=60, description="frames inspected per second")
+    loop: bool = Field(default=False, description="replay a video file when it ends")
+    model_dir: Path = Path("models/ppe")
+    violations: dict[str, str] | None = Field(
+        default=None, description="class -> violation; default: the model card's")
+    score_threshold: float | None = Field(default=None, gt=0, lt=1)
+    rois: list[list[Point]] = Field(default_factory=list, description="polygons, 0-1 coords")
+    min_height: float = Field(default=0.0, ge=0, le=1, description="share of frame height")
+    confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    health: CameraHealthConfig = Field(default_factory=CameraHealthConfig)
+    snapshot_quality: int = Field(default=85, ge=30, le=100)
+    report_period_s: float = Field(default=60.0, gt=0, description="heartbeat telemetry")
+    threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime threads")
+
+    @model_validator(mode="after")
+    def _polygons(self) -> CameraConfig:
+        if any(len(p) < 3 for p in self.rois):
+            raise ValueError("each roi needs at least 3 points")
+        return self
+
+
 class AgentConfig(_Strict):
     site_id: Identifier
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     metrics_port: int | None = Field(default=9104, ge=0, le=65535)
     in_flight_window: int = Field(default=100, ge=1, le=10_000)
-    devices: list[DeviceConfig] = Field(min_length=1)
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    cameras: list[CameraConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_devices(self) -> AgentConfig:
-        ids = [d.device_id for d in self.devices]
+        if not self.devices and not self.cameras:
+            raise ValueError("a box needs at least one device or camera")
+        ids = [d.device_id for d in self.devices] + [c.device_id for c in self.cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"device ids must be unique: {dupes}")

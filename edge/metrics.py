@@ -1,6 +1,6 @@
 """Prometheus metrics of the edge agent."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 SAMPLED = Counter("ganzhi_edge_readings_sampled_total", "Readings read from devices", ["device"])
 SPOOLED = Counter("ganzhi_edge_messages_spooled_total", "Messages written to the spool", ["device"])
@@ -23,3 +23,17 @@ PUBLISH_REFUSED = Counter(
     "in the spool",
     ["device"],
 )
+CAMERA_FRAMES = Counter("ganzhi_edge_camera_frames_total", "Frames inspected", ["camera"])
+CAMERA_INFERENCES = Counter(
+    "ganzhi_edge_camera_inferences_total", "Frames the detector ran on", ["camera"])
+CAMERA_MOTION_SKIPPED = Counter(
+    "ganzhi_edge_camera_motion_skipped_total", "Frames skipped: nothing moved", ["camera"])
+CAMERA_CHANGES = Counter(
+    "ganzhi_edge_camera_findings_total", "Violations raised / cleared",
+    ["camera", "violation", "state"])
+CAMERA_RECONNECTS = Counter(
+    "ganzhi_edge_camera_reconnects_total", "Stream (re)open attempts after a failure",
+    ["camera"])
+CAMERA_INFER_SECONDS = Histogram(
+    "ganzhi_edge_camera_inference_seconds", "Detector time per frame", ["camera"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0))

@@ -1,0 +1,1 @@
+"""The kitchen camera agent: frames in, confirmed violations with evidence out."""

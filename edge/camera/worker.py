@@ -1,0 +1,199 @@
+"""One camera: read, check health, gate on motion, detect, confirm, publish evidence.
+
+Runs in its own thread (OpenCV and ONNX Runtime block). Everything it reports goes into
+the box's spool like the sensors' messages: the annotated JPEG as an ``Evidence`` message
+first, then the ``Detection`` that names its SHA-256, so the evidence always arrives
+before the finding that refers to it, and nothing is lost while the broker is away.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge import metrics
+from edge.camera.capture import Frame, VideoSource
+from edge.camera.confirm import Change, ConfirmParams, Tracker
+from edge.camera.evidence import annotate, encode_jpeg
+from edge.camera.health import HealthMonitor, HealthParams, measure
+from edge.camera.motion import MotionGate, MotionParams
+from edge.camera.regions import RegionFilter
+from edge.config import CameraConfig
+from edge.spool import Spool
+from ganzhi.contracts import (
+    BoundingBox,
+    Channel,
+    Detection,
+    DeviceClass,
+    Envelope,
+    Evidence,
+    Reading,
+    Telemetry,
+    mqtt_topic,
+    new_id,
+)
+from ganzhi.observability import get_logger
+
+log = get_logger("edge.camera")
+
+
+class Detector(Protocol):
+    def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]: ...
+
+
+def load_detector(cfg: CameraConfig) -> tuple[Detector, dict[str, str]]:
+    """The camera's model and its class -> violation map (config overrides the card)."""
+    from vision.runtime import YoloDetector
+
+    det = YoloDetector.from_dir(cfg.model_dir, threads=cfg.threads)
+    if cfg.score_threshold is not None:
+        det.score_threshold = cfg.score_threshold
+    return det, dict(cfg.violations if cfg.violations is not None else det.card.violations)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    inferences: int = 0
+    skipped: int = 0
+    published: list[tuple[str, str]] = field(default_factory=list)  # (violation, state)
+
+
+class CameraWorker:
+    def __init__(self, site_id: str, cfg: CameraConfig, spool: Spool, detector: Detector,
+                 violations: Mapping[str, str], source: VideoSource | None = None) -> None:
+        self.site_id, self.cfg, self.spool = site_id, cfg, spool
+        self.detector = detector
+        self.by_violation: dict[str, set[str]] = {}
+        for label, violation in violations.items():
+            self.by_violation.setdefault(violation, set()).add(label)
+        c = cfg.confirm
+        params = ConfirmParams(c.window_s, c.raise_ratio, c.confirm_s, c.clear_ratio,
+                               c.clear_s, c.cooldown_s)
+        self.trackers = {v: Tracker(params) for v in self.by_violation}
+        h = cfg.health
+        self.health = HealthMonitor(HealthParams(h.dark_mean, h.flat_std, h.blur_var,
+                                                 h.frozen_diff, h.offline_after_s))
+        m = cfg.motion
+        self.motion = MotionGate(MotionParams(pixel_threshold=m.pixel_threshold,
+                                              min_changed=m.min_changed,
+                                              max_interval_s=m.max_interval_s))
+        self.regions = RegionFilter(cfg.rois, cfg.min_height)
+        self.source = source or VideoSource(cfg.device_id, cfg.source, cfg.fps, loop=cfg.loop)
+        self.counters = Counters()
+        self._last_boxes: list[BoundingBox] = []
+        self._last_report = 0.0
+
+    # ------------------------------------------------------------------ publishing
+
+    def _spool(self, channel: Channel, msg: Envelope) -> None:
+        topic = mqtt_topic(self.site_id, self.cfg.device_id, channel)
+        if self.spool.append(self.cfg.device_id, topic, msg.model_dump_json().encode()) is None:
+            metrics.SPOOL_DROPPED.labels(policy="refuse_new").inc()
+            log.error("spool_refused", device=self.cfg.device_id, channel=channel.value)
+        else:
+            metrics.SPOOLED.labels(device=self.cfg.device_id).inc()
+
+    def publish(self, violation: str, change: Change, frame: Frame,
+                boxes: Sequence[BoundingBox]) -> str:
+        """Evidence, then the finding; returns the snapshot's SHA-256."""
+        labels = self.by_violation.get(violation, set())
+        shown = [b for b in boxes if b.label in labels] if change is Change.RAISED else list(boxes)
+        title = f"{violation} {change.value}"
+        jpeg, sha = encode_jpeg(annotate(frame.image, shown, labels, self.cfg.device_id,
+                                         frame.ts, title), self.cfg.snapshot_quality)
+        common = {"site_id": self.site_id, "device_id": self.cfg.device_id, "ts": frame.ts}
+        self._spool(Channel.EVIDENCE, Evidence(
+            msg_id=new_id(), sha256=sha, data_b64=base64.b64encode(jpeg).decode(), **common))
+        score = max((b.score for b in boxes if b.label in labels), default=0.0)
+        self._spool(Channel.DETECTION, Detection(
+            msg_id=new_id(), violation=violation, state=change.value, score=score,
+            boxes=shown[:100], snapshot_sha256=sha, **common))
+        metrics.CAMERA_CHANGES.labels(camera=self.cfg.device_id, violation=violation,
+                                      state=change.value).inc()
+        self.counters.published.append((violation, change.value))
+        log.info("camera_finding", camera=self.cfg.device_id, violation=violation,
+                 state=change.value, sha256=sha, ts=frame.ts.isoformat())
+        return sha
+
+    def _heartbeat(self, frame: Frame) -> None:
+        if frame.t - self._last_report < self.cfg.report_period_s and self._last_report:
+            return
+        self._last_report = frame.t or 1e-9
+        c = self.counters
+        readings = [Reading(metric=m, value=float(v), unit="1") for m, v in (
+            ("frames_total", c.frames), ("inferences_total", c.inferences),
+            ("motion_skipped_total", c.skipped), ("motion_changed", self.motion.changed))]
+        self._spool(Channel.TELEMETRY, Telemetry(
+            msg_id=new_id(), site_id=self.site_id, device_id=self.cfg.device_id, ts=frame.ts,
+            device_class=DeviceClass.KITCHEN_CAMERA, readings=readings))
+
+    # ------------------------------------------------------------------ one frame
+
+    def process(self, frame: Frame) -> None:
+        cam = self.cfg.device_id
+        self.counters.frames += 1
+        metrics.CAMERA_FRAMES.labels(camera=cam).inc()
+        for name, health_change in self.health.frame(frame.t, measure(frame.image)).items():
+            self.publish(name, health_change, frame, [])
+        if self.motion.should_detect(frame.t, frame.image):
+            started = time.perf_counter()
+            boxes = self.detector.detect([frame.image])[0]
+            metrics.CAMERA_INFER_SECONDS.labels(camera=cam).observe(
+                time.perf_counter() - started)
+            h, w = frame.image.shape[:2]
+            boxes = self.regions.apply(boxes, w, h)
+            self._last_boxes = boxes
+            self.counters.inferences += 1
+            metrics.CAMERA_INFERENCES.labels(camera=cam).inc()
+            for violation, labels in self.by_violation.items():
+                hit = any(b.label in labels for b in boxes)
+                change = self.trackers[violation].update(frame.t, hit)
+                if change is not None:
+                    self.publish(violation, change, frame, boxes)
+        else:
+            self.counters.skipped += 1
+            metrics.CAMERA_MOTION_SKIPPED.labels(camera=cam).inc()
+        self._heartbeat(frame)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("camera_started", camera=self.cfg.device_id, source=_safe(self.cfg.source))
+        self.health.started(time.monotonic())
+        last: Frame | None = None
+        try:
+            while not stop.is_set():
+                frame = self.source.read(stop)
+                if frame is None:
+                    if self.source.ended:
+                        break
+                    for name, change in self.health.tick(time.monotonic()).items():
+                        # The last picture seen, stamped now: evidence of what stopped.
+                        image = last.image if last is not None else _BLANK
+                        self.publish(name, change, Frame(0.0, datetime.now(UTC), image), [])
+                    continue
+                self.health.seen(time.monotonic())
+                self.process(frame)
+                last = frame
+        finally:
+            self.source.close()
+            log.info("camera_stopped", camera=self.cfg.device_id,
+                     frames=self.counters.frames, inferences=self.counters.inferences)
+
+
+_BLANK = np.zeros((240, 320, 3), np.uint8)
+
+
+def _safe(source: str) -> str:
+    """The source without credentials (rtsp://user:pass@host -> rtsp://***@host)."""
+    if "://" in source and "@" in source:
+        scheme, rest = source.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return source
