@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import alerts, devices, health
+from api.routes import alerts, devices, evidence, health
 from ganzhi.observability import configure_logging, get_logger
 from ganzhi.settings import Settings
 
@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(alerts.router)
     app.include_router(devices.router)
+    app.include_router(evidence.router)
     return app
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,6 +107,18 @@ class WebhookSettings(BaseModel):
     public_base_url: str = "http://127.0.0.1:8000"
 
 
+class EvidenceSettings(BaseModel):
+    """Where ingest stores evidence snapshots and the API reads them."""
+
+    backend: Literal["fs", "s3"] = "fs"
+    dir: Path = Path("var/evidence")
+    s3_endpoint: str | None = None  # e.g. http://minio:9000; None: AWS
+    s3_bucket: str = "ganzhi-evidence"
+    s3_region: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+
+
 class IngestSettings(BaseModel):
     # Stable per worker: the broker keeps this worker's persistent session under it.
     worker_id: str = "ingest-1"
@@ -143,6 +156,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     ops: OpsPorts = Field(default_factory=OpsPorts)

@@ -20,7 +20,8 @@ import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ganzhi.contracts import KafkaTopic, shared_subscription
+from ganzhi.contracts import Evidence, EvidenceRef, KafkaTopic, shared_subscription
+from ganzhi.evidence import make_store
 from ganzhi.mqtt import make_client, session_properties
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
@@ -50,6 +51,7 @@ class Bridge:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._evidence = make_store(settings.evidence)
         self._subscribed = asyncio.Event()
         self.connected = False
         self.client = make_client(
@@ -149,7 +151,10 @@ class Bridge:
             metrics.RECEIVED.inc()
             decision = route(item.topic, item.payload)
             if isinstance(decision, Accepted):
-                records.append((decision.kafka_topic, decision.key, decision.value))
+                value = decision.value
+                if decision.blob is not None:
+                    value = await self._store_evidence(decision)
+                records.append((decision.kafka_topic, decision.key, value))
                 metrics.ACCEPTED.labels(channel=item.topic.rsplit("/", 1)[-1]).inc()
             else:
                 dl = decision.dead_letter
@@ -164,6 +169,27 @@ class Bridge:
             self.client.ack(item.mid, item.qos)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.FORWARDED.inc(len(batch))
+
+    async def _store_evidence(self, decision: Accepted) -> bytes:
+        """Store the snapshot (retrying until it is stored: nothing is acknowledged before);
+        the evidence topic gets a reference, not the bytes (Kafka's 1 MB message limit)."""
+        msg, blob = decision.message, decision.blob
+        assert isinstance(msg, Evidence) and blob is not None
+        delay = 0.5
+        while True:
+            try:
+                key = await asyncio.to_thread(self._evidence.put, msg.sha256, blob)
+                break
+            except OSError as exc:
+                metrics.EVIDENCE_ERRORS.inc()
+                log.error("evidence_store_failed", error=repr(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        metrics.EVIDENCE_STORED.inc()
+        metrics.EVIDENCE_BYTES.inc(len(blob))
+        ref = EvidenceRef(msg_id=msg.msg_id, site_id=msg.site_id, device_id=msg.device_id,
+                          ts=msg.ts, sha256=msg.sha256, size=len(blob), storage_key=key)
+        return ref.model_dump_json().encode()
 
     async def _produce_all(self, records: list[tuple[str, bytes, bytes]]) -> None:
         """Keep trying until Kafka has every record: acknowledging earlier would lose them."""

@@ -16,3 +16,8 @@ BATCH_SECONDS = Histogram(
     "ganzhi_ingest_batch_seconds", "Receive-to-acknowledge time of one batch",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+EVIDENCE_STORED = Counter(
+    "ganzhi_ingest_evidence_stored_total", "Evidence snapshots stored (or already there)")
+EVIDENCE_BYTES = Counter("ganzhi_ingest_evidence_bytes_total", "Bytes of evidence stored")
+EVIDENCE_ERRORS = Counter(
+    "ganzhi_ingest_evidence_store_errors_total", "Failed evidence writes (retried)")

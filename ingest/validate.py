@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -13,12 +14,16 @@ from ganzhi.contracts import (
     KAFKA_TOPIC_FOR_CHANNEL,
     DeadLetter,
     DeviceMessage,
+    Evidence,
     device_message_adapter,
     kafka_key,
     parse_mqtt_topic,
 )
 
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+# A dead letter keeps at most this much of the payload: it must fit a Kafka record
+# (1 MB by default), and a refused 8 MB snapshot would not.
+DEAD_LETTER_PAYLOAD_MAX = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Accepted:
     key: bytes
     value: bytes
     message: DeviceMessage
+    blob: bytes | None = None  # evidence: the decoded snapshot, stored out of band
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,15 @@ class Rejected:
 
 
 def _reject(topic: str, payload: bytes, reason: str, error: str) -> Rejected:
+    if len(payload) > DEAD_LETTER_PAYLOAD_MAX:
+        error = f"{error[:1900]} (payload of {len(payload)} bytes kept truncated to " \
+                f"{DEAD_LETTER_PAYLOAD_MAX})"
     return Rejected(
         DeadLetter(
             source_topic=topic,
             reason=reason,
             error=error[:2000],
-            payload_b64=base64.b64encode(payload[:MAX_PAYLOAD_BYTES]).decode(),
+            payload_b64=base64.b64encode(payload[:DEAD_LETTER_PAYLOAD_MAX]).decode(),
         )
     )
 
@@ -87,7 +96,20 @@ def route(topic: str, payload: bytes) -> Accepted | Rejected:
             f"payload says {message.site_id}/{message.device_id}, "
             f"topic says {where.site_id}/{where.device_id}",
         )
+    blob = None
+    if isinstance(message, Evidence):
+        try:
+            blob = base64.b64decode(message.data_b64, validate=True)
+        except ValueError as exc:
+            return _reject(topic, payload, "invalid_evidence", f"data_b64: {exc}")
+        actual = hashlib.sha256(blob).hexdigest()
+        if actual != message.sha256:
+            return _reject(topic, payload, "evidence_hash_mismatch",
+                           f"snapshot hashes to {actual}, message says {message.sha256}")
+        if blob[:3] != b"\xff\xd8\xff":
+            return _reject(topic, payload, "invalid_evidence", "data_b64 is not a JPEG")
     return Accepted(
+        blob=blob,
         kafka_topic=KAFKA_TOPIC_FOR_CHANNEL[where.channel].value,
         key=kafka_key(where.site_id, where.device_id),
         value=message.model_dump_json().encode(),

@@ -138,6 +138,16 @@ class Evidence(Envelope):
     data_b64: str = Field(max_length=8_000_000)
 
 
+class EvidenceRef(Envelope):
+    """What the evidence topic carries: where ingest stored a snapshot (not its bytes)."""
+
+    kind: Literal["evidence_ref"] = "evidence_ref"
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    content_type: Literal["image/jpeg"] = "image/jpeg"
+    size: int = Field(ge=1)
+    storage_key: str = Field(description="Key in the evidence store (ab/cd/<sha256>.jpg).")
+
+
 class DeviceStatus(Envelope):
     """Retained online/offline state; the ``offline`` one is also the device's last will."""
 

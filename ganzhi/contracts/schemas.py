@@ -22,6 +22,7 @@ PUBLISHED: dict[str, type[BaseModel]] = {
     "event": payloads.DeviceEvent,
     "detection": payloads.Detection,
     "evidence": payloads.Evidence,
+    "evidence-ref": payloads.EvidenceRef,
     "status": payloads.DeviceStatus,
     "dead-letter": payloads.DeadLetter,
     "alert-transition": payloads.AlertTransition,
