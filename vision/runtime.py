@@ -33,7 +33,8 @@ class YoloDetector:
                  providers: Sequence[str] | None = None) -> None:
         self.card = card
         opts = ort.SessionOptions()
-        # One thread was faster than two on 2 vCPUs (docs/vision.md): default to 1.
+        # One thread by default: a box runs one detector per camera. A single camera may
+        # take all cores (1.7x faster on 2 cores here, docs/vision.md).
         opts.intra_op_num_threads = threads if threads is not None else 1
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -94,20 +94,24 @@ def test_config_errors_name_the_place(tmp_path: Path) -> None:
     path.write_text("site_id: S 1\ndevices: []\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert "site_id" in str(err.value) and "devices" in str(err.value)
+    assert "site_id" in str(err.value)
+    path.write_text("site_id: s1\ndevices: []\n")
+    with pytest.raises(ConfigError, match="at least one device or camera"):
+        load_config(path)
 
 
-@pytest.mark.parametrize("name", ["cold-store.yaml", "elevator.yaml"])
+@pytest.mark.parametrize("name", ["cold-store.yaml", "elevator.yaml", "kitchen-camera.yaml"])
 def test_shipped_example_configs_are_valid(name: str, tmp_path: Path) -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[2]
     raw = yaml.safe_load((root / "deploy" / "edge" / name).read_text())
-    for dev in raw["devices"]:  # the secrets live on the box, not in the repo
+    for dev in raw.get("devices", []) + raw.get("cameras", []):  # secrets live on the box
         secret = tmp_path / f"{dev['device_id']}.secret"
         secret.write_text("s3cret\n")
         dev["password_file"] = str(secret)
     copy = tmp_path / name
     copy.write_text(yaml.safe_dump(raw))
     cfg = load_config(copy)
-    assert cfg.devices and all(d.secret() == "s3cret" for d in cfg.devices)
+    assert cfg.devices or cfg.cameras
+    assert all(d.secret() == "s3cret" for d in [*cfg.devices, *cfg.cameras])
