@@ -88,7 +88,8 @@ class ClueDispatcher:
         url = self._settings.url
         assert url is not None
         secret = self._settings.secret.get_secret_value().encode()
-        headers = signature_headers(secret, int(self._clock()), item.body, item.clue_id)
+        headers = signature_headers(secret, int(self._clock()), item.body, item.clue_id,
+                                    item.event)
         status: int | None = None
         error = ""
         started = time.monotonic()
@@ -106,6 +107,7 @@ class ClueDispatcher:
         metrics.DELIVERIES.labels(outcome.value).inc()
         fields = {
             "clue_id": item.clue_id,
+            "clue_event": item.event,
             "alert_id": item.alert_id,
             "attempt": item.attempts,
             "status": status,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlencode
 
 from ganzhi.contracts import AlertTransition, Clue, ClueLinks, TransitionKind
@@ -90,20 +91,29 @@ def readings_url(
     return f"{public_base_url.rstrip('/')}/api/v1/devices/{site_id}/{device_id}/readings?{query}"
 
 
+def evidence_url(public_base_url: str, values: dict[str, Any]) -> str | None:
+    sha = values.get("snapshot_sha256")
+    if not isinstance(sha, str):
+        return None
+    return f"{public_base_url.rstrip('/')}/api/v1/evidence/{sha}"
+
+
+def _links(t: AlertTransition, alert_id: int, public_base_url: str, start: datetime,
+           end: datetime) -> ClueLinks:
+    return ClueLinks(
+        alert=alert_url(public_base_url, alert_id),
+        readings=readings_url(public_base_url, t.site_id, t.device_id,
+                              start - READINGS_LEAD, end + READINGS_TAIL),
+        evidence=evidence_url(public_base_url, t.values),
+    )
+
+
 def build_clue(
     transition: AlertTransition, alert_id: int, public_base_url: str, now: datetime
 ) -> Clue:
     """The clue for an alert opened by ``transition`` (a FIRING one)."""
-    links = ClueLinks(
-        alert=alert_url(public_base_url, alert_id),
-        readings=readings_url(
-            public_base_url,
-            transition.site_id,
-            transition.device_id,
-            transition.started_at - READINGS_LEAD,
-            max(transition.at, transition.started_at) + READINGS_TAIL,
-        ),
-    )
+    links = _links(transition, alert_id, public_base_url, transition.started_at,
+                   max(transition.at, transition.started_at))
     return Clue(
         clue_id=clue_id_for(transition.fingerprint, transition.started_at),
         alert_id=alert_id,
@@ -118,6 +128,21 @@ def build_clue(
         links=links,
         created_at=_utc(now),
     )
+
+
+def build_resolution(opening: Clue, transition: AlertTransition, public_base_url: str,
+                     now: datetime) -> Clue:
+    """The ``resolved`` event of the clue ``opening``, from the RESOLVED ``transition``:
+    same clue id, the clearing values (a camera's fresh snapshot among them)."""
+    return opening.model_copy(update={
+        "event": "resolved",
+        "ended_at": _utc(transition.at),
+        "resolution": {"summary": transition.summary, "values": transition.values,
+                       "transition_id": transition.transition_id},
+        "links": _links(transition, opening.alert_id, public_base_url, opening.started_at,
+                        transition.at),
+        "created_at": _utc(now),
+    })
 
 
 def backoff_delay(

@@ -78,7 +78,8 @@ class ClueReceiver:
                 clue = json.loads(body)
                 self.accepted[key] = clue
                 log.info(
-                    "clue_received", clue_id=key, alert_id=clue.get("alert_id"),
+                    "clue_received", key=key, clue_event=clue.get("event", "created"),
+                    alert_id=clue.get("alert_id"),
                     site=clue.get("site_id"), device=clue.get("device_id"),
                     summary=clue.get("summary"),
                 )

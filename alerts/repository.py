@@ -26,8 +26,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from alerts.lifecycle import Action, AlertRef, build_clue, decide
-from ganzhi.contracts import AlertTransition, utcnow
+from alerts.lifecycle import Action, AlertRef, build_clue, build_resolution, decide
+from ganzhi.contracts import AlertTransition, Clue, utcnow
 
 AnyConn = AsyncConnection[Any]
 
@@ -105,6 +105,8 @@ async def apply_transition(
                     " WHERE id = %s AND status = 'open'",
                     (t.at, decision.alert_id),
                 )
+                await _queue_resolution(conn, t, decision.alert_id, public_base_url,
+                                        now or utcnow())
                 return ApplyResult("resolved", decision.alert_id, decision.reason)
             if decision.action is Action.ATTACH:
                 await conn.execute(
@@ -152,6 +154,23 @@ async def _open(
     return ApplyResult("opened", alert_id, "new", clue_id=clue.clue_id)
 
 
+async def _queue_resolution(conn: AnyConn, t: AlertTransition, alert_id: int,
+                            public_base_url: str, now: datetime) -> None:
+    """The clue's ``resolved`` event, in the same transaction as the resolution."""
+    cur = await conn.execute(
+        "SELECT payload FROM clue_outbox WHERE alert_id = %s AND event = 'created'",
+        (alert_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return  # no clue was raised for this alert: nothing to follow up
+    opening = Clue.model_validate(row[0])
+    clue = build_resolution(opening, t, public_base_url, now)
+    await conn.execute(
+        "INSERT INTO clue_outbox (clue_id, alert_id, event, payload) VALUES (%s, %s, 'resolved',"
+        " %s) ON CONFLICT DO NOTHING",
+        (clue.clue_id, alert_id, Jsonb(clue.model_dump(mode="json"))))
+
+
 # --- outbox ---------------------------------------------------------------------------
 
 
@@ -163,22 +182,30 @@ class OutboxItem:
     body: bytes  # the stored clue JSON, the exact bytes signed and sent
     attempts: int  # including the attempt this claim is for
     created_at: datetime
+    event: str = "created"
 
 
 async def claim_due(conn: AnyConn, limit: int, lease_s: float) -> list[OutboxItem]:
-    """Claim up to ``limit`` due pending clues for one delivery attempt each."""
+    """Claim up to ``limit`` due pending clue events for one delivery attempt each.
+
+    A ``resolved`` event waits until its clue's ``created`` event was delivered (a task
+    system must not hear of a clearing before the clue itself); if the created event is
+    dead, the resolved one waits with it (an operator re-queues both)."""
     async with conn.transaction():
         cur = await conn.execute(
             "WITH due AS ("
-            "  SELECT id FROM clue_outbox"
-            "  WHERE status = 'pending' AND next_attempt_at <= now()"
-            "  ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            "  SELECT o.id FROM clue_outbox o"
+            "  WHERE o.status = 'pending' AND o.next_attempt_at <= now()"
+            "  AND (o.event = 'created' OR EXISTS (SELECT 1 FROM clue_outbox c"
+            "       WHERE c.clue_id = o.clue_id AND c.event = 'created'"
+            "       AND c.status = 'delivered'))"
+            "  ORDER BY o.next_attempt_at, o.id LIMIT %s FOR UPDATE OF o SKIP LOCKED)"
             " UPDATE clue_outbox o"
             " SET attempts = o.attempts + 1,"
             "     next_attempt_at = now() + make_interval(secs => %s)"
             " FROM due WHERE o.id = due.id"
             " RETURNING o.id, o.clue_id::text, o.alert_id, o.payload::text, o.attempts,"
-            "           o.created_at",
+            "           o.created_at, o.event",
             (limit, lease_s),
         )
         rows = await cur.fetchall()
@@ -190,6 +217,7 @@ async def claim_due(conn: AnyConn, limit: int, lease_s: float) -> list[OutboxIte
             body=r[3].encode(),
             attempts=r[4],
             created_at=r[5],
+            event=r[6],
         )
         for r in sorted(rows, key=lambda r: int(r[0]))
     ]

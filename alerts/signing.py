@@ -4,15 +4,16 @@ Every clue delivery carries these headers::
 
     X-Ganzhi-Timestamp: <unix seconds>
     X-Ganzhi-Signature: v1=<hex hmac_sha256(secret, f"{timestamp}.{raw_body}")>
-    Idempotency-Key:    <clue_id>
-    X-Ganzhi-Event:     clue.created
+    Idempotency-Key:    <clue_id>              (clue.created)
+                        <clue_id>:resolved     (clue.resolved)
+    X-Ganzhi-Event:     clue.created | clue.resolved
 
 A receiver checks them with :func:`verify_headers` (or :func:`verify`) over the *raw*
 request body, before parsing it::
 
     ok = verify_headers(secret, request.headers, raw_body)   # False -> answer 401
 
-and uses ``Idempotency-Key`` to accept each clue once: retries repeat the same key.
+and uses ``Idempotency-Key`` to accept each event once: retries repeat the same key.
 Pure: no I/O, no clock unless ``now`` is left out.
 """
 
@@ -38,13 +39,15 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"{SCHEME}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def signature_headers(secret: bytes, timestamp: int, body: bytes, clue_id: str) -> dict[str, str]:
-    """All headers of one clue delivery."""
+def signature_headers(secret: bytes, timestamp: int, body: bytes, clue_id: str,
+                      event: str = "created") -> dict[str, str]:
+    """All headers of one clue delivery. The idempotency key is the clue id for its
+    ``created`` event (as before events existed) and ``<clue_id>:resolved`` for the other."""
     return {
         TIMESTAMP_HEADER: str(int(timestamp)),
         SIGNATURE_HEADER: sign(secret, timestamp, body),
-        IDEMPOTENCY_HEADER: clue_id,
-        EVENT_HEADER: CLUE_CREATED,
+        IDEMPOTENCY_HEADER: clue_id if event == "created" else f"{clue_id}:{event}",
+        EVENT_HEADER: f"clue.{event}",
         "Content-Type": "application/json",
     }
 

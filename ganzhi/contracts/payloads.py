@@ -210,13 +210,17 @@ class AlertTransition(_Strict):
 class ClueLinks(_Strict):
     alert: str
     readings: str
+    evidence: str | None = Field(
+        default=None, description="The snapshot backing this event (camera alerts).")
 
 
 class Clue(_Strict):
-    """What the task system receives for each new alert (webhook body)."""
+    """What the task system receives (webhook body): ``created`` when an alert opens,
+    ``resolved`` (same ``clue_id``) when it clears."""
 
     clue_id: str
     schema_version: Literal[1] = SCHEMA_VERSION
+    event: Literal["created", "resolved"] = "created"
     alert_id: int
     fingerprint: str
     rule_id: str
@@ -228,3 +232,6 @@ class Clue(_Strict):
     values: dict[str, Any] = Field(default_factory=dict)
     links: ClueLinks
     created_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    resolution: dict[str, Any] | None = Field(
+        default=None, description="resolved: the clearing transition's summary and values.")

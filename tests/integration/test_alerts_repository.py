@@ -118,7 +118,16 @@ async def test_resolve_then_a_later_firing_opens_a_second_alert(
 
     with psycopg.connect(pg_dsn) as c:
         row = c.execute("SELECT status, ended_at FROM alerts").fetchone()
+        events = c.execute("SELECT event, clue_id::text, payload::text FROM clue_outbox"
+                           " ORDER BY id").fetchall()
     assert row == ("resolved", T0 + timedelta(minutes=30))
+    # The clue's second event, same clue id, queued with the resolution (once).
+    assert [(e, cid) for e, cid, _ in events] == [("created", opened.clue_id),
+                                                  ("resolved", opened.clue_id)]
+    resolution = Clue.model_validate_json(events[1][2])
+    assert resolution.event == "resolved" and resolution.ended_at == T0 + timedelta(minutes=30)
+    assert resolution.resolution is not None
+    assert resolution.resolution["transition_id"] == resolve.transition_id
 
     # A replay of the first firing after the resolve changes nothing.
     assert (await apply_transition(conn, transition(TransitionKind.FIRING), BASE)).outcome == (
@@ -128,14 +137,14 @@ async def test_resolve_then_a_later_firing_opens_a_second_alert(
     second = await apply_transition(conn, transition(TransitionKind.FIRING, second_start), BASE)
     assert second.outcome == "opened" and second.alert_id != opened.alert_id
     assert second.clue_id != opened.clue_id
-    assert counts(pg_dsn) == (2, 2, 3)
+    assert counts(pg_dsn) == (2, 3, 3)  # outbox: created + resolved, created
 
     # Firing again while the second is open attaches to it, no third alert or clue.
     third = await apply_transition(
         conn, transition(TransitionKind.FIRING, T0 + timedelta(hours=3)), BASE
     )
     assert (third.outcome, third.alert_id) == ("attached", second.alert_id)
-    assert counts(pg_dsn)[:2] == (2, 2)
+    assert counts(pg_dsn)[:2] == (2, 3)
 
 
 async def test_resolved_without_alert_is_ignored(
@@ -154,23 +163,27 @@ async def test_outbox_claims_are_exclusive_and_states_stick(
         t = transition(TransitionKind.FIRING, T0 + timedelta(hours=hours))
         await apply_transition(a, t, BASE)
         await apply_transition(a, transition(TransitionKind.RESOLVED, t.started_at), BASE)
-    assert await pending_count(a) == 3
+    assert await pending_count(a) == 6  # each clue: created, resolved
 
     first, second = await asyncio.gather(claim_due(a, 2, 60), claim_due(b, 2, 60))
     ids = [i.id for i in first + second]
     assert len(ids) == len(set(ids)) == 3
-    assert all(i.attempts == 1 for i in first + second)
-    assert await claim_due(a, 10, 60) == []  # leased
+    assert all(i.attempts == 1 and i.event == "created" for i in first + second)
+    assert await claim_due(a, 10, 60) == []  # created ones leased, resolved ones held
 
     one, two, three = sorted(first + second, key=lambda i: i.id)
     assert Clue.model_validate_json(one.body).clue_id == one.clue_id
     await mark_delivered(a, one.id, 200)
     await mark_dead(a, two.id, "HTTP 400: bad", 400)
     await mark_retry(a, three.id, 0.0, "HTTP 503", 503)
-    assert await pending_count(a) == 1
-    (retry,) = await claim_due(b, 10, 60)
-    assert (retry.id, retry.attempts) == (three.id, 2)
+    assert await pending_count(a) == 4
+    # Due now: the retried created event, and the resolved event of the delivered clue.
+    due = await claim_due(b, 10, 60)
+    assert sorted((i.clue_id, i.event) for i in due) == sorted(
+        [(three.clue_id, "created"), (one.clue_id, "resolved")])
+    assert next(i for i in due if i.event == "created").attempts == 2
     await mark_retry(a, one.id, 0.0, "late", 500)  # a delivered clue stays delivered
     with psycopg.connect(pg_dsn) as c:
-        rows = c.execute("SELECT status, last_status FROM clue_outbox ORDER BY id").fetchall()
+        rows = c.execute("SELECT status, last_status FROM clue_outbox WHERE event = 'created'"
+                         " ORDER BY id").fetchall()
     assert rows == [("delivered", 200), ("dead", 400), ("pending", 503)]

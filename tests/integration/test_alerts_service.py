@@ -128,13 +128,20 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
             lambda: scalar(pg_dsn, "SELECT count(*) FROM alerts WHERE status='resolved'") == 1,
             "the alert resolved",
         )
+        # The task system then hears the clue's second event, under its own key.
+        await wait_for(lambda: len(receiver.accepted) == 2, "the resolution delivered")
         stop.set()
         await asyncio.wait_for(service, 30)
 
-        assert receiver.deliveries == 2 and receiver.rejected == 0
+        assert receiver.deliveries == 3 and receiver.rejected == 0
+        created, resolution = receiver.accepted.values()
+        assert list(receiver.accepted) == [created["clue_id"], f"{created['clue_id']}:resolved"]
+        assert (created["event"], resolution["event"]) == ("created", "resolved")
+        assert resolution["clue_id"] == created["clue_id"] and resolution["ended_at"]
         assert scalar(pg_dsn, "SELECT count(*) FROM alerts") == 1
         assert scalar(pg_dsn, "SELECT count(*) FROM alert_events") == 2
-        assert scalar(pg_dsn, "SELECT status FROM clue_outbox") == "delivered"
+        assert scalar(pg_dsn, "SELECT count(*) FROM clue_outbox WHERE status <> 'delivered'"
+                      ) == 0
 
         # Everything consumed was committed: a restart begins after it, nothing re-applied.
         assert await committed_total(kafka_bootstrap) == 5

@@ -135,3 +135,32 @@ def test_parse_transition_rejects_with_a_reason() -> None:
     assert isinstance(bad_json, Rejected) and bad_json.reason == "invalid_json"
     bad_schema = parse_transition(b'{"kind": "firing"}')
     assert isinstance(bad_schema, Rejected) and bad_schema.reason == "invalid_schema"
+
+
+def test_resolution_is_the_same_clue_with_the_clearing_evidence() -> None:
+    from alerts.lifecycle import build_clue, build_resolution
+    from ganzhi.contracts import AlertTransition, Severity, TransitionKind
+
+    def tr(kind: TransitionKind, at_min: int, sha: str | None) -> AlertTransition:
+        return AlertTransition(
+            transition_id=f"t-{kind.value}", kind=kind, fingerprint="fp", rule_id="vision.no_mask",
+            severity=Severity.MINOR, site_id="s", device_id="cam-1",
+            started_at=datetime(2026, 1, 1, 8, tzinfo=UTC),
+            at=datetime(2026, 1, 1, 8, at_min, tzinfo=UTC), summary="no mask",
+            values={"snapshot_sha256": sha} if sha else {})
+
+    base = "http://api.example"
+    opening = build_clue(tr(TransitionKind.FIRING, 1, "a" * 64), 7, base,
+                         datetime(2026, 1, 1, 8, 1, tzinfo=UTC))
+    assert opening.event == "created"
+    assert opening.links.evidence == f"{base}/api/v1/evidence/{'a' * 64}"
+    res = build_resolution(opening, tr(TransitionKind.RESOLVED, 30, "b" * 64), base,
+                           datetime(2026, 1, 1, 8, 31, tzinfo=UTC))
+    assert (res.event, res.clue_id, res.alert_id) == ("resolved", opening.clue_id, 7)
+    assert res.ended_at == datetime(2026, 1, 1, 8, 30, tzinfo=UTC)
+    assert res.links.evidence == f"{base}/api/v1/evidence/{'b' * 64}"
+    assert res.resolution == {"summary": "no mask", "values": {"snapshot_sha256": "b" * 64},
+                              "transition_id": "t-resolved"}
+    sensor = build_clue(tr(TransitionKind.FIRING, 1, None), 8, base,
+                        datetime(2026, 1, 1, 8, 1, tzinfo=UTC))
+    assert sensor.links.evidence is None
