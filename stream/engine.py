@@ -203,10 +203,8 @@ class RuleEngine:
         st = entry.state if entry else DeviceHealthState(site_id=msg.site_id,
                                                          device_id=msg.device_id)
         # The will's payload was made when the device connected; the broker sent it when
-        # the connection dropped, which is about when ingest received it.
-        if st.last_received is not None and \
-                to_us(received_at) < st.last_received:
-            return  # a will older than data heard since (topics are not ordered together)
+        # the connection dropped, which is about when ingest received it. It is held for
+        # the will grace; data heard since makes it stale (topics are not ordered together).
         if params is None:
             return
         r = device_health.status(st, params, received_at, online=False,
@@ -247,7 +245,8 @@ class RuleEngine:
         entry, params = self._health(view, site_id, device_id)
         if entry is None or params is None or entry.partition not in partitions:
             return
-        if now - active_since <= timedelta(seconds=params.offline_after_s):
+        held_will = entry.state.will_at is not None
+        if not held_will and now - active_since <= timedelta(seconds=params.offline_after_s):
             return
         r = device_health.tick(entry.state, params, now)
         if r.transitions:

@@ -6,8 +6,10 @@ RESOLVED per episode):
 * :func:`observe` - any message from the device (telemetry, status, heartbeat). Records
   when it was heard; if the device was offline, the episode is RESOLVED.
 * :func:`status` - the device's retained status topic: ``online=False`` is the MQTT last
-  will (the broker publishes it when the connection drops), which raises the alert at
-  once; ``online=True`` (the birth message) counts as being heard.
+  will (the broker publishes it when the connection drops). It raises the alert once
+  ``will_grace_s`` has passed with nothing heard from the device since (the next
+  :func:`tick`): a device that reconnects at once, or a stale will the broker replays when
+  the platform starts, raises nothing. ``online=True`` (the birth) counts as being heard.
 * :func:`tick` - a periodic timer. A silent device sends nothing, so event time (the
   readings' own timestamps) cannot advance for it: the timer must run on the
   **processing-time watermark**, the stream processor's wall clock (``now``). To compare
@@ -44,6 +46,7 @@ class HealthParams:
     expected_interval_s: float = 60.0
     missed_intervals: float = 3.0
     severity: Severity = Severity.MAJOR
+    will_grace_s: float = 10.0
 
     @property
     def offline_after_s(self) -> float:
@@ -70,6 +73,7 @@ class DeviceHealthState(BaseModel):
     last_received: int | None = None  # processing time it was received (the timer's clock)
     offline: Offline | None = None
     reported_period_s: float | None = None  # the device's own report period (its birth)
+    will_at: int | None = None  # a last will received (processing time), not yet raised
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def _heard(st: DeviceHealthState, p: HealthParams, ts: datetime,
         "last_event_ts": t if st.last_event_ts is None else max(st.last_event_ts, t),
         "last_received": rx if st.last_received is None else max(st.last_received, rx),
         "offline": st.offline,
+        "will_at": st.will_at if st.will_at is not None and st.will_at > rx else None,
     }
     out: list[AlertTransition] = []
     if st.offline is not None:
@@ -136,18 +141,27 @@ def observe(state: DeviceHealthState, params: HealthParams, ts: datetime,
 
 def status(state: DeviceHealthState, params: HealthParams, ts: datetime, online: bool,
            received_at: datetime | None = None) -> HealthResult:
-    """A status message: ``online=False`` (last will) raises at once; True is a birth."""
+    """A status message: ``online=False`` (a last will) is held for ``will_grace_s``
+    (see :func:`tick`); ``online=True`` is a birth."""
     if online:
         return _heard(state, params, ts, received_at)
-    t = to_us(ts)
-    return _raise(state, params, t, t, "last_will")
+    t = to_us(received_at if received_at is not None else ts)
+    if state.offline is not None or (state.last_received is not None
+                                     and state.last_received > t):
+        return HealthResult(state, [])  # already offline, or heard from since
+    return HealthResult(state.model_copy(update={"will_at": t}), [])
 
 
 def tick(state: DeviceHealthState, params: HealthParams, now: datetime) -> HealthResult:
     """Timer: ``now`` is the processing-time watermark (see the module docstring)."""
+    n = to_us(now)
+    if state.offline is None and state.will_at is not None:
+        if n - state.will_at >= round(params.will_grace_s * 1_000_000):
+            r = _raise(state, params, state.will_at, n, "last_will")
+            return HealthResult(r.state.model_copy(update={"will_at": None}), r.transitions)
+        return HealthResult(state, [])
     if state.offline is not None or state.last_received is None:
         return HealthResult(state, [])  # never heard: nothing to compare with
-    n = to_us(now)
     if n - state.last_received <= round(params.offline_after_s * 1_000_000):
         return HealthResult(state, [])
     started = state.last_event_ts if state.last_event_ts is not None else state.last_received

@@ -64,9 +64,14 @@ def test_timer_uses_receive_time_not_device_clock() -> None:
     assert r.transitions[0].started_at == skewed  # reported in the device's event time
 
 
-def test_last_will_raises_at_once_and_birth_clears() -> None:
+def test_last_will_raises_after_its_grace_unless_the_device_comes_back() -> None:
     st = observe(fresh(), P, s(0)).state
-    r = status(st, P, s(5), online=False)
+    held = status(st, P, s(5), online=False)
+    assert held.transitions == [] and tick(held.state, P, s(14)).transitions == []
+    # back within the grace (a reconnect, or a stale will replayed at start): nothing
+    back = observe(held.state, P, s(8), received_at=s(8)).state
+    assert tick(back, P, s(30)).transitions == []
+    r = tick(held.state, P, s(15))
     assert [t.kind for t in r.transitions] == [TransitionKind.FIRING]
     assert r.transitions[0].started_at == s(5) and r.transitions[0].values["reason"] == "last_will"
     # the timer does not raise it a second time

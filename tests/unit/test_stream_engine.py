@@ -251,13 +251,16 @@ def status(state: str, ts: datetime) -> Incoming:
     return Incoming(0, msg.model_dump_json().encode(), ts + timedelta(seconds=1))
 
 
-async def test_last_will_raises_at_once_and_a_stale_one_is_ignored() -> None:
+async def test_last_will_raises_after_its_grace_and_a_stale_one_is_ignored() -> None:
     h = Harness()
     await h.telemetry(cold(0), received_at=T0)
     # A will made at connect time (T0 - 1 h) but received after the data: current.
     will = status("offline", T0 - timedelta(hours=1))
     will = Incoming(0, will.value, T0 + timedelta(seconds=5))
     await h.proc.process_status([will])
+    assert h.sent == []  # held for the will grace (10 s)
+    h.now = T0 + timedelta(seconds=16)
+    await h.proc.tick({0}, T0)  # judged even right after a takeover
     (fire,) = h.sent
     assert fire.kind is TransitionKind.FIRING and fire.values["reason"] == "last_will"
     assert fire.started_at == T0 + timedelta(seconds=5)
