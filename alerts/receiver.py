@@ -82,6 +82,7 @@ class ClueReceiver:
                     alert_id=clue.get("alert_id"),
                     site=clue.get("site_id"), device=clue.get("device_id"),
                     summary=clue.get("summary"),
+                    evidence=(clue.get("links") or {}).get("evidence"),
                 )
             return 200, {"accepted": True, "duplicate": duplicate}
 

@@ -115,6 +115,7 @@ class CameraConfig(_Credentials):
     source: str = Field(description="rtsp:// or http:// URL, a video file, or a device index")
     fps: float = Field(default=5.0, gt=0, le=60, description="frames inspected per second")
     loop: bool = Field(default=False, description="replay a video file when it ends")
+    realtime: bool = Field(default=True, description="play a video file at its own speed")
     model_dir: Path = Path("models/ppe")
     violations: dict[str, str] | None = Field(
         default=None, description="class -> violation; default: the model card's")

@@ -35,8 +35,9 @@ class Frame:
 
 class VideoSource:
     def __init__(self, camera: str, source: str, fps: float, *, loop: bool = False,
-                 backoff: Backoff | None = None) -> None:
+                 realtime: bool = False, backoff: Backoff | None = None) -> None:
         self.camera, self.source, self.fps, self.loop = camera, source, fps, loop
+        self.realtime = realtime  # a file: play at its own speed, not as fast as it decodes
         self.backoff = backoff or Backoff(base_s=1.0, max_s=60.0)
         self.is_file = Path(source).is_file()
         self._cap: cv2.VideoCapture | None = None
@@ -102,5 +103,9 @@ class VideoSource:
             if t + 1e-6 < self._next_due:
                 continue  # between samples
             self._next_due = max(self._next_due + 1.0 / self.fps, t)
+            if self.is_file and self.realtime:
+                ahead = t - (time.monotonic() - self._t0)
+                if ahead > 0 and stop.wait(ahead):
+                    return None
             return Frame(t, ts, np.asarray(image, dtype=np.uint8))
         return None

@@ -87,7 +87,8 @@ class CameraWorker:
                                               min_changed=m.min_changed,
                                               max_interval_s=m.max_interval_s))
         self.regions = RegionFilter(cfg.rois, cfg.min_height)
-        self.source = source or VideoSource(cfg.device_id, cfg.source, cfg.fps, loop=cfg.loop)
+        self.source = source or VideoSource(cfg.device_id, cfg.source, cfg.fps, loop=cfg.loop,
+                                            realtime=cfg.realtime)
         self.counters = Counters()
         self._last_boxes: list[BoundingBox] = []
         self._last_report = 0.0

@@ -135,6 +135,44 @@ def demo_rules_file(data_dir: Path) -> Path:
     return path
 
 
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def demo_kitchen_video(folder: Path, seconds: int = 90, fps: int = 10) -> Path:
+    """A synthetic kitchen camera: a lit counter with a cook walking past, and from 20 s
+    to 60 s something over the lens. The camera agent loops it; its health check raises
+    ``camera_covered`` with a snapshot, and clears it when the picture is back."""
+    import cv2
+    import numpy as np
+
+    path = folder / "demo-kitchen.avi"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = 480, 360
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
+    rng = np.random.default_rng(7)
+    ramp = np.tile(np.linspace(70, 210, w, dtype=np.uint8), (h, 1))
+    base = np.asarray(cv2.merge([ramp, ramp, ramp]), dtype=np.uint8)
+    cv2.rectangle(base, (20, 240), (460, 300), (60, 60, 60), -1)  # counter
+    cv2.rectangle(base, (40, 40), (170, 150), (225, 225, 225), -1)  # hood
+    cv2.putText(base, "ganzhi demo kitchen", (250, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                (30, 30, 30), 1, cv2.LINE_AA)
+    for i in range(seconds * fps):
+        t = i / fps
+        if 20 <= t < 60:
+            frame = np.full((h, w, 3), 6, np.uint8)  # covered lens
+        else:
+            frame = base.copy()
+            x = int(20 + (t * 40) % (w - 80))
+            cv2.rectangle(frame, (x, 110), (x + 50, 300), (40, 80, 190), -1)  # the cook
+            cv2.circle(frame, (x + 25, 90), 22, (150, 180, 220), -1)
+        noise = rng.integers(-3, 4, frame.shape, dtype=np.int16)
+        out.write(np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    out.release()
+    return path
+
+
 def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
     """An edge box with three simulated cold rooms; one loses its compressor for a minute."""
     import yaml
@@ -151,12 +189,17 @@ def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
         }
         for i in (1, 2, 3)
     ]
+    camera = {
+        "device_id": "kitchen-cam-01", "source": str(demo_kitchen_video(data_dir / "edge")),
+        "loop": True, "fps": 5, "model_dir": str(MODELS / "ppe"),
+    }
     config = {
         "site_id": "demo-site",
         "broker": {"host": settings.mqtt.host, "port": settings.mqtt.port},
         "spool": {"path": str(data_dir / "edge" / "spool.db")},
         "metrics_port": settings.ops.edge,
         "devices": devices,
+        "cameras": [camera],
     }
     path = data_dir / "edge" / "demo-box.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,7 @@ async def test_video_to_one_violation_with_evidence_served_by_the_api(
         "broker": {"host": mqtt_broker.host, "port": mqtt_broker.port},
         "spool": {"path": str(tmp_path / "spool.db")},
         "cameras": [{
-            "device_id": "cam-1", "source": str(video), "fps": 5,
+            "device_id": "cam-1", "source": str(video), "fps": 5, "realtime": False,
             "model_dir": str(ROOT / "models" / "mask"),
             "violations": {"no_mask": "no_mask"},
             "confirm": {"window_s": 2, "raise_ratio": 0.6, "confirm_s": 1,
