@@ -2,8 +2,13 @@
 
 2xx: delivered. 4xx other than 408/429: dead (the receiver refuses it). 5xx, timeouts and
 connection errors: retried with capped exponential backoff and jitter, until
-``max_attempts``. Every attempt of a clue carries the same ``Idempotency-Key`` (its
-``clue_id``) and the same body; only the timestamp and signature are fresh.
+``max_attempts``. Every attempt of one clue event carries the same ``Idempotency-Key``
+(``<clue_id>`` for ``clue.created``, ``<clue_id>:resolved`` for ``clue.resolved``) and the
+same body; only the timestamp and signature are fresh.
+
+A clue's ``resolved`` event is only claimed once its ``created`` event was delivered
+(see :func:`alerts.repository.claim_due`), so the task system never hears of a
+rectification before the clue itself.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from alerts.lifecycle import DeliveryOutcome, backoff_delay, classify_delivery
 from alerts.repository import (
     OutboxItem,
     claim_due,
+    held_count,
     mark_dead,
     mark_delivered,
     mark_retry,
@@ -55,13 +61,16 @@ class ClueDispatcher:
         self._clock = clock
         self._warned_no_url = False
         self.pending = 0
+        self.held = 0  # resolved events waiting on a dead created event
         # A claim outlives the POST it is for; a dispatcher that dies releases it by expiry.
         self.lease_s = settings.timeout_s * 2 + 10
 
     async def refresh_pending(self) -> int:
         async with self._pool.connection() as conn:
             self.pending = await pending_count(conn)
+            self.held = await held_count(conn) if self.pending else 0
         metrics.OUTBOX_PENDING.set(self.pending)
+        metrics.OUTBOX_HELD.set(self.held)
         return self.pending
 
     async def run_once(self) -> int:

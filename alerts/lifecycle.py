@@ -132,8 +132,15 @@ def build_clue(
 
 def build_resolution(opening: Clue, transition: AlertTransition, public_base_url: str,
                      now: datetime) -> Clue:
-    """The ``resolved`` event of the clue ``opening``, from the RESOLVED ``transition``:
-    same clue id, the clearing values (a camera's fresh snapshot among them)."""
+    """The ``resolved`` event of the clue ``opening`` (its stored ``created`` event), from
+    the RESOLVED ``transition`` of the same alert. Pure.
+
+    The opening clue is repeated as it was sent (same ``clue_id`` =
+    ``clue_id_for(fingerprint, started_at)``, summary and values), with ``ended_at``,
+    ``resolution`` (the clearing transition's summary, values and id), readings over the
+    whole alert (lead before the start to tail after the end), and ``links.evidence`` for
+    the *clearing* snapshot when its values carry a ``snapshot_sha256`` (the rectification
+    of a kitchen camera alert), else None."""
     return opening.model_copy(update={
         "event": "resolved",
         "ended_at": _utc(transition.at),

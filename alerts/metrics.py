@@ -24,7 +24,14 @@ DELIVERIES = Counter(
     "Clue delivery attempts, by outcome (delivered, retry, dead).",
     ["outcome"],
 )
-OUTBOX_PENDING = Gauge("ganzhi_alerts_outbox_pending", "Clues waiting in the outbox.")
+OUTBOX_PENDING = Gauge(
+    "ganzhi_alerts_outbox_pending",
+    "Clue events (created, resolved) waiting in the outbox, held ones included.",
+)
+OUTBOX_HELD = Gauge(
+    "ganzhi_alerts_outbox_held",
+    "Resolved clue events held because their clue's created event is dead.",
+)
 DELIVERY_SECONDS = Histogram(
     "ganzhi_alerts_clue_delivery_seconds",
     "Duration of one webhook POST.",

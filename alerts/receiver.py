@@ -2,8 +2,14 @@
 
 ``ganzhi receiver`` runs it for the demo; the e2e tests use :class:`ClueReceiver` as the
 "task system". It verifies every delivery's signature over the raw body, accepts each
-``Idempotency-Key`` once (a retry of a clue already taken answers 200 again), and lists
-what it took at ``GET /clues``.
+``Idempotency-Key`` once (a retry of an event already taken answers 200 again), and
+lists what it took at ``GET /clues``: the events in arrival order (``clues``) and one
+task per clue (``tasks``): ``clue.created`` opens the task, ``clue.resolved`` attaches the
+rectification (its ``resolution`` and ``links.evidence``) and closes it.
+
+An event it does not know (a later platform version) is answered 200 and ignored, so it
+is not retried until it dies; a body whose ``event`` or ``clue_id`` contradicts the
+headers is refused with 400.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from alerts.signing import IDEMPOTENCY_HEADER, verify_headers
+from alerts.signing import (
+    EVENT_HEADER,
+    EVENT_NAMES,
+    IDEMPOTENCY_HEADER,
+    idempotency_key,
+    verify_headers,
+)
 from ganzhi.observability import configure_logging, get_logger
 from ganzhi.settings import Settings
 
@@ -24,7 +36,9 @@ log = get_logger("receiver")
 class ClueReceiver:
     def __init__(self, secret: bytes, port: int = 0, host: str = "127.0.0.1") -> None:
         self.secret = secret
-        self.accepted: dict[str, dict[str, Any]] = {}
+        self.accepted: dict[str, dict[str, Any]] = {}  # Idempotency-Key -> body
+        self.tasks: dict[str, dict[str, Any]] = {}  # clue_id -> task
+        self.ignored = 0  # deliveries of events this receiver does not know
         self.deliveries = 0
         self.rejected = 0
         self.fail_next = 0  # answer 503 to this many deliveries (to exercise retries)
@@ -40,7 +54,8 @@ class ClueReceiver:
             def do_GET(self) -> None:
                 with outer._lock:
                     items = list(outer.accepted.values())
-                self._reply(200, {"clues": items})
+                    tasks = [dict(t) for t in outer.tasks.values()]
+                self._reply(200, {"clues": items, "tasks": tasks})
 
             def _reply(self, status: int, answer: dict[str, Any]) -> None:
                 data = json.dumps(answer, ensure_ascii=False).encode()
@@ -72,19 +87,54 @@ class ClueReceiver:
                 self.rejected += 1
                 log.warning("clue_signature_invalid")
                 return 401, {"error": "bad signature"}
-            key = {k.lower(): v for k, v in headers.items()}.get(IDEMPOTENCY_HEADER.lower(), "")
-            duplicate = key in self.accepted
-            if not duplicate:
+            lowered = {k.lower(): v for k, v in headers.items()}
+            key = lowered.get(IDEMPOTENCY_HEADER.lower(), "")
+            event_name = lowered.get(EVENT_HEADER.lower(), "")
+            events = {name: event for event, name in EVENT_NAMES.items()}
+            if event_name not in events:
+                self.ignored += 1
+                log.info("clue_event_ignored", clue_event=event_name, key=key)
+                return 200, {"accepted": False, "ignored": True}
+            if key in self.accepted:
+                return 200, {"accepted": True, "duplicate": True}
+            try:
                 clue = json.loads(body)
-                self.accepted[key] = clue
-                log.info(
-                    "clue_received", key=key, clue_event=clue.get("event", "created"),
-                    alert_id=clue.get("alert_id"),
-                    site=clue.get("site_id"), device=clue.get("device_id"),
-                    summary=clue.get("summary"),
-                    evidence=(clue.get("links") or {}).get("evidence"),
+                event = clue.get("event", "created")
+                consistent = (
+                    events[event_name] == event
+                    and key == idempotency_key(str(clue["clue_id"]), event)
                 )
-            return 200, {"accepted": True, "duplicate": duplicate}
+            except (ValueError, AttributeError, KeyError):
+                consistent = False
+            if not consistent:
+                self.rejected += 1
+                log.warning("clue_inconsistent", clue_event=event_name, key=key)
+                return 400, {"error": "body does not match X-Ganzhi-Event / Idempotency-Key"}
+            self.accepted[key] = clue
+            self._apply(event, clue)
+            log.info(
+                "clue_received", key=key, clue_event=event, alert_id=clue.get("alert_id"),
+                site=clue.get("site_id"), device=clue.get("device_id"),
+                summary=clue.get("summary"),
+                evidence=(clue.get("links") or {}).get("evidence"),
+            )
+            return 200, {"accepted": True, "duplicate": False}
+
+    def _apply(self, event: str, clue: dict[str, Any]) -> None:
+        """What a task system does with each event (called under the lock)."""
+        task = self.tasks.setdefault(
+            str(clue["clue_id"]),
+            {"clue_id": clue["clue_id"], "status": "open", "clue": None, "resolution": None},
+        )
+        if event == "created":
+            task["clue"] = clue
+        else:  # resolved: attach the rectification and its evidence, close the task
+            task["resolution"] = {
+                "ended_at": clue.get("ended_at"),
+                "resolution": clue.get("resolution"),
+                "evidence": (clue.get("links") or {}).get("evidence"),
+            }
+            task["status"] = "closed"
 
     def start(self) -> ClueReceiver:
         self._thread.start()

@@ -2,7 +2,10 @@
 
 :func:`apply_transition` applies one transition in ONE transaction: the alert_events row
 keyed by ``transition_id`` (a replay finds it and changes nothing), the alert insert or
-update, and for a new alert its clue in ``clue_outbox`` (transactional outbox).
+update, and the clue events in ``clue_outbox`` (transactional outbox): ``created`` for a
+new alert, ``resolved`` (same clue id) when that alert is resolved. The outbox holds at
+most one row per clue and event (``UNIQUE (clue_id, event)``, ``UNIQUE (alert_id,
+event)``).
 
 Concurrent consumers of the same fingerprint are serialised by a transaction-scoped
 advisory lock on the fingerprint; the unique indexes (``UNIQUE (fingerprint,
@@ -188,9 +191,12 @@ class OutboxItem:
 async def claim_due(conn: AnyConn, limit: int, lease_s: float) -> list[OutboxItem]:
     """Claim up to ``limit`` due pending clue events for one delivery attempt each.
 
-    A ``resolved`` event waits until its clue's ``created`` event was delivered (a task
-    system must not hear of a clearing before the clue itself); if the created event is
-    dead, the resolved one waits with it (an operator re-queues both)."""
+    A ``resolved`` event is held (left pending, not claimed) until its clue's ``created``
+    event was delivered: a task system must not hear of a clearing before the clue
+    itself. If the created event is ``dead``, the resolved one stays held with it rather
+    than dying without an attempt of its own; an operator who re-queues the dead created
+    event (docs/operations.md) thereby releases the resolution, which then follows it.
+    Held rows count in :func:`pending_count`; :func:`held_count` tells them apart."""
     async with conn.transaction():
         cur = await conn.execute(
             "WITH due AS ("
@@ -250,7 +256,20 @@ async def mark_dead(conn: AnyConn, item_id: int, error: str, status_code: int | 
 
 
 async def pending_count(conn: AnyConn) -> int:
+    """Clue events not yet delivered nor dead, held ``resolved`` events included."""
     cur = await conn.execute("SELECT count(*) FROM clue_outbox WHERE status = 'pending'")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def held_count(conn: AnyConn) -> int:
+    """Pending ``resolved`` events held behind a ``created`` event that is dead: they move
+    only once an operator re-queues the created one."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM clue_outbox o WHERE o.event = 'resolved'"
+        " AND o.status = 'pending' AND EXISTS (SELECT 1 FROM clue_outbox c"
+        " WHERE c.clue_id = o.clue_id AND c.event = 'created' AND c.status = 'dead')"
+    )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 

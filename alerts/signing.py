@@ -8,6 +8,12 @@ Every clue delivery carries these headers::
                         <clue_id>:resolved     (clue.resolved)
     X-Ganzhi-Event:     clue.created | clue.resolved
 
+A clue has two events, in this order: ``clue.created`` when its alert opens and
+``clue.resolved`` (same ``clue_id`` in the body) when the alert clears. The created key
+is the bare clue id, as before the resolved event existed, so receivers written for one
+event keep working; the resolved key is distinct so that a receiver deduplicating by key
+does not take the resolution for a retry of the clue.
+
 A receiver checks them with :func:`verify_headers` (or :func:`verify`) over the *raw*
 request body, before parsing it::
 
@@ -29,6 +35,9 @@ SIGNATURE_HEADER = "X-Ganzhi-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EVENT_HEADER = "X-Ganzhi-Event"
 CLUE_CREATED = "clue.created"
+CLUE_RESOLVED = "clue.resolved"
+# Clue event (the body's ``event`` and the outbox row's) -> X-Ganzhi-Event value.
+EVENT_NAMES = {"created": CLUE_CREATED, "resolved": CLUE_RESOLVED}
 SCHEME = "v1"
 DEFAULT_TOLERANCE_S = 300
 
@@ -39,15 +48,21 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"{SCHEME}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
+def idempotency_key(clue_id: str, event: str = "created") -> str:
+    """``<clue_id>`` for a clue's ``created`` event, ``<clue_id>:resolved`` for the other."""
+    if event not in EVENT_NAMES:
+        raise ValueError(f"unknown clue event {event!r}")
+    return clue_id if event == "created" else f"{clue_id}:{event}"
+
+
 def signature_headers(secret: bytes, timestamp: int, body: bytes, clue_id: str,
                       event: str = "created") -> dict[str, str]:
-    """All headers of one clue delivery. The idempotency key is the clue id for its
-    ``created`` event (as before events existed) and ``<clue_id>:resolved`` for the other."""
+    """All headers of one delivery of ``event`` (``created`` or ``resolved``) of a clue."""
     return {
         TIMESTAMP_HEADER: str(int(timestamp)),
         SIGNATURE_HEADER: sign(secret, timestamp, body),
-        IDEMPOTENCY_HEADER: clue_id if event == "created" else f"{clue_id}:{event}",
-        EVENT_HEADER: f"clue.{event}",
+        IDEMPOTENCY_HEADER: idempotency_key(clue_id, event),
+        EVENT_HEADER: EVENT_NAMES[event],
         "Content-Type": "application/json",
     }
 

@@ -62,7 +62,8 @@ class ClueDeliveryOut(_Out):
 
 class AlertDetail(AlertSummary):
     events: list[AlertEventOut]
-    clue: ClueDeliveryOut | None
+    clue: ClueDeliveryOut | None  # the clue.created delivery
+    clue_resolution: ClueDeliveryOut | None = None  # the clue.resolved delivery
 
 
 class SeriesPoint(_Out):

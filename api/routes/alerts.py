@@ -82,12 +82,13 @@ async def get_alert(
         )
         events = [AlertEventOut.model_validate(r) for r in await cur.fetchall()]
         await cur.execute(
-            "SELECT clue_id::text AS clue_id, status, attempts,"
+            "SELECT event, clue_id::text AS clue_id, status, attempts,"
             " CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,"
             " last_status, last_error, created_at, delivered_at"
             " FROM clue_outbox WHERE alert_id = %s",
             (alert_id,),
         )
-        clue_row = await cur.fetchone()
-    clue = ClueDeliveryOut.model_validate(clue_row) if clue_row else None
-    return AlertDetail(**alert, events=events, clue=clue)
+        deliveries = {r.pop("event"): ClueDeliveryOut.model_validate(r)
+                      for r in await cur.fetchall()}
+    return AlertDetail(**alert, events=events, clue=deliveries.get("created"),
+                       clue_resolution=deliveries.get("resolved"))

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 
 from alerts.dispatcher import ClueDispatcher
+from alerts.lifecycle import clue_id_for
 from alerts.repository import ApplyResult, apply_transition
 from alerts.signing import EVENT_HEADER, IDEMPOTENCY_HEADER, verify_headers
 from ganzhi.contracts import AlertTransition, Clue, Severity, TransitionKind
@@ -138,6 +139,39 @@ async def run_until(dispatcher: ClueDispatcher, done: Any, limit_s: float = 10.0
         await task
 
 
+def camera_transition(kind: TransitionKind, at: datetime, sha: str) -> AlertTransition:
+    return AlertTransition(
+        transition_id=f"cam:{kind.value}:{at.isoformat()}",
+        kind=kind,
+        fingerprint="cam-fp",
+        rule_id="vision.no_mask",
+        severity=Severity.MINOR,
+        site_id="rest-1",
+        device_id="cam-prep",
+        started_at=T0,
+        at=at,
+        summary="kitchen staff without a mask" if kind is TransitionKind.FIRING
+        else "rectified: kitchen staff without a mask",
+        values={"violation": "no_mask", "snapshot_sha256": sha},
+    )
+
+
+FIRING = camera_transition(TransitionKind.FIRING, T0 + timedelta(minutes=1), "a" * 64)
+RESOLVED = camera_transition(TransitionKind.RESOLVED, T0 + timedelta(minutes=9), "b" * 64)
+
+
+async def apply(pool: AsyncConnectionPool[Any], t: AlertTransition) -> ApplyResult:
+    async with pool.connection() as conn:
+        return await apply_transition(conn, t, "http://ganzhi.test")
+
+
+def events(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT event, status, attempts, last_status FROM clue_outbox ORDER BY id"
+        ).fetchall()
+
+
 def outbox(dsn: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -199,3 +233,78 @@ async def test_without_url_clues_stay_pending(pg_dsn: str, pool: AsyncConnection
     assert await dispatcher.run_once() == 0
     assert dispatcher.pending == 1
     assert outbox(pg_dsn) == [("pending", 0, None)]
+
+
+async def test_resolution_is_delivered_after_the_created_event_under_its_own_key(
+    pg_dsn: str, pool: AsyncConnectionPool[Any], receiver_factory: Any
+) -> None:
+    receiver: Receiver = receiver_factory([503, 503])  # the created event fails twice
+    opened = await apply(pool, FIRING)
+    assert (await apply(pool, RESOLVED)).outcome == "resolved"
+    clue_id = clue_id_for("cam-fp", T0)
+    assert opened.clue_id == clue_id
+    assert [e[:3] for e in events(pg_dsn)] == [("created", "pending", 0),
+                                              ("resolved", "pending", 0)]
+    dispatcher = ClueDispatcher(webhook(receiver.url), pool)
+
+    # Both are due, but only the created event is claimed while it is undelivered.
+    assert await dispatcher.run_once() == 1
+    assert events(pg_dsn) == [("created", "pending", 1, 503), ("resolved", "pending", 0, None)]
+    await run_until(dispatcher, lambda: all(e[1] == "delivered" for e in events(pg_dsn)))
+
+    assert [(c[0], c[1][EVENT_HEADER]) for c in receiver.calls] == [
+        (503, "clue.created"), (503, "clue.created"), (200, "clue.created"),
+        (200, "clue.resolved")]
+    assert all(valid for *_, valid in receiver.calls)
+    assert [c[1][IDEMPOTENCY_HEADER] for c in receiver.calls] == [clue_id] * 3 + [
+        f"{clue_id}:resolved"]
+    assert list(receiver.accepted) == [clue_id, f"{clue_id}:resolved"]
+    assert events(pg_dsn) == [("created", "delivered", 3, 200),
+                              ("resolved", "delivered", 1, 200)]
+
+    # The bodies are the stored payloads, byte for byte what was signed.
+    with psycopg.connect(pg_dsn) as conn:
+        payloads = [r[0] for r in conn.execute(
+            "SELECT payload FROM clue_outbox ORDER BY id").fetchall()]
+    assert [json.loads(b) for b in receiver.accepted.values()] == payloads
+    created = Clue.model_validate_json(receiver.accepted[clue_id])
+    resolved = Clue.model_validate_json(receiver.accepted[f"{clue_id}:resolved"])
+    assert (created.event, resolved.event) == ("created", "resolved")
+    assert resolved.clue_id == created.clue_id and resolved.alert_id == opened.alert_id
+    assert created.ended_at is None and resolved.ended_at == RESOLVED.at
+    assert created.links.evidence == f"http://ganzhi.test/api/v1/evidence/{'a' * 64}"
+    assert resolved.links.evidence == f"http://ganzhi.test/api/v1/evidence/{'b' * 64}"
+    assert resolved.resolution is not None
+    assert resolved.resolution["values"]["snapshot_sha256"] == "b" * 64
+
+    # Replaying the RESOLVED transition (or another one for the closed alert) adds nothing.
+    assert (await apply(pool, RESOLVED)).outcome == "duplicate"
+    later = camera_transition(TransitionKind.RESOLVED, T0 + timedelta(minutes=20), "c" * 64)
+    assert (await apply(pool, later)).outcome == "ignored"
+    assert len(events(pg_dsn)) == 2
+    assert await dispatcher.run_once() == 0
+    assert len(receiver.calls) == 4
+
+
+async def test_resolution_is_held_while_its_created_event_is_dead(
+    pg_dsn: str, pool: AsyncConnectionPool[Any], receiver_factory: Any
+) -> None:
+    receiver: Receiver = receiver_factory([422])  # the task system refuses the clue once
+    await apply(pool, FIRING)
+    await apply(pool, RESOLVED)
+    dispatcher = ClueDispatcher(webhook(receiver.url), pool)
+    await run_until(dispatcher, lambda: events(pg_dsn)[0][1] == "dead")
+    for _ in range(3):
+        assert await dispatcher.run_once() == 0
+    assert events(pg_dsn) == [("created", "dead", 1, 422), ("resolved", "pending", 0, None)]
+    assert (dispatcher.pending, dispatcher.held) == (1, 1)
+    assert [c[1][EVENT_HEADER] for c in receiver.calls] == ["clue.created"]
+
+    # The operator re-queues the dead clue (docs/operations.md): the resolution follows.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE clue_outbox SET status = 'pending', attempts = 0,"
+                     " next_attempt_at = now() WHERE status = 'dead'")
+    await run_until(dispatcher, lambda: all(e[1] == "delivered" for e in events(pg_dsn)))
+    assert [(c[0], c[1][EVENT_HEADER]) for c in receiver.calls] == [
+        (422, "clue.created"), (200, "clue.created"), (200, "clue.resolved")]
+    assert (dispatcher.pending, dispatcher.held) == (0, 0)

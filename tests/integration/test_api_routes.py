@@ -136,9 +136,13 @@ async def test_alert_detail_has_timeline_and_clue(client: httpx.AsyncClient) -> 
     assert body["status"] == "resolved"
     assert [e["kind"] for e in body["events"]] == ["firing", "resolved"]
     assert body["events"][0]["summary"] == "fridge-0 too warm"
-    clue = body["clue"]
+    clue, resolution = body["clue"], body["clue_resolution"]
     assert clue["status"] == "pending" and clue["attempts"] == 0
     assert clue["next_attempt_at"] is not None
+    # Alert 1 resolved: its clue has a second event, the same clue id.
+    assert resolution["clue_id"] == clue["clue_id"] and resolution["status"] == "pending"
+    open_alert = (await client.get("/api/v1/alerts/3")).json()
+    assert open_alert["clue"] is not None and open_alert["clue_resolution"] is None
 
 
 async def test_unknown_alert_is_404_with_reason(client: httpx.AsyncClient) -> None:

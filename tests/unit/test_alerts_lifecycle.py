@@ -164,3 +164,40 @@ def test_resolution_is_the_same_clue_with_the_clearing_evidence() -> None:
     sensor = build_clue(tr(TransitionKind.FIRING, 1, None), 8, base,
                         datetime(2026, 1, 1, 8, 1, tzinfo=UTC))
     assert sensor.links.evidence is None
+
+
+def test_resolution_of_a_sensor_alert_spans_the_whole_alert_without_evidence() -> None:
+    from alerts.lifecycle import build_resolution
+
+    opening = build_clue(transition(), 42, "https://ganzhi.example", T0 + timedelta(minutes=11))
+    cleared = transition(TransitionKind.RESOLVED, at=T0 + timedelta(hours=3))
+    now = T0 + timedelta(hours=3, seconds=2)
+    res = build_resolution(opening, cleared, "https://ganzhi.example", now)
+    # The same clue (its id is the one derived from the alert), a second event.
+    assert res.clue_id == opening.clue_id == clue_id_for("fp-1", T0)
+    assert (res.event, res.alert_id, res.created_at) == ("resolved", 42, now)
+    assert (res.summary, res.values, res.started_at) == (opening.summary, opening.values, T0)
+    assert res.ended_at == T0 + timedelta(hours=3)
+    # Readings: an hour before the start to an hour after the end (the opening clue's
+    # window stopped an hour after the firing transition).
+    query = parse_qs(urlsplit(res.links.readings).query)
+    assert (query["from"], query["to"]) == (["2025-01-01T07:00:00Z"], ["2025-01-01T12:00:00Z"])
+    assert res.links.alert == opening.links.alert
+    assert res.links.evidence is None and opening.links.evidence is None
+    assert res.resolution == {"summary": cleared.summary, "values": {"max": 11.5},
+                              "transition_id": cleared.transition_id}
+    # A valid Clue, as the task system will parse it.
+    assert Clue.model_validate_json(res.model_dump_json()) == res
+
+
+def test_resolution_without_a_clearing_snapshot_has_no_evidence_link() -> None:
+    from alerts.lifecycle import build_resolution
+
+    firing = transition().model_copy(update={"values": {"snapshot_sha256": "a" * 64}})
+    opening = build_clue(firing, 7, "http://api", T0)
+    assert opening.links.evidence == f"http://api/api/v1/evidence/{'a' * 64}"
+    # The evidence of a resolution is the clearing snapshot, never the opening one.
+    cleared = transition(TransitionKind.RESOLVED).model_copy(update={"values": {}})
+    assert build_resolution(opening, cleared, "http://api", T0).links.evidence is None
+    odd = cleared.model_copy(update={"values": {"snapshot_sha256": None}})
+    assert build_resolution(opening, odd, "http://api", T0).links.evidence is None

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pytest
+
 from alerts.signing import (
     CLUE_CREATED,
+    CLUE_RESOLVED,
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    idempotency_key,
     sign,
     signature_headers,
     verify,
@@ -73,3 +77,19 @@ def test_headers_round_trip_case_insensitively() -> None:
     assert not verify_headers(b"other", headers, BODY, now=TS)
     del lowered[SIGNATURE_HEADER.lower()]
     assert not verify_headers(SECRET, lowered, BODY, now=TS)
+
+
+def test_each_clue_event_has_its_own_key_and_event_header() -> None:
+    created = signature_headers(SECRET, TS, BODY, "c-1", "created")
+    resolved = signature_headers(SECRET, TS, BODY, "c-1", "resolved")
+    # created keeps the bare clue id (receivers written before the second event).
+    assert (created[IDEMPOTENCY_HEADER], created[EVENT_HEADER]) == ("c-1", CLUE_CREATED)
+    assert (resolved[IDEMPOTENCY_HEADER], resolved[EVENT_HEADER]) == ("c-1:resolved",
+                                                                      CLUE_RESOLVED)
+    assert CLUE_RESOLVED == "clue.resolved"
+    assert verify_headers(SECRET, resolved, BODY, now=TS)
+    assert idempotency_key("c-1") == "c-1"
+    with pytest.raises(ValueError):
+        idempotency_key("c-1", "closed")
+    with pytest.raises(ValueError):
+        signature_headers(SECRET, TS, BODY, "c-1", "closed")
