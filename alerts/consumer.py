@@ -1,29 +1,40 @@
 """Kafka consumer of alert transitions: parse, apply, THEN commit (at-least-once).
 
 The database sink is idempotent (``transition_id``), so a batch redelivered after a crash
-or a rebalance changes nothing. A record that cannot be parsed is logged, counted and
-skipped; a database error is retried (the batch is not committed until it is applied).
+or a rebalance changes nothing. What can never be applied - a record that does not
+parse, or one the database refuses - goes to the dead-letter topic (stage ``alerts``)
+with its reason and counts in ``ganzhi_alerts_dead_lettered_total{reason}``; the next
+record goes on. Only transient failures (database down, pool exhausted) are retried,
+with the platform's backoff, until they succeed or the service is asked to stop: then
+nothing more is committed and the records come again to whoever consumes next.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from alerts import metrics
-from alerts.lifecycle import backoff_delay
 from alerts.repository import ApplyResult, apply_transition
 from ganzhi.contracts import AlertTransition, KafkaTopic
+from ganzhi.contracts.dead_letters import describe, make_dead_letter
+from ganzhi.failures import (
+    RetryPolicy,
+    Stopped,
+    is_permanent_db_error,
+    is_transient,
+    retry_transient,
+)
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
 
 GROUP_ID = "ganzhi-alerts"
+RETRY = RetryPolicy(base_s=0.5, max_s=30.0)
 log = get_logger("alerts.consumer")
 
 
@@ -42,7 +53,7 @@ def parse_transition(raw: bytes | None) -> AlertTransition | Rejected:
     except ValidationError as exc:
         types = {e["type"] for e in exc.errors()}
         reason = "invalid_json" if "json_invalid" in types else "invalid_schema"
-        return Rejected(reason, str(exc)[:500])
+        return Rejected(reason, describe(exc))
 
 
 _OUTCOME_METRIC = {"opened": metrics.ALERTS_OPENED, "resolved": metrics.ALERTS_RESOLVED}
@@ -58,46 +69,67 @@ class TransitionConsumer:
         *,
         group_id: str = GROUP_ID,
         max_records: int = 500,
+        retry: RetryPolicy = RETRY,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._group_id = group_id
         self._max_records = max_records
+        self._retry = retry
+        self._instance_id = settings.alerts.instance_id or None
+        self._producer: AIOKafkaProducer | None = None
         self.running = False
         self.applied = 0
+        self.dead_lettered = 0
 
-    async def _apply(self, t: AlertTransition, stop: asyncio.Event) -> ApplyResult | None:
-        """Apply one transition, retrying database errors; None when stopped while failing."""
-        attempt = 0
-        while True:
-            try:
-                async with self._pool.connection() as conn:
-                    return await apply_transition(conn, t, self._settings.webhook.public_base_url)
-            except Exception as exc:
-                attempt += 1
-                metrics.APPLY_ERRORS.inc()
-                delay = backoff_delay(attempt, 0.5, 30.0)
-                log.warning(
-                    "apply_failed",
-                    transition_id=t.transition_id,
-                    error=f"{type(exc).__name__}: {exc}",
-                    retry_in_s=round(delay, 2),
-                )
-                if stop.is_set():
-                    return None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+    async def _apply(self, t: AlertTransition) -> ApplyResult:
+        async with self._pool.connection() as conn:
+            return await apply_transition(conn, t, self._settings.webhook.public_base_url)
 
-    async def handle(self, raw: bytes | None, stop: asyncio.Event) -> bool:
-        """Parse and apply one record value. False: stopped before it could be applied."""
+    @staticmethod
+    def _on_retry(t: AlertTransition) -> Any:
+        def report(exc: BaseException, attempt: int, delay: float) -> None:
+            metrics.APPLY_ERRORS.inc()
+            log.warning("apply_failed", transition_id=t.transition_id, attempt=attempt,
+                        error=f"{type(exc).__name__}: {exc}"[:500], retry_in_s=round(delay, 2))
+        return report
+
+    async def _dead_letter(self, raw: bytes | None, key: bytes | None, reason: str,
+                           error: str, stop: asyncio.Event) -> None:
+        dl = make_dead_letter(KafkaTopic.ALERT_TRANSITIONS.value, raw or b"", reason, error,
+                              stage="alerts")
+        producer = self._producer
+        assert producer is not None
+
+        async def send() -> None:
+            await producer.send_and_wait(KafkaTopic.DEAD_LETTER.value,
+                                         value=dl.model_dump_json().encode(), key=key)
+
+        await retry_transient(send, policy=self._retry, stop=stop)
+        metrics.DEAD_LETTERED.labels(reason).inc()
+        self.dead_lettered += 1
+        log.warning("dead_letter", reason=reason, error=error[:300])
+
+    async def handle(self, raw: bytes | None, stop: asyncio.Event,
+                     key: bytes | None = None) -> None:
+        """Parse and apply one record value, or dead-letter it. Raises
+        :class:`~ganzhi.failures.Stopped` when stopped while the database is down."""
         parsed = parse_transition(raw)
         if isinstance(parsed, Rejected):
-            metrics.TRANSITIONS_INVALID.labels(parsed.reason).inc()
-            log.warning("transition_invalid", reason=parsed.reason, error=parsed.error)
-            return True
-        result = await self._apply(parsed, stop)
-        if result is None:
-            return False
+            await self._dead_letter(raw, key, parsed.reason, parsed.error, stop)
+            return
+        try:
+            result = await retry_transient(lambda: self._apply(parsed), policy=self._retry,
+                                           stop=stop, on_retry=self._on_retry(parsed))
+        except Stopped:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            reason = "db_refused" if is_permanent_db_error(exc) else "apply_error"
+            log.exception("apply_refused", transition_id=parsed.transition_id)
+            await self._dead_letter(raw, key, reason, f"{type(exc).__name__}: {exc}", stop)
+            return
         metrics.TRANSITIONS.labels(result.outcome).inc()
         if result.outcome in _OUTCOME_METRIC:
             _OUTCOME_METRIC[result.outcome].inc()
@@ -111,17 +143,24 @@ class TransitionConsumer:
             reason=result.reason,
             alert_id=result.alert_id,
         )
-        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the batch in hand is finished and committed first."""
+        k = self._settings.kafka
         consumer = AIOKafkaConsumer(
             KafkaTopic.ALERT_TRANSITIONS.value,
-            bootstrap_servers=self._settings.kafka.bootstrap,
+            bootstrap_servers=k.bootstrap,
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=int(k.group_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(k.group_heartbeat_s * 1000),
+            rebalance_timeout_ms=int(k.group_rebalance_timeout_s * 1000),
+            group_instance_id=self._instance_id,
         )
+        self._producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap, acks="all",
+                                          enable_idempotence=False)
+        await self._producer.start()
         await consumer.start()
         self.running = True
         log.info("consumer_started", topic=KafkaTopic.ALERT_TRANSITIONS.value, group=self._group_id)
@@ -130,20 +169,16 @@ class TransitionConsumer:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
                 if not batches:
                     continue
-                complete = True
                 for records in batches.values():
                     for record in records:
-                        if not await self.handle(record.value, stop):
-                            complete = False
-                            break
-                    if not complete:
-                        break
-                if not complete:
-                    # Stopped while the database was failing: commit nothing, the records
-                    # come again to whoever consumes next.
-                    break
+                        await self.handle(record.value, stop, record.key)
                 await consumer.commit()
+        except Stopped:
+            # Stopped while the database was failing: commit nothing, the records come
+            # again to whoever consumes next.
+            log.warning("stopped_with_batch_uncommitted")
         finally:
             self.running = False
             await consumer.stop()
+            await self._producer.stop()
             log.info("consumer_stopped")

@@ -24,7 +24,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from alerts import metrics
-from alerts.lifecycle import DeliveryOutcome, backoff_delay, classify_delivery
+from alerts.lifecycle import DeliveryOutcome, classify_delivery
 from alerts.repository import (
     OutboxItem,
     claim_due,
@@ -36,8 +36,9 @@ from alerts.repository import (
 )
 from alerts.signing import signature_headers
 from ganzhi.contracts import utcnow
+from ganzhi.failures import RetryPolicy
 from ganzhi.observability import get_logger
-from ganzhi.settings import WebhookSettings
+from ganzhi.settings import WebhookSettings, webhook_secret
 
 log = get_logger("alerts.dispatcher")
 
@@ -54,6 +55,8 @@ class ClueDispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
+        self._secret = webhook_secret(settings)  # refuses a missing, default or short one
+        self._retry = RetryPolicy(settings.backoff_base_s, settings.backoff_max_s, "equal")
         self._pool = pool
         self._client = client
         self._batch_size = batch_size
@@ -96,8 +99,7 @@ class ClueDispatcher:
     async def _deliver(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         url = self._settings.url
         assert url is not None
-        secret = self._settings.secret.get_secret_value().encode()
-        headers = signature_headers(secret, int(self._clock()), item.body, item.clue_id,
+        headers = signature_headers(self._secret, int(self._clock()), item.body, item.clue_id,
                                     item.event)
         status: int | None = None
         error = ""
@@ -132,12 +134,7 @@ class ClueDispatcher:
                 await mark_dead(conn, item.id, error, status)
                 log.error("clue_dead", error=error, **fields)
             else:
-                wait = backoff_delay(
-                    item.attempts,
-                    self._settings.backoff_base_s,
-                    self._settings.backoff_max_s,
-                    self._rand,
-                )
+                wait = self._retry.delay(item.attempts, self._rand)
                 await mark_retry(conn, item.id, wait, error, status)
                 log.warning("clue_retry", error=error, retry_in_s=round(wait, 3), **fields)
 

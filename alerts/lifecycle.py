@@ -6,9 +6,7 @@ The repository reads the current state of one fingerprint (under a lock), asks
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -150,21 +148,6 @@ def build_resolution(opening: Clue, transition: AlertTransition, public_base_url
                         transition.at),
         "created_at": _utc(now),
     })
-
-
-def backoff_delay(
-    attempt: int,
-    base_s: float,
-    max_s: float,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Seconds before retry number ``attempt`` (1 = after the first failure).
-
-    Exponential (base * 2^(attempt-1)), capped at ``max_s``, with "equal jitter": half of
-    the step is fixed and half random, so retries of many clues spread out but still grow.
-    """
-    step = min(max_s, base_s * float(2 ** max(0, min(attempt - 1, 62))))
-    return step / 2 + rand() * step / 2
 
 
 class DeliveryOutcome(StrEnum):

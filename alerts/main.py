@@ -19,7 +19,7 @@ from alerts.dispatcher import ClueDispatcher
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import OpsServer, configure_logging, get_logger, install_stop_signals
-from ganzhi.settings import Settings
+from ganzhi.settings import Settings, webhook_secret
 
 log = get_logger("alerts.main")
 HEALTH_INTERVAL_S = 5.0
@@ -114,5 +114,6 @@ async def _main(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     """Entry point of ``ganzhi alerts``; returns the process exit code."""
+    webhook_secret(settings.webhook)  # refuse to start without a real one
     configure_logging(settings.log_level, settings.log_json)
     return asyncio.run(_main(settings))

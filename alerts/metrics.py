@@ -9,15 +9,17 @@ TRANSITIONS = Counter(
     "Alert transitions consumed, by outcome (opened, attached, resolved, duplicate, ignored).",
     ["outcome"],
 )
-TRANSITIONS_INVALID = Counter(
-    "ganzhi_alerts_transitions_invalid_total",
-    "Alert transition records skipped because they could not be parsed, by reason.",
+DEAD_LETTERED = Counter(
+    "ganzhi_alerts_dead_lettered_total",
+    "Transition records refused for good (unparseable, refused by the database) and sent"
+    " to the dead-letter topic, by reason.",
     ["reason"],
 )
 ALERTS_OPENED = Counter("ganzhi_alerts_opened_total", "Alerts opened.")
 ALERTS_RESOLVED = Counter("ganzhi_alerts_resolved_total", "Alerts resolved.")
 APPLY_ERRORS = Counter(
-    "ganzhi_alerts_apply_errors_total", "Database errors while applying a transition (retried)."
+    "ganzhi_alerts_apply_errors_total",
+    "Transient database errors while applying a transition (retried)."
 )
 DELIVERIES = Counter(
     "ganzhi_alerts_clue_deliveries_total",

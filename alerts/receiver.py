@@ -3,7 +3,8 @@
 ``ganzhi receiver`` runs it for the demo; the e2e tests use :class:`ClueReceiver` as the
 "task system". It verifies every delivery's signature over the raw body, accepts each
 ``Idempotency-Key`` once (a retry of an event already taken answers 200 again), and
-lists what it took at ``GET /clues``: the events in arrival order (``clues``) and one
+lists what it took at ``GET /clues``: the events in arrival order (``clues``, their keys in
+``keys``, delivery ``counts``) and one
 task per clue (``tasks``): ``clue.created`` opens the task, ``clue.resolved`` attaches the
 rectification (its ``resolution`` and ``links.evidence``) and closes it.
 
@@ -28,7 +29,7 @@ from alerts.signing import (
     verify_headers,
 )
 from ganzhi.observability import configure_logging, get_logger
-from ganzhi.settings import Settings
+from ganzhi.settings import Settings, webhook_secret
 
 log = get_logger("receiver")
 
@@ -55,7 +56,10 @@ class ClueReceiver:
                 with outer._lock:
                     items = list(outer.accepted.values())
                     tasks = [dict(t) for t in outer.tasks.values()]
-                self._reply(200, {"clues": items, "tasks": tasks})
+                    counts = {"deliveries": outer.deliveries, "accepted": len(outer.accepted),
+                              "rejected": outer.rejected, "ignored": outer.ignored}
+                self._reply(200, {"clues": items, "tasks": tasks, "counts": counts,
+                                  "keys": list(outer.accepted)})
 
             def _reply(self, status: int, answer: dict[str, Any]) -> None:
                 data = json.dumps(answer, ensure_ascii=False).encode()
@@ -147,7 +151,7 @@ class ClueReceiver:
 
 def run(settings: Settings, port: int) -> int:
     configure_logging(settings.log_level, settings.log_json)
-    receiver = ClueReceiver(settings.webhook.secret.get_secret_value().encode(), port).start()
+    receiver = ClueReceiver(webhook_secret(settings.webhook), port).start()
     log.info("receiver_started", url=receiver.url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

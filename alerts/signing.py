@@ -44,6 +44,8 @@ DEFAULT_TOLERANCE_S = 300
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     """The signature header value, ``v1=<hex>``, for ``body`` sent at ``timestamp``."""
+    if not secret:
+        raise ValueError("refusing to sign with an empty secret")
     message = str(int(timestamp)).encode() + b"." + body
     return f"{SCHEME}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 

@@ -16,39 +16,17 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from edge.simulators.scenario import iter_samples, load_scenario
-from ganzhi.contracts import AlertTransition, DeviceClass, Reading, Telemetry
+from ganzhi.contracts import DeviceClass, Reading, Telemetry
 from ganzhi.observability import configure_logging
 from stream.engine import RuleEngine
+from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
 from stream.rules.model import Rules, RulesDoc
-from stream.sinks.readings import ReadingRow, WriteResult
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Memory:
-    def __init__(self) -> None:
-        self.states: dict[str, tuple[str, int]] = {}
-        self.sent = 0
-
-    async def write(self, rows: Sequence[ReadingRow]) -> WriteResult:
-        return WriteResult(len(rows), 0, 1)
-
-    def get(self, key: str) -> str | None:
-        return self.states[key][0] if key in self.states else None
-
-    def put(self, key: str, value: str, partition: int) -> None:
-        self.states[key] = (value, partition)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self.states))
-
-    async def send(self, transitions: Sequence[AlertTransition]) -> None:
-        self.sent += len(transitions)
 
 
 def messages(kind: str, devices: int, total: int, shuffle: bool) -> list[bytes]:
@@ -79,10 +57,11 @@ def messages(kind: str, devices: int, total: int, shuffle: bool) -> list[bytes]:
 
 async def run(kind: str, devices: int, total: int, batch: int, shuffle: bool) -> float:
     data = messages(kind, devices, total, shuffle)
-    mem = Memory()
+    mem = MemoryAdapters()
     rules = Rules(RulesDoc.model_validate(
         {"elevator": {"defaults": {"rated_speed_mps": 2.5, "top_landing_m": 30.0}}}))
-    proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send)
+    proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send,
+                          dead_letter=mem.dead_letter)
     started = time.perf_counter()
     for i in range(0, len(data), batch):
         await proc.process([Incoming(0, v) for v in data[i:i + batch]])
@@ -90,6 +69,8 @@ async def run(kind: str, devices: int, total: int, batch: int, shuffle: bool) ->
         if done % (batch * 10) == 0 or done == len(data):
             print(f"\r  {kind:<10} {'shuffled' if shuffle else 'in order'}: "
                   f"{done}/{len(data)}", end="", file=sys.stderr, flush=True)
+    if mem.dead:
+        raise SystemExit(f"benchmark data refused: {mem.dead[0].error}")
     print(file=sys.stderr)
     return len(data) / (time.perf_counter() - started)
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.simulated import SimulatorSourceConfig
 from edge.spool import WhenFull
-from ganzhi.contracts import DeviceClass
+from ganzhi.contracts import DeviceClass, Violation
 from ganzhi.contracts.topics import ID_PATTERN
 
 Identifier = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
@@ -117,7 +117,7 @@ class CameraConfig(_Credentials):
     loop: bool = Field(default=False, description="replay a video file when it ends")
     realtime: bool = Field(default=True, description="play a video file at its own speed")
     model_dir: Path = Path("models/ppe")
-    violations: dict[str, str] | None = Field(
+    violations: dict[str, Violation] | None = Field(
         default=None, description="class -> violation; default: the model card's")
     score_threshold: float | None = Field(default=None, gt=0, lt=1)
     rois: list[list[Point]] = Field(default_factory=list, description="polygons, 0-1 coords")

@@ -17,6 +17,12 @@ RECONNECTS = Counter("ganzhi_edge_reconnects_total", "Connection attempts after 
 SOURCE_ERRORS = Counter(
     "ganzhi_edge_source_errors_total", "Failed device reads", ["device", "reason"]
 )
+PUBLISH_UNROUTED = Counter(
+    "ganzhi_edge_publish_unrouted_total",
+    "Publishes the broker answered 'no matching subscribers' (the platform was not"
+    " subscribed, e.g. just after a broker restart); kept and sent again",
+    ["device"],
+)
 PUBLISH_REFUSED = Counter(
     "ganzhi_edge_publish_refused_total",
     "Publishes the broker answered with a failing PUBACK (e.g. not authorised); they stay "

@@ -100,6 +100,37 @@ class Spool:
             self._bytes += size
             return int(cur.lastrowid or 0)
 
+    def append_many(self, items: list[tuple[str, str, bytes]]) -> int:
+        """Store ``(device_id, topic, payload)`` messages in one transaction (one fsync);
+        returns how many were taken (the rest refused by the full policy)."""
+        taken = 0
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                for device_id, topic, payload in items:
+                    size = len(payload)
+                    while self._count >= self.max_messages or \
+                            self._bytes + size > self.max_bytes:
+                        if self.when_full is WhenFull.REFUSE_NEW or self._count == 0:
+                            break
+                        self._drop_oldest()
+                    if self._count >= self.max_messages or self._bytes + size > self.max_bytes:
+                        self.stats.refused += 1
+                        continue
+                    self._db.execute(
+                        "INSERT INTO outbox (device_id, topic, payload, retain, created_at)"
+                        " VALUES (?, ?, ?, 0, ?)", (device_id, topic, payload, time.time()))
+                    self._count += 1
+                    self._bytes += size
+                    taken += 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._count, self._bytes = self._db.execute(
+                    "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").fetchone()
+                raise
+        return taken
+
     def _drop_oldest(self) -> None:
         row = self._db.execute(
             "DELETE FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)"

@@ -1,13 +1,17 @@
 """One device's MQTT connection: drains its spooled messages to the broker, in order.
 
-Each device connects with its own credentials (client id = device id), a retained
+Each device connects with its own credentials (client id = ``{site}/{device}``), a retained
 ``offline`` status as its last will, and publishes a retained ``online`` status on every
 connect. Spooled messages go out at QoS 1 in ``seq`` order through a bounded in-flight
 window; a PUBACK deletes the message from the spool. A lost connection forgets what was
 in flight and, after reconnecting (exponential backoff with full jitter, so a site's
 devices do not reconnect in lockstep), publishes everything still in the spool again
 from the oldest: a message whose PUBACK was lost may arrive twice, and consumers drop
-the repeat by ``msg_id``. Each connection is a fresh paho client with ``clean_start``, so
+the repeat by ``msg_id``. A PUBACK saying "no matching subscribers" is not a delivery:
+nobody took the message (Mosquitto does not restore the platform's shared subscription
+after a restart until ingest reconnects), so it stays in the spool, and once every
+message in flight has its answer and a backoff has passed, sending starts again from
+the oldest. Each connection is a fresh paho client with ``clean_start``, so
 neither the broker nor paho resends anything on its own (a reused paho client resends
 its unacknowledged QoS 1 messages after reconnecting, whatever ``clean_start`` says):
 the spool is the one source of truth.
@@ -22,9 +26,9 @@ the spool in one transaction.
 
 from __future__ import annotations
 
-import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edge import metrics
 from edge.spool import Spool
 from ganzhi.contracts import Channel, DeviceStatus, mqtt_topic, new_id, utcnow
+from ganzhi.failures import RetryPolicy
 from ganzhi.observability import get_logger
 
 log = get_logger("edge.uplink")
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
 
 
 @dataclass(frozen=True)
@@ -51,16 +57,6 @@ class BrokerEndpoint:
     client_key: Path | None = None
 
 
-@dataclass(frozen=True)
-class Backoff:
-    base_s: float = 0.5
-    max_s: float = 60.0
-
-    def delay(self, attempt: int, rand: float) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^attempt)]."""
-        return float(rand * min(self.max_s, self.base_s * 2.0 ** min(attempt, 30)))
-
-
 class DeviceUplink:
     def __init__(
         self,
@@ -72,7 +68,7 @@ class DeviceUplink:
         password: str | None,
         *,
         window: int = 100,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy | None = None,
         report_period_s: float | None = None,
     ) -> None:
         self.spool = spool
@@ -81,19 +77,23 @@ class DeviceUplink:
         self.username, self._password = username, password
         self.window = window
         self.report_period_s = report_period_s
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RetryPolicy(base_s=0.5, max_s=60.0)
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[int, int] = {}  # mid -> spool seq
         self._acked: list[int] = []  # spool seqs acknowledged in this loop turn
         self._last_sent = 0
+        self._rewind_at: float | None = None  # after "no matching subscribers": resend then
+        self._unrouted = 0  # such answers in a row (the backoff grows with them)
         self._accepted = False  # the broker accepted this connection (CONNACK success)
         self._thread = threading.Thread(target=self._run, name=f"uplink-{device_id}", daemon=True)
         self.client = self._new_client()
 
     def _new_client(self) -> mqtt.Client:
         client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
+            # site and device: two sites may use the same device id on one broker.
+            CallbackAPIVersion.VERSION2, client_id=f"{self.site_id}/{self.device_id}",
+            protocol=mqtt.MQTTv5
         )
         if self.username:
             client.username_pw_set(self.username, self._password)
@@ -153,7 +153,7 @@ class DeviceUplink:
             if self._accepted:
                 attempt = 0
             metrics.RECONNECTS.labels(device=self.device_id).inc()
-            wait = self.backoff.delay(attempt, random.random())
+            wait = self.backoff.delay(attempt + 1)
             attempt += 1
             log.info("reconnecting", device=self.device_id, in_s=round(wait, 2))
             self._stop.wait(wait)
@@ -222,6 +222,11 @@ class DeviceUplink:
     # --- publishing -----------------------------------------------------------------------
 
     def _pump(self) -> None:
+        if self._rewind_at is not None:
+            if self._inflight or time.monotonic() < self._rewind_at:
+                return
+            self._rewind_at = None
+            self._last_sent = 0  # the unrouted ones are the oldest still in the spool
         room = self.window - len(self._inflight)
         if room <= 0:
             return
@@ -268,4 +273,16 @@ class DeviceUplink:
             metrics.PUBLISH_REFUSED.labels(device=self.device_id).inc()
             log.error("publish_refused", device=self.device_id, seq=seq, reason=str(rc))
             return  # stays in the spool; sent again after the next reconnect
+        if rc is not None and getattr(rc, "value", 0) == NO_MATCHING_SUBSCRIBERS:
+            # Nobody took it (the platform's subscription is not there: a broker that
+            # restarted before ingest came back). Keep it; send again from the oldest
+            # once every message in flight has its answer, after a backoff.
+            metrics.PUBLISH_UNROUTED.labels(device=self.device_id).inc()
+            if self._rewind_at is None:
+                self._unrouted += 1
+                self._rewind_at = time.monotonic() + self.backoff.delay(self._unrouted)
+                log.warning("publish_unrouted", device=self.device_id, seq=seq,
+                            retry_in_s=round(self._rewind_at - time.monotonic(), 2))
+            return
+        self._unrouted = 0
         self._acked.append(seq)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ganzhi.settings import Settings, get_settings
+from ganzhi.settings import InsecureSettingError, Settings, get_settings
 
 
 def _ingest(s: Settings, _a: argparse.Namespace) -> int:
@@ -30,12 +30,6 @@ def _api(s: Settings, _a: argparse.Namespace) -> int:
     from api.main import run
 
     return run(s)
-
-
-def _simulate(s: Settings, a: argparse.Namespace) -> int:
-    from edge.simulate import run
-
-    return run(s, rooms=a.rooms, interval_s=a.interval, seed=a.seed)
 
 
 def _edge(s: Settings, a: argparse.Namespace) -> int:
@@ -67,6 +61,14 @@ def _receiver(s: Settings, a: argparse.Namespace) -> int:
     return run(s, a.port or s.demo.receiver_port)
 
 
+def _faults(s: Settings, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ganzhi.stack.faults import run
+
+    return run(Path(a.data_dir), a.profile, Path(a.report) if a.report else None)
+
+
 def _demo(s: Settings, a: argparse.Namespace) -> int:
     from ganzhi.stack.supervisor import run_demo
 
@@ -88,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rules", help="check, show and edit the stream rules model")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
-    sim = sub.add_parser("simulate", help="simulated cold rooms publishing over MQTT")
-    sim.add_argument("--rooms", type=int, default=3)
-    sim.add_argument("--interval", type=float, default=2.0, help="seconds between readings")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.set_defaults(fn=_simulate)
     rcv = sub.add_parser("receiver", help="a stand-in task system that verifies clue webhooks")
     rcv.add_argument("--port", type=int, default=None)
     rcv.set_defaults(fn=_receiver)
+    faults = sub.add_parser(
+        "faults", help="kill and restart each part under load; count what was lost or doubled")
+    faults.add_argument("--profile", choices=["short", "full"], default="full")
+    faults.add_argument("--data-dir", default="var/faults", help="where the run keeps its data")
+    faults.add_argument("--report", default=None, help="write the figures as JSON here")
+    faults.set_defaults(fn=_faults)
     demo = sub.add_parser("demo", help="start brokers, database, services and simulators")
     demo.add_argument("--data-dir", default="var", help="where the stack keeps its data")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
@@ -114,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return rules_main(argv[1:], get_settings())
     args = parser.parse_args(argv)
-    return int(args.fn(get_settings(), args))
+    try:
+        return int(args.fn(get_settings(), args))
+    except InsecureSettingError as exc:
+        print(f"ganzhi {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ _HASH_BYTES = 64
 PASSWORD_BYTES = 32
 
 DEFAULT_INGEST_USER = "ganzhi-ingest"
-DEFAULT_SHARE_GROUP = "ganzhi-ingest"  # the settings default; production sets a secret one
+DEFAULT_SHARE_GROUP = "ganzhi-ingest"  # a guessable name (the old default); services refuse it
 DEFAULT_MONITOR_USER = "ganzhi-monitor"
 
 # Service account names: no '/', so device patterns (%u) never reach the device tree;

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ganzhi.contracts.bounds import KAFKA_RECORD_MAX_BYTES
+
 
 class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
@@ -24,8 +26,10 @@ class MqttSettings(BaseModel):
     tls: bool = False
     ca_file: Path | None = None
     keepalive_s: int = 30
-    # MQTT v5 shared subscription group: every ingest worker in it gets a share.
-    share_group: str = "ganzhi-ingest"
+    # MQTT v5 shared subscription group: every ingest worker in it gets a share. A secret
+    # (`ganzhi credentials share-group` makes one): the broker's ACL cannot refuse a
+    # subscription, so a device that knew the name could join and make messages vanish.
+    share_group: SecretStr | None = None
     # Persistent session: messages wait in the broker while ingest is down.
     session_expiry_s: int = 7 * 24 * 3600
     # Bound on QoS 1 messages received but not yet acknowledged (paho loses
@@ -41,6 +45,15 @@ class KafkaSettings(BaseModel):
     # tail. One record per batch keeps it exact; real Kafka may raise this.
     producer_max_batch_size: int = 1
     linger_ms: int = 5
+    # The largest record the brokers take (message.max.bytes); bigger ones are
+    # dead-lettered before producing, not retried.
+    max_record_bytes: int = KAFKA_RECORD_MAX_BYTES
+    # Consumer groups (stream, alerts): a member that dies is noticed after the session
+    # timeout, and its partitions move. Short, so processing resumes within seconds of a
+    # crash; the heartbeat must be well under it.
+    group_session_timeout_s: float = 6.0
+    group_heartbeat_s: float = 1.5
+    group_rebalance_timeout_s: float = 20.0
 
 
 class DatabaseSettings(BaseModel):
@@ -97,7 +110,8 @@ class StreamSettings(BaseModel):
 
 class WebhookSettings(BaseModel):
     url: str | None = None
-    secret: SecretStr = SecretStr("change-me")
+    # HMAC key of the clue signatures, shared with the task system; at least 32 characters.
+    secret: SecretStr | None = None
     timeout_s: float = 5.0
     max_attempts: int = 12
     backoff_base_s: float = 1.0
@@ -124,6 +138,25 @@ class IngestSettings(BaseModel):
     worker_id: str = "ingest-1"
     # Messages produced to Kafka before their MQTT acknowledgements are sent.
     batch_max: int = 500
+
+
+class EventTimeSettings(BaseModel):
+    """Event times accepted around the receive time (ingest; the stream checks the
+    future bound again). Outside: dead letter ``ts_too_old`` / ``ts_in_future``. An edge
+    box flushing its spool after an outage sends old data, so the age allows weeks; a
+    clock ahead would push a device's watermark into the future and its data be late."""
+
+    max_age_s: float = Field(default=30 * 86_400.0, gt=0, le=3650 * 86_400.0)
+    max_ahead_s: float = Field(default=300.0, ge=0, le=86_400.0)
+
+
+class AlertsSettings(BaseModel):
+    # Static consumer-group membership (KIP-345): a process restarted under the same id
+    # takes its partitions back at once instead of after the session timeout and a
+    # rebalance. Unique per process (like the ingest worker id); empty for dynamic.
+    # (Not for the stream worker: with it, Faust's recovery let its fetcher read before
+    # seeking to the committed offsets, and records were skipped - measured.)
+    instance_id: str = "alerts-1"
 
 
 class OpsPorts(BaseModel):
@@ -156,12 +189,46 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    event_time: EventTimeSettings = Field(default_factory=EventTimeSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     ops: OpsPorts = Field(default_factory=OpsPorts)
     api: ApiSettings = Field(default_factory=ApiSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+
+
+class InsecureSettingError(ValueError):
+    """A secret setting is missing, a known default or too short; names the variable."""
+
+
+# Values that have been defaults or examples somewhere: never accepted as secrets.
+_KNOWN_DEFAULTS = {"change-me", "changeme", "secret", "ganzhi-ingest", "password"}
+SHARE_GROUP_MIN = 16
+WEBHOOK_SECRET_MIN = 32
+
+
+def require_secret(variable: str, value: SecretStr | None, min_length: int) -> str:
+    """The secret's value, or :class:`InsecureSettingError` saying what to set."""
+    hint = (f"set {variable} to a random value of at least {min_length} characters "
+            f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    text = value.get_secret_value() if value is not None else ""
+    if not text.strip():
+        raise InsecureSettingError(f"{variable} is not set: {hint}")
+    if text.lower() in _KNOWN_DEFAULTS:
+        raise InsecureSettingError(f"{variable} is a well-known default: {hint}")
+    if len(text) < min_length:
+        raise InsecureSettingError(f"{variable} has {len(text)} characters: {hint}")
+    return text
+
+
+def share_group(s: MqttSettings) -> str:
+    return require_secret("GANZHI_MQTT__SHARE_GROUP", s.share_group, SHARE_GROUP_MIN)
+
+
+def webhook_secret(s: WebhookSettings) -> bytes:
+    return require_secret("GANZHI_WEBHOOK__SECRET", s.secret, WEBHOOK_SECRET_MIN).encode()
 
 
 @lru_cache

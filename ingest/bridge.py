@@ -13,22 +13,33 @@ import asyncio
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ganzhi.contracts import Evidence, EvidenceRef, KafkaTopic, shared_subscription
+from ganzhi.contracts import (
+    DeadLetter,
+    Evidence,
+    EvidenceRef,
+    KafkaTopic,
+    shared_subscription,
+    utcnow,
+)
+from ganzhi.contracts.dead_letters import make_dead_letter
 from ganzhi.evidence import make_store
+from ganzhi.failures import RetryPolicy, Stopped, is_record_too_large, retry_transient
 from ganzhi.mqtt import make_client, session_properties
 from ganzhi.observability import get_logger
-from ganzhi.settings import Settings
+from ganzhi.settings import Settings, share_group
 from ingest import metrics
-from ingest.validate import Accepted, route
+from ingest.validate import Accepted, Limits, Rejected, route
 
 log = get_logger("ingest")
+RETRY = RetryPolicy(base_s=0.5, max_s=10.0)
 
 
 @dataclass(frozen=True)
@@ -39,9 +50,17 @@ class Inbound:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: bytes
+    value: bytes
+
+
 class Bridge:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._share_group = share_group(settings.mqtt)  # refuses a missing or default one
         # paho's thread appends here and wakes the loop only when it may be asleep: one
         # wake-up per message cost a sixth of the worker's CPU. The broker's receive
         # maximum bounds how much can pile up (nothing here is acknowledged yet).
@@ -53,13 +72,20 @@ class Bridge:
         self._producer: AIOKafkaProducer | None = None
         self._evidence = make_store(settings.evidence)
         self._subscribed = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        t = settings.event_time
+        self._limits = Limits(max_ts_age=timedelta(seconds=t.max_age_s),
+                              max_ts_ahead=timedelta(seconds=t.max_ahead_s),
+                              max_record_bytes=settings.kafka.max_record_bytes)
         self.connected = False
+        self.subscribed = False
         self.client = make_client(
             settings.mqtt, f"ganzhi-{settings.ingest.worker_id}", manual_ack=True
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # --- paho callbacks (network thread) -----------------------------------------------
 
@@ -71,16 +97,23 @@ class Bridge:
             return
         self.connected = True
         metrics.MQTT_CONNECTED.set(1)
-        sub = shared_subscription(self._settings.mqtt.share_group)
-        client.subscribe(sub, qos=1)
-        log.info("mqtt_connected", subscription=sub)
+        client.subscribe(shared_subscription(self._share_group), qos=1)
+        log.info("mqtt_connected")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode],
+                      _p: Any = None) -> None:
+        if any(rc.is_failure for rc in codes):
+            log.error("mqtt_subscribe_refused", reasons=[str(rc) for rc in codes])
+            return
+        self.subscribed = True  # the broker keeps messages for this session from here
+        log.info("mqtt_subscribed")
         if self._loop:
             self._loop.call_soon_threadsafe(self._subscribed.set)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
-        self.connected = False
+        self.connected = self.subscribed = False
         metrics.MQTT_CONNECTED.set(0)
         log.warning("mqtt_disconnected", reason=str(rc))
 
@@ -97,7 +130,10 @@ class Bridge:
     # --- asyncio side -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Forward until ``stop``; the batch in hand is finished or, while Kafka is down,
+        left unacknowledged in the broker's session."""
         self._loop = asyncio.get_running_loop()
+        self._stop = stop
         kafka = self._settings.kafka
         self._producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap,
@@ -118,6 +154,9 @@ class Bridge:
                 batch = await self._next_batch(stop)
                 if batch:
                     await self._forward(batch)
+        except Stopped:
+            log.warning("stopped_with_batch_unacknowledged",
+                        detail="the broker delivers it again at the next start")
         finally:
             # Unacknowledged messages stay in the broker's session for the next start.
             self.client.disconnect()
@@ -144,67 +183,98 @@ class Bridge:
         return []
 
     async def _forward(self, batch: list[Inbound]) -> None:
+        """Route, produce and then acknowledge one batch. Raises :class:`Stopped` (nothing
+        acknowledged) when asked to stop while Kafka or the evidence store is down."""
         assert self._producer is not None
         started = time.perf_counter()
-        records: list[tuple[str, bytes, bytes]] = []
+        records: list[Record] = []
+        received_at = utcnow()
         for item in batch:
             metrics.RECEIVED.inc()
-            decision = route(item.topic, item.payload)
+            decision = route(item.topic, item.payload, received_at=received_at,
+                             limits=self._limits)
+            if isinstance(decision, Accepted) and decision.blob is not None:
+                decision = await self._store_evidence(decision, item)
             if isinstance(decision, Accepted):
-                value = decision.value
-                if decision.blob is not None:
-                    value = await self._store_evidence(decision)
-                records.append((decision.kafka_topic, decision.key, value))
+                records.append(Record(decision.kafka_topic, decision.key, decision.value))
                 metrics.ACCEPTED.labels(channel=item.topic.rsplit("/", 1)[-1]).inc()
             else:
-                dl = decision.dead_letter
-                records.append(
-                    (KafkaTopic.DEAD_LETTER.value, item.topic.encode(),
-                     dl.model_dump_json().encode())
-                )
-                metrics.DEAD_LETTERED.labels(reason=dl.reason).inc()
-                log.warning("dead_letter", topic=item.topic, reason=dl.reason, error=dl.error)
+                records.append(self._dead_letter_record(item.topic, decision.dead_letter))
         await self._produce_all(records)
         for item in batch:  # in the order received, as MQTT requires
             self.client.ack(item.mid, item.qos)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.FORWARDED.inc(len(batch))
 
-    async def _store_evidence(self, decision: Accepted) -> bytes:
-        """Store the snapshot (retrying until it is stored: nothing is acknowledged before);
-        the evidence topic gets a reference, not the bytes (Kafka's 1 MB message limit)."""
+    @staticmethod
+    def _dead_letter_record(topic: str, dl: DeadLetter) -> Record:
+        metrics.DEAD_LETTERED.labels(reason=dl.reason).inc()
+        log.warning("dead_letter", topic=topic[:200], reason=dl.reason, error=dl.error[:300])
+        return Record(KafkaTopic.DEAD_LETTER.value, topic.encode(),
+                      dl.model_dump_json().encode())
+
+    async def _store_evidence(self, decision: Accepted, item: Inbound) -> Accepted | Rejected:
+        """Store the snapshot (retrying while the store is down: nothing is acknowledged
+        before); the evidence topic gets a reference, not the bytes (Kafka's 1 MB limit)."""
         msg, blob = decision.message, decision.blob
         assert isinstance(msg, Evidence) and blob is not None
-        delay = 0.5
-        while True:
-            try:
-                key = await asyncio.to_thread(self._evidence.put, msg.sha256, blob)
-                break
-            except OSError as exc:
-                metrics.EVIDENCE_ERRORS.inc()
-                log.error("evidence_store_failed", error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        def failed(exc: BaseException, attempt: int, delay: float) -> None:
+            metrics.EVIDENCE_ERRORS.inc()
+            log.error("evidence_store_failed", error=repr(exc)[:300], attempt=attempt,
+                      retry_in_s=round(delay, 2))
+
+        try:
+            key = await retry_transient(
+                lambda: asyncio.to_thread(self._evidence.put, msg.sha256, blob),
+                policy=RETRY, stop=self._stop, on_retry=failed)
+        except (Stopped, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # permanent: the store refuses these bytes
+            return Rejected(make_dead_letter(item.topic, item.payload, "invalid_evidence",
+                                        f"evidence store refused it: {exc}"))
         metrics.EVIDENCE_STORED.inc()
         metrics.EVIDENCE_BYTES.inc(len(blob))
         ref = EvidenceRef(msg_id=msg.msg_id, site_id=msg.site_id, device_id=msg.device_id,
                           ts=msg.ts, sha256=msg.sha256, size=len(blob), storage_key=key)
-        return ref.model_dump_json().encode()
+        return replace(decision, value=ref.model_dump_json().encode(), blob=None)
 
-    async def _produce_all(self, records: list[tuple[str, bytes, bytes]]) -> None:
-        """Keep trying until Kafka has every record: acknowledging earlier would lose them."""
+    async def _produce_all(self, records: list[Record]) -> None:
+        """Until Kafka has every record (acknowledging earlier would lose them). A record
+        Kafka refuses for its size is replaced by its dead letter; on any transient error
+        the whole batch is sent again, in order (duplicates are absorbed by ``msg_id``)."""
         assert self._producer is not None
-        delay = 0.5
-        while True:
+        producer = self._producer
+
+        async def send(i: int) -> Any:  # the delivery future
+            r = records[i]
             try:
-                futures = [
-                    await self._producer.send(topic, value=value, key=key)
-                    for topic, key, value in records
-                ]
-                await asyncio.gather(*futures)
-                return
-            except Exception as exc:
-                metrics.KAFKA_ERRORS.inc()
-                log.error("kafka_produce_failed", error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                return await producer.send(r.topic, value=r.value, key=r.key)
+            except Exception as exc:  # aiokafka checks the size before sending
+                if not is_record_too_large(exc):
+                    raise
+                records[i] = r = self._too_large(r, exc)
+                return await producer.send(r.topic, value=r.value, key=r.key)
+
+        async def once() -> None:
+            futures = [await send(i) for i in range(len(records))]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for i, res in enumerate(results):
+                if isinstance(res, BaseException) and is_record_too_large(res):
+                    records[i] = self._too_large(records[i], res)  # the broker's own limit
+                    await (await send(i))
+            for res in results:
+                if isinstance(res, BaseException) and not is_record_too_large(res):
+                    raise res
+
+        def failed(exc: BaseException, attempt: int, delay: float) -> None:
+            metrics.KAFKA_ERRORS.inc()
+            log.error("kafka_produce_failed", error=repr(exc)[:300], attempt=attempt,
+                      retry_in_s=round(delay, 2))
+
+        await retry_transient(once, policy=RETRY, stop=self._stop, on_retry=failed)
+
+    def _too_large(self, r: Record, exc: BaseException) -> Record:
+        dl = make_dead_letter(r.key.decode(errors="replace"), r.value, "too_large_for_kafka",
+                         f"{r.topic}: {type(exc).__name__}: {exc}")
+        return self._dead_letter_record(r.topic, dl)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import OpsServer, configure_logging, get_logger, install_stop_signals
-from ganzhi.settings import Settings
+from ganzhi.settings import Settings, share_group
 from ingest.bridge import Bridge
 
 log = get_logger("ingest")
@@ -18,7 +18,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     bridge = Bridge(settings)
 
     def health() -> dict[str, Any]:
-        return {"ok": bridge.connected, "mqtt_connected": bridge.connected}
+        return {"ok": bridge.subscribed, "mqtt_connected": bridge.connected,
+                "subscribed": bridge.subscribed}
 
     ops = OpsServer(settings.ops.ingest, health).start()
     log.info("ingest_started", worker=settings.ingest.worker_id, ops_port=ops.port)
@@ -30,6 +31,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def run(settings: Settings) -> int:
+    share_group(settings.mqtt)  # refuse to start without a secret one
     configure_logging(settings.log_level, settings.log_json)
 
     async def main() -> None:

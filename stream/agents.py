@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ganzhi.contracts import AlertTransition, KafkaTopic, kafka_key
+from faust.types import TP
+
+from ganzhi.contracts import AlertTransition, DeadLetter, KafkaTopic, kafka_key
+from ganzhi.failures import Stopped
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
+from stream import metrics
 from stream.app import StreamApp
-from stream.processor import BatchProcessor, Incoming, TransitionSender
+from stream.offset_gaps import OffsetTracker
+from stream.processor import BatchProcessor, DeadLetterSender, Incoming, TransitionSender
 from stream.rules.sources import RulesProvider
 
 log = get_logger(__name__)
+SOURCE_TOPICS = {KafkaTopic.TELEMETRY.value, KafkaTopic.STATUS.value,
+                 KafkaTopic.DETECTION.value}
 
 
 class TableStateStore:
@@ -42,22 +50,35 @@ class TableStateStore:
             yield k.decode()
 
 
+async def _send_all(topic: Any, records: Sequence[tuple[bytes, bytes]]) -> None:
+    """Produce in order, then wait until the broker has every record: the batch's offsets
+    are acknowledged only after this returns."""
+    futures = [await topic.send(key=key, value=value) for key, value in records]
+    await asyncio.gather(*futures)
+
+
 def transition_sender(topic: Any) -> TransitionSender:
     async def send(transitions: Sequence[AlertTransition]) -> None:
-        # publish waits for the broker's acknowledgement of each record, in order.
-        for tr in transitions:
-            await topic.send(
-                key=kafka_key(tr.site_id, tr.device_id),
-                value=tr.model_dump_json().encode(),
-            )
+        await _send_all(topic, [(kafka_key(tr.site_id, tr.device_id),
+                                 tr.model_dump_json().encode()) for tr in transitions])
+
+    return send
+
+
+def dead_letter_sender(topic: Any) -> DeadLetterSender:
+    async def send(letters: Sequence[tuple[bytes, DeadLetter]]) -> None:
+        await _send_all(topic, [(key, dl.model_dump_json().encode()) for key, dl in letters])
 
     return send
 
 
 def _incoming(event: Any) -> Incoming:
-    ts = event.message.timestamp
+    message = event.message
+    ts = message.timestamp
     received = datetime.fromtimestamp(ts, UTC) if ts else None
-    return Incoming(event.message.partition, bytes(event.value), received)
+    return Incoming(message.partition, bytes(event.value), received, message.topic,
+                    bytes(message.key) if message.key is not None else None,
+                    message.offset)
 
 
 class Ownership:
@@ -71,7 +92,23 @@ class Ownership:
         self.partitions = frozenset(
             tp.partition for tp in assigned if tp.topic == KafkaTopic.TELEMETRY.value)
         self.since = datetime.now(UTC)
-        log.info("partitions assigned", telemetry_partitions=sorted(self.partitions))
+        log.info("partitions_assigned", telemetry_partitions=sorted(self.partitions))
+
+
+def backlogged(app: Any, processor: BatchProcessor, partitions: Iterable[int]) -> set[int]:
+    """Telemetry partitions with records not yet processed (the consumer's highwater,
+    from its last fetch, beyond the last offset processed)."""
+    out = set()
+    for p in partitions:
+        try:
+            highwater = app.consumer.highwater(TP(KafkaTopic.TELEMETRY.value, p))
+        except Exception:  # not assigned any more, consumer restarting: judge nothing
+            out.add(p)
+            continue
+        done = processor.read_up_to(p)
+        if highwater is not None and highwater > (done + 1 if done is not None else 0):
+            out.add(p)
+    return out
 
 
 def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchProcessor,
@@ -79,16 +116,29 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     s = settings.stream
     app = stream_app.app
     owned = Ownership()
+    offsets = OffsetTracker()
 
     def batch_agent(topic: Any, name: str,
                     handle: Callable[[Sequence[Incoming]], Awaitable[Any]]) -> None:
         # noack_take: events are acknowledged only after the whole batch is done, so a
-        # crash or a cancelled DB retry leaves them to be redelivered.
+        # crash or a stop during a retry leaves them to be redelivered.
         async def agent(stream: Any) -> None:
             async for events in stream.noack_take(s.batch_size, within=s.batch_within_s):
-                await handle([_incoming(e) for e in events])
-                for e in events:
+                batch = offsets.split(events, where=lambda e: e.message)
+                if batch.fresh:
+                    try:
+                        await handle([_incoming(e) for e in batch.fresh])
+                    except Stopped:
+                        log.warning("stopped_with_batch_unacknowledged", agent=name,
+                                    messages=len(events))
+                        return
+                for e in (*batch.fresh, *batch.seen):
                     await stream.ack(e)
+                for (topic, partition), offset in batch.rewind.items():
+                    metrics.REWINDS.inc()
+                    log.warning("offset_gap_rewind", topic=topic, partition=partition,
+                                offset=offset)
+                    await app.consumer.seek(TP(topic, partition), offset)
 
         app.agent(topic, name=name)(agent)
 
@@ -99,6 +149,11 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned.update(app.consumer.assignment())
+        # Where each partition starts again: the committed offsets (Faust seeks there
+        # too, but only after it has resumed fetching: see stream/offset_gaps.py).
+        committed = await app.consumer.seek_to_committed()
+        offsets.assigned({(tp.topic, tp.partition): o for tp, o in committed.items()
+                          if tp.topic in SOURCE_TOPICS})
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -108,7 +163,9 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     async def offline_timer() -> None:
         # Only on state that is complete: not while partitions move or tables recover.
         if owned.partitions and not app.rebalancing and not app.in_recovery:
-            await processor.tick(owned.partitions, owned.since)
+            with contextlib.suppress(Stopped):  # the next worker's timer does it
+                await processor.tick(owned.partitions, owned.since,
+                                     behind=backlogged(app, processor, owned.partitions))
 
     @app.timer(interval=s.rules_poll_s)  # type: ignore[untyped-decorator]
     async def rules_poll() -> None:

@@ -21,6 +21,7 @@ class StreamApp:
     status: Any  # faust topic (device births and last wills)
     detections: Any  # faust topic (camera findings)
     transitions: Any  # faust topic
+    dead_letters: Any  # faust topic (records refused for good)
     rule_state: Any  # faust.Table: b"site/device/<rules>" -> state JSON bytes (stream.engine)
 
 
@@ -50,6 +51,9 @@ def build_app(settings: Settings) -> StreamApp:
         web_bind="127.0.0.1",
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.group_session_timeout_s,
+        broker_heartbeat_interval=k.group_heartbeat_s,
+        broker_rebalance_timeout=k.group_rebalance_timeout_s,
         autodiscover=False,
         table_standby_replicas=0,
     )
@@ -59,7 +63,8 @@ def build_app(settings: Settings) -> StreamApp:
     status = app.topic(KafkaTopic.STATUS.value, partitions=k.partitions, **raw)
     detections = app.topic(KafkaTopic.DETECTION.value, partitions=k.partitions, **raw)
     transitions = app.topic(KafkaTopic.ALERT_TRANSITIONS.value, partitions=k.partitions, **raw)
+    dead_letters = app.topic(KafkaTopic.DEAD_LETTER.value, partitions=k.partitions, **raw)
     # bytes key/value types make the table's changelog codec "raw" too.
     table = app.Table(STATE_TABLE, default=None, partitions=k.partitions,
                       key_type=bytes, value_type=bytes)
-    return StreamApp(app, telemetry, status, detections, transitions, table)
+    return StreamApp(app, telemetry, status, detections, transitions, dead_letters, table)

@@ -15,7 +15,7 @@ change applies at the next evaluation without touching state.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -78,6 +78,8 @@ class StateView:
 
     store: StateStore
     _pending: dict[str, tuple[BaseModel, int]] = field(default_factory=dict)
+    # Undo log of the message being evaluated: key -> what _pending held before it.
+    _undo: dict[str, tuple[BaseModel, int] | None] = field(default_factory=dict)
 
     def load(self, key: str, model: type[M]) -> M | None:
         if key in self._pending:
@@ -88,7 +90,21 @@ class StateView:
         return model.model_validate_json(raw) if raw else None
 
     def save(self, key: str, obj: BaseModel, partition: int) -> None:
+        if key not in self._undo:
+            self._undo[key] = self._pending.get(key)
         self._pending[key] = (obj, partition)
+
+    def begin(self) -> None:
+        """Start one message's changes (undone together by :meth:`rollback`)."""
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        for key, before in self._undo.items():
+            if before is None:
+                self._pending.pop(key, None)
+            else:
+                self._pending[key] = before
+        self._undo.clear()
 
     def flush(self) -> int:
         for key, (obj, partition) in self._pending.items():
@@ -214,12 +230,14 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ timer
 
-    def tick(self, view: StateView, now: datetime, partitions: Collection[int],
+    def tick(self, view: StateView, clocks: Mapping[int, datetime],
              active_since: datetime, out: Evaluation) -> None:
         """Processing-time timer: raise ``device.offline`` for silent devices this worker
-        owns (telemetry ``partitions``). A device is judged only once the worker has owned
-        its partition for longer than its offline limit, so a backlog after a restart is
-        read before anyone is called silent."""
+        owns. ``clocks`` maps each telemetry partition to judge to its processing-time
+        watermark: the wall clock while the worker keeps up with it, the receive time of
+        the last record read while it is behind (a backlog is not silence); devices of
+        other partitions are left alone. A device is also judged only once the worker has
+        owned its partition for longer than its offline limit."""
         rules = self._rules()
         seen: set[tuple[str, str]] = set()
         for key in list(view.store.keys()):
@@ -227,24 +245,33 @@ class RuleEngine:
                 continue
             site_id, device_id, _ = key.split("/", 2)
             seen.add((site_id, device_id))
-            self._tick_one(view, rules, site_id, device_id, now, partitions, active_since, out)
+            mark = len(out.transitions)
+            view.begin()
+            try:
+                self._tick_one(view, rules, site_id, device_id, clocks, active_since, out)
+            except Exception:  # one device's broken state must not stop the timer
+                view.rollback()
+                del out.transitions[mark:]
+                metrics.RULE_ERRORS.inc()
+                log.exception("offline_check_failed", site_id=site_id, device_id=device_id)
         for site_id, device_id in rules.expected_devices():
             if (site_id, device_id) in seen:
                 continue
             partition = self._partition_of(site_id, device_id)
-            if partition not in partitions:
+            if partition not in clocks:
                 continue
             # Watched from now on: silent from here, offline after its limit.
             st = DeviceHealthState(site_id=site_id, device_id=device_id,
-                                   last_received=to_us(now))
+                                   last_received=to_us(clocks[partition]))
             self._save_health(view, HealthEntry(partition=partition, state=st))
 
     def _tick_one(self, view: StateView, rules: Rules, site_id: str, device_id: str,
-                  now: datetime, partitions: Collection[int], active_since: datetime,
+                  clocks: Mapping[int, datetime], active_since: datetime,
                   out: Evaluation) -> None:
         entry, params = self._health(view, site_id, device_id)
-        if entry is None or params is None or entry.partition not in partitions:
+        if entry is None or params is None or entry.partition not in clocks:
             return
+        now = clocks[entry.partition]
         held_will = entry.state.will_at is not None
         if not held_will and now - active_since <= timedelta(seconds=params.offline_after_s):
             return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import warnings
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -15,7 +17,13 @@ from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics, partition_for
 from ganzhi.observability import OpsServer, configure_logging, get_logger
 from ganzhi.settings import Settings
-from stream.agents import TableStateStore, register_agents, transition_sender
+from stream import offset_gaps
+from stream.agents import (
+    TableStateStore,
+    dead_letter_sender,
+    register_agents,
+    transition_sender,
+)
 from stream.app import build_app
 from stream.engine import RuleEngine
 from stream.processor import BatchProcessor
@@ -33,6 +41,28 @@ async def topic_partitions(bootstrap: str, topic: str) -> int:
         return len(desc["partitions"])
     finally:
         await admin.close()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, stopping promptly on SIGTERM/SIGINT whatever the batch in hand.
+
+    Faust would wait for every event being processed to be acknowledged before it stops
+    (``stream_wait_empty``), which a batch waiting on a database that is down never is.
+    So a stop request first tells the processor (its retries end at once, leaving the
+    batch unacknowledged) and turns that wait off: Faust commits what was acknowledged
+    and the batch in hand comes again to the next worker, which absorbs any part of it
+    already done (idempotent sinks, deterministic transition ids)."""
+
+    def __init__(self, stop: asyncio.Event, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop_requested = stop
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        self._stop_requested.set()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "reconfiguring late": read at stop, on purpose
+            self.app.conf.stream_wait_empty = False
+        super()._schedule_shutdown(signal)
 
 
 def run(settings: Settings) -> int:
@@ -53,21 +83,25 @@ def run(settings: Settings) -> int:
     if actual != settings.kafka.partitions:
         # Rule state lives in the changelog partition of the device's telemetry partition,
         # so the table must have exactly as many partitions as the source topic.
-        log.warning("telemetry topic partitions differ from settings; using the topic's",
+        log.warning("telemetry_partitions_differ_from_settings", using="the topic's",
                     topic_partitions=actual, settings_partitions=settings.kafka.partitions)
         settings = settings.model_copy(
             update={"kafka": settings.kafka.model_copy(update={"partitions": actual})})
     settings.stream.data_dir.mkdir(parents=True, exist_ok=True)
 
+    offset_gaps.install()  # before Faust makes its consumer
     stream_app = build_app(settings)
     sink = ReadingsSink(dsn)
     partitions = settings.kafka.partitions
     engine = RuleEngine(
         lambda: provider.rules,
         lambda site, device: partition_for(kafka_key(site, device), partitions))
+    stop = asyncio.Event()
     processor = BatchProcessor(
         engine, sink, TableStateStore(stream_app.rule_state),
         transition_sender(stream_app.transitions),
+        dead_letter=dead_letter_sender(stream_app.dead_letters),
+        stop=stop, max_ts_ahead=timedelta(seconds=settings.event_time.max_ahead_s),
     )
     register_agents(stream_app, settings, processor, provider)
     started = time.time()
@@ -88,9 +122,10 @@ def run(settings: Settings) -> int:
         }
 
     ops = OpsServer(settings.ops.stream, health).start()
-    log.info("stream worker starting", bootstrap=settings.kafka.bootstrap,
+    log.info("stream_worker_starting", bootstrap=settings.kafka.bootstrap,
              app_id=settings.stream.app_id, ops_port=ops.port)
-    worker = faust.Worker(
+    worker = _Worker(
+        stop,
         stream_app.app, loop=loop, loglevel=settings.log_level, quiet=True,
         override_logging=False, redirect_stdouts=False,
     )
@@ -101,7 +136,7 @@ def run(settings: Settings) -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         ops.stop()
-    log.info("stream worker stopped", exit_code=code)
+    log.info("stream_worker_stopped", exit_code=code)
     return code
 
 

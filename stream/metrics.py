@@ -23,11 +23,25 @@ LATE_DROPPED = Counter(
     "ganzhi_stream_late_snapshots_total",
     "Snapshots older than the allowed lateness, ignored by the rules (readings still stored)",
     ["rules"])
-INVALID = Counter(
-    "ganzhi_stream_invalid_messages_total", "Messages that failed validation (skipped)")
-DB_ERRORS = Counter("ganzhi_stream_db_errors_total", "Failed batch writes (retried)")
+DEAD_LETTERED = Counter(
+    "ganzhi_stream_dead_lettered_total",
+    "Records refused for good and sent to the dead-letter topic", ["reason"])
+RULE_ERRORS = Counter(
+    "ganzhi_stream_rule_errors_total",
+    "Rule evaluations that raised (the message is dead-lettered, the timer goes on)")
+DB_ERRORS = Counter("ganzhi_stream_db_errors_total",
+                    "Failed readings writes, transient (retried)")
+SEND_ERRORS = Counter("ganzhi_stream_send_errors_total",
+                      "Failed sends to Kafka, transient (retried)", ["what"])
 REORDERED = Counter(
     "ganzhi_stream_reordered_snapshots_total",
     "Snapshots that arrived out of order within the allowed lateness and were placed",
     ["rules"])
 TICKS = Counter("ganzhi_stream_health_ticks_total", "Device-offline timer runs")
+OFFSET_GAPS = Counter(
+    "ganzhi_stream_offset_gaps_total",
+    "Jumps in the offsets the consumer delivered (records skipped): never acknowledged, "
+    "read again (stream/offset_gaps.py)")
+REWINDS = Counter(
+    "ganzhi_stream_offset_rewinds_total",
+    "Partitions sought back to the first record not processed after a gap")

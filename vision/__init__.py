@@ -1,6 +1,7 @@
-"""Vision: ONNX detectors for kitchen violations (the camera agent's model runtime).
+"""Vision: ONNX detectors for kitchen violations, used by the camera agent.
 
-Not built yet: the detector runtime, training pipeline and shipped models are their own
-capability. The wire contract they publish (``Detection``, ``Evidence``) already exists
-in :mod:`ganzhi.contracts` and ingest accepts it.
+``runtime`` runs a shipped model (``models/<name>/`` with its ``card.yaml``) on ONNX
+Runtime; ``card`` reads the model card (classes, which class means which violation of
+the contracts' allow-list, thresholds, figures); ``train`` is the training pipeline
+(``python -m vision.train``) that made the shipped models. See docs/vision.md.
 """

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ganzhi.contracts import Violation
+
 CARD_FILE = "card.yaml"
 MODEL_FILE = "model.onnx"
 
@@ -77,8 +79,10 @@ class ModelCard(BaseModel):
     classes: list[str] = Field(min_length=1)
     score_threshold: float = Field(default=0.35, gt=0, lt=1)
     iou_threshold: float = Field(default=0.5, gt=0, lt=1)
-    violations: dict[str, str] = Field(
-        default_factory=dict, description="class name -> violation id; other classes are context")
+    violations: dict[str, Violation] = Field(
+        default_factory=dict,
+        description="class name -> violation (the contracts' allow-list); other classes are "
+                    "context")
     covers: list[str] = Field(default_factory=list, description="kitchen violations it detects")
     not_covered: list[str] = Field(default_factory=list)
     training: Training | None = None

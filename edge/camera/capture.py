@@ -8,7 +8,6 @@ time), a live stream's at the wall clock when read.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge import metrics
-from edge.uplink import Backoff
+from ganzhi.failures import RetryPolicy
 from ganzhi.observability import get_logger
 
 log = get_logger("edge.camera")
@@ -35,10 +34,10 @@ class Frame:
 
 class VideoSource:
     def __init__(self, camera: str, source: str, fps: float, *, loop: bool = False,
-                 realtime: bool = False, backoff: Backoff | None = None) -> None:
+                 realtime: bool = False, backoff: RetryPolicy | None = None) -> None:
         self.camera, self.source, self.fps, self.loop = camera, source, fps, loop
         self.realtime = realtime  # a file: play at its own speed, not as fast as it decodes
-        self.backoff = backoff or Backoff(base_s=1.0, max_s=60.0)
+        self.backoff = backoff or RetryPolicy(base_s=1.0, max_s=60.0)
         self.is_file = Path(source).is_file()
         self._cap: cv2.VideoCapture | None = None
         self._next_due = 0.0
@@ -65,7 +64,7 @@ class VideoSource:
     def _reconnect(self, stop: threading.Event) -> None:
         self.close()
         metrics.CAMERA_RECONNECTS.labels(camera=self.camera).inc()
-        delay = self.backoff.delay(self._attempt, random.random())
+        delay = self.backoff.delay(self._attempt + 1)
         self._attempt += 1
         log.warning("camera_reconnect", camera=self.camera, attempt=self._attempt,
                     retry_in_s=round(delay, 2))

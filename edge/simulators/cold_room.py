@@ -68,7 +68,7 @@ class ColdRoomSpec(BaseModel):
     door_openings_per_h: float = Field(default=0.0, ge=0)  # random, from the seed
     door_open_s: tuple[float, float] = (20.0, 90.0)  # min, max of one opening
     door_openings: list[tuple[float, float]] = Field(default_factory=list)  # (at_s, for_s)
-    # Older form of a compressor failure (edge/simulate.py): failure_for_s 0 = never repaired.
+    # A compressor failure as two numbers (the demo uses it): failure_for_s 0 = never repaired.
     failure_at_s: float | None = None
     failure_for_s: float = 0.0
 

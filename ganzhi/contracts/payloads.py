@@ -16,7 +16,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,18 @@ from pydantic import (
     model_validator,
 )
 
+from ganzhi.contracts.bounds import (
+    BOXES_MAX,
+    READINGS_MAX,
+    Detail,
+    EventTime,
+    FiniteCoordinate,
+    Key,
+    Label,
+    ReportPeriod,
+    Text,
+    Unit,
+)
 from ganzhi.contracts.topics import ID_PATTERN, Channel
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -56,14 +67,14 @@ class Envelope(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     site_id: Identifier
     device_id: Identifier
-    ts: AwareDatetime = Field(description="Device clock when the message was made (ISO 8601).")
+    ts: EventTime = Field(description="Device clock when the message was made (ISO 8601).")
 
 
 class Reading(_Strict):
     metric: MetricName
     value: float
-    unit: str = Field(max_length=16, examples=["celsius"])
-    ts: AwareDatetime | None = Field(
+    unit: Unit
+    ts: EventTime | None = Field(
         default=None, description="When this value was sampled; defaults to the envelope's ts."
     )
 
@@ -80,7 +91,7 @@ class Telemetry(Envelope):
 
     kind: Literal["telemetry"] = "telemetry"
     device_class: DeviceClass
-    readings: list[Reading] = Field(min_length=1, max_length=1000)
+    readings: list[Reading] = Field(min_length=1, max_length=READINGS_MAX)
 
     @model_validator(mode="after")
     def _unique_samples(self) -> Telemetry:
@@ -106,26 +117,44 @@ class DeviceEvent(Envelope):
     kind: Literal["event"] = "event"
     event: MetricName
     severity: Severity = Severity.INFO
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: Detail = Field(default_factory=dict, description="At most 8 KiB as JSON.")
+
+
+class Violation(StrEnum):
+    """What a kitchen camera may report: the allow-list of ``Detection.violation``."""
+
+    NO_CHEF_HAT = "no_chef_hat"
+    NO_MASK = "no_mask"
+    MASK_WORN_INCORRECTLY = "mask_worn_incorrectly"
+    NO_WORK_CLOTHES = "no_work_clothes"
+    SMOKING = "smoking"
+    PHONE = "phone"
+    UNCOVERED_BIN = "uncovered_bin"
+    RODENT = "rodent"
+    FIRE_UNATTENDED = "fire_unattended"
+    CAMERA_OFFLINE = "camera_offline"
+    CAMERA_COVERED = "camera_covered"
+    CAMERA_FROZEN = "camera_frozen"
+    CAMERA_BLURRED = "camera_blurred"
 
 
 class BoundingBox(_Strict):
-    label: str
+    label: Label
     score: float = Field(ge=0, le=1)
-    x1: float
-    y1: float
-    x2: float
-    y2: float
+    x1: FiniteCoordinate
+    y1: FiniteCoordinate
+    x2: FiniteCoordinate
+    y2: FiniteCoordinate
 
 
 class Detection(Envelope):
     """A confirmed vision finding of a camera agent."""
 
     kind: Literal["detection"] = "detection"
-    violation: MetricName
+    violation: Violation
     state: Literal["raised", "cleared"]
     score: float = Field(ge=0, le=1)
-    boxes: list[BoundingBox] = Field(default_factory=list, max_length=100)
+    boxes: list[BoundingBox] = Field(default_factory=list, max_length=BOXES_MAX)
     snapshot_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
 
 
@@ -145,7 +174,7 @@ class EvidenceRef(Envelope):
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
     content_type: Literal["image/jpeg"] = "image/jpeg"
     size: int = Field(ge=1)
-    storage_key: str = Field(description="Key in the evidence store (ab/cd/<sha256>.jpg).")
+    storage_key: Text = Field(description="Key in the evidence store (ab/cd/<sha256>.jpg).")
 
 
 class DeviceStatus(Envelope):
@@ -153,10 +182,11 @@ class DeviceStatus(Envelope):
 
     kind: Literal["status"] = "status"
     state: Literal["online", "offline"]
-    report_period_s: float | None = Field(
-        default=None, gt=0,
-        description="The device reports at least this often (its configured period); the "
-                    "platform's offline check uses it unless the rules model sets one.")
+    report_period_s: ReportPeriod | None = Field(
+        default=None,
+        description="The device reports at least this often (its configured period, at most "
+                    "a day); the platform's offline check uses it unless the rules model "
+                    "sets one.")
 
 
 DeviceMessage = Annotated[
@@ -174,14 +204,18 @@ CHANNEL_KIND: dict[Channel, str] = {
 
 
 class DeadLetter(_Strict):
-    """A message ingest could not accept, with the reason; nothing is dropped silently."""
+    """A message a service refused for good, with the reason; nothing is dropped silently."""
 
     dl_id: str = Field(default_factory=new_id)
-    received_at: AwareDatetime = Field(default_factory=utcnow)
-    source_topic: str
+    received_at: EventTime = Field(default_factory=utcnow)
+    stage: Literal["ingest", "stream", "alerts"] = Field(
+        default="ingest", description="The service that refused it.")
+    source_topic: str = Field(
+        description="Where it came from: the MQTT topic (ingest) or the Kafka topic.")
     reason: str = Field(description="Short machine-readable cause, e.g. 'invalid_json'.")
     error: str = Field(description="Human-readable detail of what was wrong.")
-    payload_b64: str = Field(description="The original payload bytes, base64.")
+    payload_b64: str = Field(description="The original payload bytes, base64 (at most "
+                                         "512 KiB of them; `error` says when cut).")
 
 
 class TransitionKind(StrEnum):
@@ -192,19 +226,19 @@ class TransitionKind(StrEnum):
 class AlertTransition(_Strict):
     """A rule started or stopped firing for one device (stream -> alerts)."""
 
-    transition_id: str = Field(
+    transition_id: Key = Field(
         description="Deterministic from fingerprint, kind and event time: replays repeat it."
     )
     kind: TransitionKind
-    fingerprint: str = Field(description="Same condition on the same device = same fingerprint.")
-    rule_id: str
+    fingerprint: Key = Field(description="Same condition on the same device = same fingerprint.")
+    rule_id: Key
     severity: Severity
     site_id: Identifier
     device_id: Identifier
-    started_at: AwareDatetime = Field(description="Event time the condition began.")
-    at: AwareDatetime = Field(description="Event time of this transition.")
-    summary: str
-    values: dict[str, Any] = Field(default_factory=dict)
+    started_at: EventTime = Field(description="Event time the condition began.")
+    at: EventTime = Field(description="Event time of this transition.")
+    summary: Text
+    values: Detail = Field(default_factory=dict)
 
 
 class ClueLinks(_Strict):
@@ -227,11 +261,11 @@ class Clue(_Strict):
     severity: Severity
     site_id: Identifier
     device_id: Identifier
-    started_at: AwareDatetime
-    summary: str
+    started_at: EventTime
+    summary: Text
     values: dict[str, Any] = Field(default_factory=dict)
     links: ClueLinks
-    created_at: AwareDatetime
-    ended_at: AwareDatetime | None = None
+    created_at: EventTime
+    ended_at: EventTime | None = None
     resolution: dict[str, Any] | None = Field(
         default=None, description="resolved: the clearing transition's summary and values.")

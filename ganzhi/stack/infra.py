@@ -37,6 +37,7 @@ class Managed:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    stop_signal: signal.Signals = signal.SIGTERM
 
     @property
     def started_here(self) -> bool:
@@ -46,7 +47,7 @@ class Managed:
         return self.proc is None or self.proc.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
-        terminate(self.proc, timeout)
+        terminate(self.proc, timeout, self.stop_signal)
 
     def kill(self) -> None:
         """SIGKILL, for tests that show nothing is lost when a part dies."""
@@ -55,11 +56,12 @@ class Managed:
             self.proc.wait(5)
 
 
-def terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
-    """SIGTERM and wait; SIGKILL if it has not stopped in time. True if it had to be killed."""
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float,
+              sig: signal.Signals = signal.SIGTERM) -> bool:
+    """``sig`` and wait; SIGKILL if it has not stopped in time. True if it had to be killed."""
     if proc is None or proc.poll() is not None:
         return False
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout)
         return False
@@ -95,12 +97,14 @@ def wait_port(part: Managed, timeout: float = 30.0) -> None:
     raise InfraError(f"{part.name} did not listen on {part.host}:{part.port} in {timeout}s")
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, host: str, port: int) -> Managed:
+def _spawn(name: str, argv: list[str], log_path: Path, host: str, port: int,
+           user: str | None = None) -> Managed:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches only the supervisor
+            user=user, group=user, extra_groups=[] if user else None,
         )
     part = Managed(name, host, port, proc, log_path)
     wait_port(part)
@@ -250,22 +254,24 @@ def postgres_bindir() -> Path:
     raise InfraError("PostgreSQL server binaries not found (apt-get install postgresql)")
 
 
-def _as_postgres_user() -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the 'postgres' user."""
+def _postgres_user() -> str | None:
+    """initdb and postgres refuse to run as root: run them as the 'postgres' user (the
+    process itself, not a wrapper, so signals reach it)."""
     if os.geteuid() != 0:
-        return []
+        return None
     try:
         pwd.getpwnam("postgres")
     except KeyError:
         raise InfraError("running as root needs the 'postgres' system user") from None
-    return ["runuser", "-u", "postgres", "--"]
+    return "postgres"
 
 
 def _reachable_by_postgres(path: Path) -> bool:
-    if os.geteuid() != 0:
+    user = _postgres_user()
+    if user is None:
         return True
-    check = ["runuser", "-u", "postgres", "--", "test", "-x", str(path.parent)]
-    return subprocess.run(check, capture_output=True).returncode == 0
+    check = ["test", "-x", str(path.parent)]
+    return subprocess.run(check, capture_output=True, user=user).returncode == 0
 
 
 def postgres_data_dir(wanted: Path) -> Path:
@@ -296,28 +302,27 @@ def start_postgres(
     bindir = postgres_bindir()
     port = port or free_port(host)
     data_dir = postgres_data_dir(data_dir)
-    runas = _as_postgres_user()
+    runas = _postgres_user()
     if not (data_dir / "PG_VERSION").exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         if runas:
-            shutil.chown(data_dir, "postgres", "postgres")
+            shutil.chown(data_dir, runas, runas)
             data_dir.parent.chmod(0o755)
         subprocess.run(
-            [*runas, str(bindir / "initdb"), "-D", str(data_dir), "-U", user,
+            [str(bindir / "initdb"), "-D", str(data_dir), "-U", user,
              "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
-            check=True, capture_output=True,
+            check=True, capture_output=True, user=runas, group=runas,
+            extra_groups=[] if runas else None, cwd="/",
         )
     argv = [
-        *runas, str(bindir / "postgres"), "-D", str(data_dir), "-h", host, "-p", str(port),
+        str(bindir / "postgres"), "-D", str(data_dir), "-h", host, "-p", str(port),
         "-c", "unix_socket_directories=", "-c", "max_connections=200",
     ]
     if fast_unsafe:
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     log = data_dir.parent / f"postgres-{port}.log"
-    if runas:
-        log.touch()
-        shutil.chown(log, "postgres", "postgres")
-    part = _spawn("postgres", argv, log, host, port)
+    part = _spawn("postgres", argv, log, host, port, user=runas)
+    part.stop_signal = signal.SIGINT  # "fast" shutdown: clients are disconnected, not awaited
     part.extra["admin_dsn"] = f"postgresql://{user}@{host}:{port}/postgres"
     _wait_accepting(part.extra["admin_dsn"])
     create_database(part.extra["admin_dsn"], database)

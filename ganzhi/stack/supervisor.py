@@ -1,11 +1,13 @@
 """``ganzhi demo``: the whole system on one machine, started and stopped as one.
 
-Order: infrastructure (Mosquitto, Tansu, PostgreSQL; each reused when something already
-listens on its configured port), migrations and topics, then the services (a stand-in
-task system receiving clues, api, alerts, stream, ingest), then an edge agent
-(``ganzhi edge``) with three simulated cold rooms, spooling to disk like a real box.
-Ctrl-C or SIGTERM stops everything in reverse order. A service that dies is restarted
-with backoff, a few times, and its log tells why.
+Order: infrastructure of its own (Mosquitto, Tansu, PostgreSQL on their configured ports,
+or free ones when something else listens there: :mod:`ganzhi.stack.system` never reuses
+a server it did not start), migrations and topics, then the services (a stand-in task
+system receiving clues, api, alerts, stream, ingest), then an edge agent (``ganzhi
+edge``) with three simulated cold rooms and a kitchen camera, spooling to disk like a
+real box. The secrets every deployment needs (ingest share group, webhook key) are
+generated once into ``var/secrets.env``. Ctrl-C or SIGTERM stops everything in reverse
+order. A service that dies is restarted with backoff, a few times, and its log tells why.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -27,96 +26,39 @@ from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import configure_logging, get_logger
 from ganzhi.settings import Settings
-from ganzhi.stack.infra import (
-    InfraError,
-    Managed,
-    create_database,
-    drop_database,
-    port_open,
-    start_mosquitto,
-    start_postgres,
-    start_tansu,
-    terminate,
-)
+from ganzhi.stack.infra import InfraError
+from ganzhi.stack.system import Ports, Secrets, Service, Stack
 
 log = get_logger("demo")
 MAX_RESTARTS = 5
 
 
-@dataclass
-class Service:
-    name: str
-    argv: list[str]
-    health_port: int | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    log_path: Path = field(default_factory=Path)
-
-    def start(self, env: dict[str, str], logs: Path) -> None:
-        self.log_path = logs / f"{self.name}.log"
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if terminate(self.proc, timeout):
-            log.warning("service_killed", service=self.name, after_s=timeout)
+def _port_of(hostport: str) -> int:
+    return int(hostport.rsplit(":", 1)[1])
 
 
-def _host_port(hostport: str) -> tuple[str, int]:
-    host, _, port = hostport.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def start_infrastructure(
-    settings: Settings, data_dir: Path, keep_data: bool = False
-) -> list[Managed]:
-    parts: list[Managed] = []
-    mq = settings.mqtt
-    if port_open(mq.host, mq.port):
-        log.info("reuse", part="mqtt", address=f"{mq.host}:{mq.port}")
-    else:
-        parts.append(start_mosquitto(data_dir / "mosquitto", mq.host, mq.port))
-    khost, kport = _host_port(settings.kafka.bootstrap)
-    if port_open(khost, kport):
-        log.info("reuse", part="kafka", address=settings.kafka.bootstrap)
-    else:
-        parts.append(start_tansu(data_dir / "logs", khost, kport))
+def wanted_ports(settings: Settings) -> dict[str, int]:
+    """The ports the settings name: the demo takes them where they are free."""
     db = conninfo_to_dict(settings.db.dsn.get_secret_value())
-    dhost, dport = str(db.get("host", "127.0.0.1")), int(str(db.get("port", 5432)))
-    if port_open(dhost, dport):
-        log.info("reuse", part="postgres", address=f"{dhost}:{dport}")
-    else:
-        pg = start_postgres(
-            data_dir / "postgres", dhost, dport,
-            user=str(db.get("user", "ganzhi")), database=str(db.get("dbname", "ganzhi")),
-        )
-        parts.append(pg)
-        if not keep_data:
-            # Tansu starts empty (memory only), so rule state is gone: start the demo's own
-            # database empty too, or old open alerts would absorb the new run's.
-            name = str(db.get("dbname", "ganzhi"))
-            drop_database(pg.extra["admin_dsn"], name)
-            create_database(pg.extra["admin_dsn"], name)
-    for p in parts:
-        log.info("started", part=p.name, address=f"{p.host}:{p.port}", log=str(p.log_path))
-    return parts
+    return {
+        "mqtt": settings.mqtt.port, "kafka": _port_of(settings.kafka.bootstrap),
+        "postgres": int(str(db.get("port", 5433))), "api": settings.api.port,
+        "receiver": settings.demo.receiver_port, "ops_ingest": settings.ops.ingest,
+        "ops_stream": settings.ops.stream, "ops_alerts": settings.ops.alerts,
+        "ops_edge": settings.ops.edge, "stream_web": settings.stream.web_port,
+    }
 
 
-def service_env(settings: Settings, data_dir: Path, receiver_port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("GANZHI_STREAM__DATA_DIR", str(data_dir / "stream"))
-    if settings.webhook.url is None:
-        env["GANZHI_WEBHOOK__URL"] = f"http://127.0.0.1:{receiver_port}/clues"
-    # Short rule timers so the demo shows a whole excursion within a minute; production
-    # keeps the 10-minute default (or a site's own value).
-    env.setdefault("GANZHI_STREAM__COLD_CHAIN__DURATION_S", "20")
-    env.setdefault("GANZHI_STREAM__COLD_CHAIN__CLEAR_DURATION_S", "20")
-    env.setdefault("GANZHI_STREAM__RULES_FILE", str(demo_rules_file(data_dir)))
-    env.setdefault("GANZHI_LOG_JSON", "true")
+def demo_env(data_dir: Path) -> dict[str, str]:
+    """The demo's settings, under whatever GANZHI_* the user set."""
+    env = {
+        # Short rule timers so the demo shows a whole excursion within a minute;
+        # production keeps the 10-minute default (or a site's own value).
+        "GANZHI_STREAM__COLD_CHAIN__DURATION_S": "20",
+        "GANZHI_STREAM__COLD_CHAIN__CLEAR_DURATION_S": "20",
+        "GANZHI_STREAM__RULES_FILE": str(demo_rules_file(data_dir)),
+    }
+    env.update({k: v for k, v in os.environ.items() if k.startswith("GANZHI_")})
     return env
 
 
@@ -173,7 +115,7 @@ def demo_kitchen_video(folder: Path, seconds: int = 90, fps: int = 10) -> Path:
     return path
 
 
-def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
+def demo_edge_config(ports: Ports, data_dir: Path) -> Path:
     """An edge box with three simulated cold rooms; one loses its compressor for a minute."""
     import yaml
 
@@ -195,9 +137,9 @@ def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
     }
     config = {
         "site_id": "demo-site",
-        "broker": {"host": settings.mqtt.host, "port": settings.mqtt.port},
+        "broker": {"host": "127.0.0.1", "port": ports.mqtt},
         "spool": {"path": str(data_dir / "edge" / "spool.db")},
-        "metrics_port": settings.ops.edge,
+        "metrics_port": ports.ops_edge,
         "devices": devices,
         "cameras": [camera],
     }
@@ -205,31 +147,6 @@ def demo_edge_config(settings: Settings, data_dir: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def demo_services(settings: Settings, receiver_port: int, edge_config: Path) -> list[Service]:
-    cli = [sys.executable, "-m", "ganzhi.cli"]
-    return [
-        Service("receiver", [*cli, "receiver", "--port", str(receiver_port)], receiver_port),
-        Service("api", [*cli, "api"], settings.api.port),
-        Service("alerts", [*cli, "alerts"], settings.ops.alerts),
-        Service("stream", [*cli, "stream"], settings.ops.stream),
-        Service("ingest", [*cli, "ingest"], settings.ops.ingest),
-        Service("edge", [*cli, "edge", "--config", str(edge_config)], settings.ops.edge),
-    ]
-
-
-def _wait_healthy(service: Service, timeout: float = 60.0) -> None:
-    if service.health_port is None:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc is not None and service.proc.poll() is not None:
-            raise InfraError(f"{service.name} exited; see {service.log_path}")
-        if port_open("127.0.0.1", service.health_port):
-            return
-        time.sleep(0.2)
-    raise InfraError(f"{service.name} did not come up in {timeout}s; see {service.log_path}")
 
 
 def _print_new_alerts(api_port: int, seen: set[tuple[int, str]]) -> None:
@@ -256,6 +173,17 @@ def _print_new_alerts(api_port: int, seen: set[tuple[int, str]]) -> None:
         )
 
 
+def write_demo_env(stack: Stack) -> Path:
+    """``var/demo.env``: where the demo's parts listen, for the ``ganzhi`` commands
+    (``set -a; . var/demo.env; set +a``). The secrets stay in ``var/secrets.env``."""
+    env = stack.env()
+    keys = ("GANZHI_MQTT__HOST", "GANZHI_MQTT__PORT", "GANZHI_KAFKA__BOOTSTRAP",
+            "GANZHI_DB__DSN", "GANZHI_API__PORT", "GANZHI_STREAM__RULES_FILE")
+    path = stack.root / "demo.env"
+    path.write_text("".join(f"{k}={env[k]}\n" for k in keys if k in env))
+    return path
+
+
 def run_demo(
     settings: Settings,
     data_dir: str = "var",
@@ -264,8 +192,6 @@ def run_demo(
 ) -> int:
     configure_logging(settings.log_level, json_lines=False)
     root = Path(data_dir).resolve()
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     stop = False
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -275,30 +201,33 @@ def run_demo(
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    infra: list[Managed] = []
-    services: list[Service] = []
+    ports = Ports.choose(wanted_ports(settings))
+    stack = Stack(root, ports, Secrets.load_or_create(root / "secrets.env"),
+                  extra_env=demo_env(root))
     try:
-        infra = start_infrastructure(settings, root, keep_data)
-        applied = migrate(settings.db.dsn.get_secret_value())
+        stack.start_infrastructure(fresh_database=not keep_data)
+        applied = migrate(stack.dsn)
         log.info("migrated", applied=applied)
-        asyncio.run(ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions))
-        receiver_port = settings.demo.receiver_port
-        env = service_env(settings, root, receiver_port)
+        asyncio.run(ensure_topics(stack.bootstrap, settings.kafka.partitions))
         if not keep_data:
             for suffix in ("", "-wal", "-shm"):
                 (root / "edge" / f"spool.db{suffix}").unlink(missing_ok=True)
-        services = demo_services(settings, receiver_port, demo_edge_config(settings, root))
-        for svc in services:
-            svc.start(env, logs)
-            _wait_healthy(svc)
-            log.info("service_up", service=svc.name, log=str(svc.log_path))
+        edge_config = demo_edge_config(ports, root)
+        for name in ("receiver", "api", "alerts", "stream", "ingest"):
+            stack.start_service(name)
+        stack.start_service("edge", "--config", str(edge_config))
+        env_file = write_demo_env(stack)
         print(
             f"\nganzhi demo is running.\n"
-            f"  alerts API:  http://127.0.0.1:{settings.api.port}/api/v1/alerts\n"
-            f"  API docs:    http://127.0.0.1:{settings.api.port}/docs\n"
-            f"  metrics:     ingest :{settings.ops.ingest}  stream :{settings.ops.stream}"
-            f"  alerts :{settings.ops.alerts}  api :{settings.api.port}/metrics\n"
-            f"  logs:        {logs}\n"
+            f"  alerts API:  http://127.0.0.1:{ports.api}/api/v1/alerts\n"
+            f"  API docs:    http://127.0.0.1:{ports.api}/docs\n"
+            f"  metrics:     ingest :{ports.ops_ingest}  stream :{ports.ops_stream}"
+            f"  alerts :{ports.ops_alerts}  edge :{ports.ops_edge}"
+            f"  api :{ports.api}/metrics\n"
+            f"  MQTT:        127.0.0.1:{ports.mqtt} (its own broker)   Kafka: "
+            f"{stack.bootstrap}   PostgreSQL: 127.0.0.1:{ports.postgres}\n"
+            f"  logs:        {stack.logs}\n"
+            f"  addresses:   {env_file} (for the ganzhi commands)\n"
             f"One simulated cold room's compressor fails for a minute: its alert shows here"
             f" within a minute, and resolves about a minute after the repair."
             f"\nCtrl-C stops everything.\n",
@@ -310,11 +239,11 @@ def run_demo(
         while not stop:
             if duration_s is not None and time.monotonic() - started > duration_s:
                 break
-            for svc in services:
-                if svc.proc is not None and svc.proc.poll() is not None:
-                    _restart(svc, env, logs)
+            for svc in stack.services.values():
+                if not svc.alive():
+                    _restart(stack, svc)
             if time.monotonic() - last_poll > 2:
-                _print_new_alerts(settings.api.port, seen)
+                _print_new_alerts(ports.api, seen)
                 last_poll = time.monotonic()
             time.sleep(0.2)
         return 0
@@ -323,15 +252,10 @@ def run_demo(
         return 1
     finally:
         log.info("stopping")
-        for svc in reversed(services):
-            svc.stop()
-            log.info("service_stopped", service=svc.name)
-        for part in reversed(infra):
-            part.stop()
-            log.info("stopped", part=part.name)
+        stack.stop()
 
 
-def _restart(svc: Service, env: dict[str, str], logs: Path) -> None:
+def _restart(stack: Stack, svc: Service) -> None:
     now = time.monotonic()
     if svc.next_start == 0.0:
         code = svc.proc.returncode if svc.proc else None
@@ -340,7 +264,6 @@ def _restart(svc: Service, env: dict[str, str], logs: Path) -> None:
         svc.next_start = now + min(2**svc.restarts, 30)
         log.warning("service_died", service=svc.name, exit=code, log=str(svc.log_path))
     elif now >= svc.next_start:
-        svc.restarts += 1
         svc.next_start = 0.0
-        svc.start(env, logs)
+        stack.restart(svc.name, wait=False)
         log.info("service_restarted", service=svc.name, restarts=svc.restarts)

@@ -19,6 +19,10 @@ readings themselves are still stored).
 
 Two messages with the same timestamp are merged into one snapshot (a replay merges to
 the same snapshot and changes nothing).
+
+The buffer holds at most ``max_buffer`` snapshots per device (:data:`MAX_BUFFER`): a
+device sending many samples inside the lateness window gets its oldest ones made final
+early, so its state (parsed and written every batch) stays bounded.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from stream.rules.excursion import from_us, to_us
 
 S = TypeVar("S", bound=BaseModel)
 P = TypeVar("P")
+MAX_BUFFER = 1000
 
 StepFn = Callable[[S, P, str, str, datetime, Mapping[str, float]],
                   tuple[S, list[AlertTransition]]]
@@ -109,6 +114,7 @@ def retraction(fire: AlertTransition, at: int) -> AlertTransition:
 def feed(
     st: OrderedState[S], rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
     snapshots: Sequence[tuple[datetime, Mapping[str, float]]], allowed_lateness_s: float,
+    max_buffer: int = MAX_BUFFER,
 ) -> FeedResult[S]:
     """Add snapshots of one device (any order); returns the transitions to send."""
     lateness = round(allowed_lateness_s * 1_000_000)
@@ -172,6 +178,11 @@ def feed(
             checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
             cp_ts = buffer[n - 1].ts
             buffer = buffer[n:]
+    if len(buffer) > max_buffer:  # bounded state: the oldest become final early
+        n = len(buffer) - max_buffer
+        checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
+        cp_ts = buffer[n - 1].ts
+        buffer = buffer[n:]
     if cp_ts is not None:
         sent = {k: v for k, v in sent.items() if v >= cp_ts}
     new_state = rule.ordered_type(

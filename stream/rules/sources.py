@@ -145,13 +145,18 @@ class RulesProvider:
                 return False
             rules = Rules(self._file_doc.overlay(self._db_doc), self._cold_base,
                           self._health_base)
-        except (RulesError, OSError, psycopg.Error) as exc:
+        except (OSError, psycopg.OperationalError) as exc:  # unreadable for now
+            log.warning("rules_source_unavailable", detail="keeping the rules in force",
+                        error=str(exc).splitlines()[0][:300])
+            return False
+        except (RulesError, psycopg.Error) as exc:
             RELOAD_ERRORS.inc()
-            log.error("rules change refused, keeping the rules in force", error=str(exc))
+            log.error("rules_change_refused", detail="keeping the rules in force",
+                      error=str(exc))
             return False
         self.rules = rules
         RELOADS.inc()
         LOADED_AT.set_to_current_time()
-        log.info("rules reloaded", file=str(self._path) if self._path else None,
+        log.info("rules_reloaded", file=str(self._path) if self._path else None,
                  db_rows=len(rows_from_doc(self._db_doc)))
         return True

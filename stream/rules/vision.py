@@ -21,36 +21,37 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind
+from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind, Violation
 from stream.rules.excursion import from_us, to_us
 
 PREFIX = "vision."
 
+V = Violation
 # Severity per violation; anything not listed is minor.
-SEVERITY: dict[str, Severity] = {
-    "smoking": Severity.MAJOR,
-    "rodent": Severity.MAJOR,
-    "fire_unattended": Severity.CRITICAL,
-    "camera_offline": Severity.MAJOR,
-    "camera_covered": Severity.MAJOR,
-    "camera_frozen": Severity.MAJOR,
-    "camera_blurred": Severity.MINOR,
+SEVERITY: dict[Violation, Severity] = {
+    V.SMOKING: Severity.MAJOR,
+    V.RODENT: Severity.MAJOR,
+    V.FIRE_UNATTENDED: Severity.CRITICAL,
+    V.CAMERA_OFFLINE: Severity.MAJOR,
+    V.CAMERA_COVERED: Severity.MAJOR,
+    V.CAMERA_FROZEN: Severity.MAJOR,
+    V.CAMERA_BLURRED: Severity.MINOR,
 }
 
-SUMMARY: dict[str, str] = {
-    "no_chef_hat": "kitchen staff without a chef hat (未戴厨师帽)",
-    "no_mask": "kitchen staff without a mask (未戴口罩)",
-    "mask_worn_incorrectly": "mask worn incorrectly (口罩佩戴不规范)",
-    "no_work_clothes": "kitchen staff without work clothes (未穿工作服)",
-    "smoking": "smoking in the kitchen (吸烟)",
-    "phone": "phone use in the kitchen (玩手机)",
-    "uncovered_bin": "waste bin uncovered or overflowing (垃圾桶未盖)",
-    "rodent": "rodent seen (鼠患)",
-    "fire_unattended": "fire left unattended (灶台无人看管)",
-    "camera_offline": "camera sends no picture",
-    "camera_frozen": "camera picture frozen",
-    "camera_blurred": "camera picture blurred",
-    "camera_covered": "camera lens covered or dark",
+SUMMARY: dict[Violation, str] = {
+    V.NO_CHEF_HAT: "kitchen staff without a chef hat (未戴厨师帽)",
+    V.NO_MASK: "kitchen staff without a mask (未戴口罩)",
+    V.MASK_WORN_INCORRECTLY: "mask worn incorrectly (口罩佩戴不规范)",
+    V.NO_WORK_CLOTHES: "kitchen staff without work clothes (未穿工作服)",
+    V.SMOKING: "smoking in the kitchen (吸烟)",
+    V.PHONE: "phone use in the kitchen (玩手机)",
+    V.UNCOVERED_BIN: "waste bin uncovered or overflowing (垃圾桶未盖)",
+    V.RODENT: "rodent seen (鼠患)",
+    V.FIRE_UNATTENDED: "fire left unattended (灶台无人看管)",
+    V.CAMERA_OFFLINE: "camera sends no picture",
+    V.CAMERA_FROZEN: "camera picture frozen",
+    V.CAMERA_BLURRED: "camera picture blurred",
+    V.CAMERA_COVERED: "camera lens covered or dark",
 }
 
 
@@ -64,7 +65,7 @@ class VisionState(BaseModel):
 
 @dataclass(frozen=True)
 class Finding:
-    violation: str
+    violation: Violation
     state: Literal["raised", "cleared"]
     ts: datetime
     score: float
@@ -78,21 +79,22 @@ def fingerprint(rule_id: str, site_id: str, device_id: str) -> str:
 
 def step(state: VisionState, site_id: str, device_id: str, f: Finding
          ) -> tuple[VisionState, list[AlertTransition]]:
-    rule_id = PREFIX + f.violation
+    name = f.violation.value
+    rule_id = PREFIX + name
     t = to_us(f.ts)
     if f.state == "raised":
-        if f.violation in state.open:
+        if name in state.open:
             return state, []
         kind, started = TransitionKind.FIRING, t
-        summary = SUMMARY.get(f.violation, f.violation.replace("_", " "))
-        new = state.model_copy(update={"open": {**state.open, f.violation: t}})
+        summary = SUMMARY[f.violation]
+        new = state.model_copy(update={"open": {**state.open, name: t}})
     else:
-        if f.violation not in state.open:
+        if name not in state.open:
             return state, []
-        kind, started = TransitionKind.RESOLVED, state.open[f.violation]
-        summary = "rectified: " + SUMMARY.get(f.violation, f.violation.replace("_", " "))
+        kind, started = TransitionKind.RESOLVED, state.open[name]
+        summary = "rectified: " + SUMMARY[f.violation]
         new = state.model_copy(update={
-            "open": {k: v for k, v in state.open.items() if k != f.violation}})
+            "open": {k: v for k, v in state.open.items() if k != name}})
     fp = fingerprint(rule_id, site_id, device_id)
     start = from_us(started)
     tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
@@ -100,7 +102,7 @@ def step(state: VisionState, site_id: str, device_id: str, f: Finding
         transition_id=tid, kind=kind, fingerprint=fp, rule_id=rule_id,
         severity=SEVERITY.get(f.violation, Severity.MINOR), site_id=site_id,
         device_id=device_id, started_at=start, at=f.ts, summary=summary,
-        values={"violation": f.violation, "score": f.score,
+        values={"violation": name, "score": f.score,
                 "labels": sorted({b.label for b in f.boxes}), "boxes": len(f.boxes),
                 "snapshot_sha256": f.snapshot_sha256},
     )

@@ -64,43 +64,39 @@ ON CONFLICT DO NOTHING
 """
 _ROLLUP = """
 WITH touched AS (
-  SELECT DISTINCT device_id, metric, date_trunc('minute', time) AS bucket FROM readings_stage
+  SELECT DISTINCT site_id, device_id, metric, date_trunc('minute', time) AS bucket
+  FROM readings_stage
 )
 INSERT INTO rollups_1m AS r
   (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
-SELECT t.bucket,
-       (array_agg(x.site_id ORDER BY x.time DESC, x.msg_id DESC))[1],
-       t.device_id, t.metric, count(*), min(x.value), max(x.value), avg(x.value),
-       (array_agg(x.value ORDER BY x.time DESC, x.msg_id DESC))[1], max(x.time)
+SELECT t.bucket, t.site_id, t.device_id, t.metric, count(*), min(x.value), max(x.value),
+       avg(x.value), (array_agg(x.value ORDER BY x.time DESC, x.msg_id DESC))[1], max(x.time)
 FROM touched t
-JOIN readings x ON x.device_id = t.device_id AND x.metric = t.metric
-  AND x.time >= t.bucket AND x.time < t.bucket + interval '1 minute'
-GROUP BY t.device_id, t.metric, t.bucket
-ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
-  site_id = EXCLUDED.site_id, count = EXCLUDED.count, min = EXCLUDED.min,
-  max = EXCLUDED.max, mean = EXCLUDED.mean, last = EXCLUDED.last,
-  last_time = EXCLUDED.last_time, updated_at = now()
+JOIN readings x ON x.site_id = t.site_id AND x.device_id = t.device_id
+  AND x.metric = t.metric AND x.time >= t.bucket AND x.time < t.bucket + interval '1 minute'
+GROUP BY t.site_id, t.device_id, t.metric, t.bucket
+ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
+  count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
+  last = EXCLUDED.last, last_time = EXCLUDED.last_time, updated_at = now()
 """
 
 _ROLLUP_1H = """
 WITH touched AS (
-  SELECT DISTINCT device_id, metric, date_trunc('hour', time) AS bucket FROM readings_stage
+  SELECT DISTINCT site_id, device_id, metric, date_trunc('hour', time) AS bucket
+  FROM readings_stage
 )
 INSERT INTO rollups_1h AS r
   (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
-SELECT t.bucket,
-       (array_agg(m.site_id ORDER BY m.last_time DESC))[1],
-       t.device_id, t.metric, sum(m.count), min(m.min), max(m.max),
+SELECT t.bucket, t.site_id, t.device_id, t.metric, sum(m.count), min(m.min), max(m.max),
        sum(m.mean * m.count) / sum(m.count),
        (array_agg(m.last ORDER BY m.last_time DESC))[1], max(m.last_time)
 FROM touched t
-JOIN rollups_1m m ON m.device_id = t.device_id AND m.metric = t.metric
-  AND m.bucket >= t.bucket AND m.bucket < t.bucket + interval '1 hour'
-GROUP BY t.device_id, t.metric, t.bucket
-ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
-  site_id = EXCLUDED.site_id, count = EXCLUDED.count, min = EXCLUDED.min,
-  max = EXCLUDED.max, mean = EXCLUDED.mean, last = EXCLUDED.last,
-  last_time = EXCLUDED.last_time, updated_at = now()
+JOIN rollups_1m m ON m.site_id = t.site_id AND m.device_id = t.device_id
+  AND m.metric = t.metric AND m.bucket >= t.bucket AND m.bucket < t.bucket + interval '1 hour'
+GROUP BY t.site_id, t.device_id, t.metric, t.bucket
+ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
+  count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
+  last = EXCLUDED.last, last_time = EXCLUDED.last_time, updated_at = now()
 """
 
 

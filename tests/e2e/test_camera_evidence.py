@@ -49,6 +49,8 @@ from ganzhi.settings import (
 from ganzhi.stack.infra import Managed
 from ingest.bridge import Bridge
 
+from mqtt_device import MqttDevice, service_mqtt
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +92,7 @@ async def consume(bootstrap: str, topic: str, want: int, wait_s: float) -> list[
 async def ingest(mqtt_broker: Managed, kafka_bootstrap: str, tmp_path: Path
                  ) -> AsyncIterator[Settings]:
     settings = Settings(
-        mqtt=MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+        mqtt=service_mqtt(mqtt_broker.host, mqtt_broker.port),
         kafka=KafkaSettings(bootstrap=kafka_bootstrap, partitions=2),
         ingest=IngestSettings(worker_id=f"ingest-{uuid.uuid4().hex[:6]}"),
         evidence=EvidenceSettings(dir=tmp_path / "evidence"),
@@ -159,11 +161,9 @@ async def test_video_to_one_violation_with_evidence_served_by_the_api(
 
 async def test_evidence_with_a_wrong_hash_is_dead_lettered_not_stored(
         ingest: Settings, mqtt_broker: Managed, kafka_bootstrap: str) -> None:
-    from edge.publisher import DevicePublisher
-
     jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
-    pub = DevicePublisher(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
-                          "site-k", "cam-2")
+    pub = MqttDevice(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+                     "site-k", "cam-2")
     assert pub.wait_connected()
     wrong = Evidence(msg_id=new_id(), site_id="site-k", device_id="cam-2", ts=utcnow(),
                      sha256="f" * 64, data_b64=base64.b64encode(jpeg).decode())

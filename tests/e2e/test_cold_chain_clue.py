@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,19 +22,22 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from alerts.receiver import ClueReceiver
-from edge.publisher import DevicePublisher
 from ganzhi.contracts import Channel, DeviceClass, KafkaTopic, Reading, Telemetry, new_id
 from ganzhi.settings import MqttSettings
 from ganzhi.stack.infra import Managed, free_port, port_open
 
+from mqtt_device import SHARE_GROUP, MqttDevice
+from waiting import wait_for
+
 pytestmark = pytest.mark.e2e
 
-SECRET = "e2e-webhook-secret"
+SECRET = "e2e-webhook-secret-0123456789abcdef"
 SITE, FRIDGE = "site-e2e", "fridge-01"
-T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+# Recent (ingest refuses event times weeks old), on a minute boundary (the rollups).
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
 STEP_S = 10
 LIMIT_C = 8.0
 
@@ -52,12 +54,7 @@ class Stack:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_for(predicate, timeout, what, interval=0.25)
 
 
 @pytest.fixture
@@ -71,6 +68,7 @@ def stack(
         "GANZHI_LOG_JSON": "true",
         "GANZHI_MQTT__HOST": mqtt_broker.host,
         "GANZHI_MQTT__PORT": str(mqtt_broker.port),
+        "GANZHI_MQTT__SHARE_GROUP": SHARE_GROUP,
         "GANZHI_KAFKA__BOOTSTRAP": kafka_bootstrap,
         "GANZHI_KAFKA__PARTITIONS": "2",
         "GANZHI_DB__DSN": pg_dsn,
@@ -141,7 +139,7 @@ def fridge_day() -> list[Telemetry]:
 
 
 def _publish(stack: Stack, messages: list[Telemetry], raw: tuple[bytes, ...] = ()) -> None:
-    pub = DevicePublisher(stack.mqtt, SITE, FRIDGE)
+    pub = MqttDevice(stack.mqtt, SITE, FRIDGE)
     assert pub.wait_connected()
     try:
         for m in messages:
@@ -158,15 +156,33 @@ def _scalar(dsn: str, query: str, *args: object) -> object:
         return row[0] if row else None
 
 
-async def _dead_letters(bootstrap: str) -> list[dict[str, object]]:
+async def _dead_letters(bootstrap: str, want: int) -> list[dict[str, object]]:
     consumer = AIOKafkaConsumer(
         KafkaTopic.DEAD_LETTER.value, bootstrap_servers=bootstrap,
         auto_offset_reset="earliest", group_id=f"e2e-{uuid.uuid4().hex[:6]}",
     )
     await consumer.start()
+    got: list[dict[str, object]] = []
     try:
-        batch = await consumer.getmany(timeout_ms=3000)
-        return [json.loads(r.value) for rs in batch.values() for r in rs]
+        async with asyncio.timeout(30):
+            while len(got) < want:
+                batch = await consumer.getmany(timeout_ms=500)
+                got.extend(json.loads(r.value) for rs in batch.values() for r in rs)
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def _caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """Consumer group ``group`` has committed every record of ``topic`` sent so far."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = await consumer.end_offsets(parts)
+        committed = [await consumer.committed(tp) or 0 for tp in parts]
+        return bool(parts) and all(c >= ends[tp] for c, tp in zip(committed, parts, strict=True))
     finally:
         await consumer.stop()
 
@@ -220,7 +236,7 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     assert [a["id"] for a in items] == [alert_id]
 
     # The malformed message is in the dead-letter topic, with its reason.
-    dead = asyncio.run(_dead_letters(stack.bootstrap))
+    dead = asyncio.run(_dead_letters(stack.bootstrap, 1))
     assert [d["reason"] for d in dead] == ["invalid_schema"]
     assert "msg_id" in str(dead[0]["error"])
 
@@ -235,7 +251,16 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     _publish(stack, [*day, sentinel])
     _wait(lambda: _scalar(stack.dsn, "SELECT count(*) FROM readings") == n_rows + 1, 60,
           "the sentinel reading")
-    time.sleep(3)  # time for any (wrong) extra transition or delivery to show
+    # Once the stream has committed every telemetry record (its transitions are sent
+    # before that), the alerts service every transition, and the outbox is drained, any
+    # (wrong) extra alert or delivery would show.
+    _wait(lambda: asyncio.run(_caught_up(stack.bootstrap, "ganzhi-stream",
+                                         KafkaTopic.TELEMETRY.value)), 60, "stream caught up")
+    _wait(lambda: asyncio.run(_caught_up(stack.bootstrap, "ganzhi-alerts",
+                                         KafkaTopic.ALERT_TRANSITIONS.value)), 60,
+          "alerts caught up")
+    _wait(lambda: _scalar(stack.dsn, "SELECT count(*) FROM clue_outbox WHERE status <> "
+                                     "'delivered'") == 0, 30, "the outbox drained")
     assert _scalar(stack.dsn, "SELECT count(*) FROM alerts") == 1
     assert _scalar(stack.dsn, "SELECT count(*) FROM alert_events") == events_before
     assert _scalar(stack.dsn, "SELECT count(*) FROM clue_outbox") == 2

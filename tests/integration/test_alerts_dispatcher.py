@@ -25,7 +25,7 @@ from ganzhi.settings import WebhookSettings
 
 pytestmark = pytest.mark.integration
 
-SECRET = "test-webhook-secret"
+SECRET = "test-webhook-secret-0123456789abcdef"
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 
 

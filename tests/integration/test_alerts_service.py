@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import urllib.request
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +26,7 @@ from ganzhi.settings import DatabaseSettings, KafkaSettings, Settings, WebhookSe
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
-SECRET = "service-test-secret"
+SECRET = "service-test-secret-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -57,6 +59,21 @@ def scalar(dsn: str, query: str) -> Any:
 def fetch(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return str(response.read().decode())
+
+
+async def dead_letters(bootstrap: str, want: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(KafkaTopic.DEAD_LETTER.value, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", group_id=f"t-{uuid.uuid4().hex}")
+    await consumer.start()
+    got: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(got) < want:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(json.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return got
 
 
 async def committed_total(bootstrap: str) -> int:
@@ -121,7 +138,12 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
         health = json.loads(await asyncio.to_thread(fetch, ops_port, "/healthz"))
         assert health["consumer_running"] is True
         metrics = await asyncio.to_thread(fetch, ops_port, "/metrics")
-        assert 'ganzhi_alerts_transitions_invalid_total{reason="invalid_json"}' in metrics
+        assert 'ganzhi_alerts_dead_lettered_total{reason="invalid_json"} 1.0' in metrics
+        assert 'ganzhi_alerts_dead_lettered_total{reason="invalid_schema"} 1.0' in metrics
+        dead = await dead_letters(kafka_bootstrap, 2)
+        assert sorted(d["reason"] for d in dead) == ["invalid_json", "invalid_schema"]
+        assert {d["stage"] for d in dead} == {"alerts"}
+        assert base64.b64decode(dead[0]["payload_b64"]) in (b"{broken", b'{"kind": "firing"}')
         assert 'ganzhi_alerts_clue_deliveries_total{outcome="delivered"}' in metrics
         await produce(kafka_bootstrap, [resolved.encode()])
         await wait_for(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ganzhi.mqtt import session_properties
 from ganzhi.stack.infra import Managed, free_port, start_mosquitto
+
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,25 +104,52 @@ def _values_by_device(msgs: list[dict[str, Any]]) -> dict[str, list[int]]:
     return out
 
 
+def _metric(config: Path, name: str) -> float:
+    port = yaml.safe_load(config.read_text())["metrics_port"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return -1.0
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+              if ln.startswith((name + " ", name + "{"))]
+    return sum(values) if values else -1.0
+
+
+def _counted(tmp: Path) -> dict[str, int]:
+    """The counters the devices have sampled so far (their own state files)."""
+    out = {}
+    for d in DEVICES:
+        try:
+            out[d] = int((tmp / f"{d}.counter").read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            out[d] = 0
+    return out
+
+
 def test_broker_outage_and_agent_kill_lose_nothing(broker: Managed, tmp_path: Path) -> None:
     config = _config(tmp_path, broker.port)
     log = tmp_path / "agent.log"
     collector = Collector(broker.host, broker.port)
     agent = _agent(config, log)
     try:
-        time.sleep(2.5)
+        wait_for(lambda: all(len(v) >= 20 for v in _values_by_device(
+            collector.telemetry()).values()), 30, "both devices delivering")
         # The broker goes away for a while: the agent keeps sampling into its spool.
         broker.stop()
-        time.sleep(2.0)
+        wait_for(lambda: _metric(config, "ganzhi_edge_spool_depth") >= 40, 30,
+                 "messages piling up in the spool")
         restarted = start_mosquitto(tmp_path / "mosquitto", broker.host, broker.port)
         broker.proc = restarted.proc
-        time.sleep(2.0)
+        wait_for(lambda: _metric(config, "ganzhi_edge_spool_depth") == 0, 30,
+                 "the spool drained after the outage")
         # The agent dies hard mid-run and comes back on the same spool.
         agent.send_signal(signal.SIGKILL)
         agent.wait(5)
-        time.sleep(1.0)
+        before = _counted(tmp_path)
         agent = _agent(config, log)
-        time.sleep(2.5)
+        wait_for(lambda: all(_counted(tmp_path)[d] >= before[d] + 20 for d in DEVICES), 30,
+                 "sampling again after the restart")
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(20) == 0, log.read_text()[-3000:]
@@ -155,9 +185,8 @@ def test_full_spool_drops_oldest_and_counts_it(broker: Managed, tmp_path: Path) 
     log = tmp_path / "agent.log"
     agent = _agent(config, log)
     cfg = yaml.safe_load(config.read_text())
-    time.sleep(3)
-    import urllib.request
-
+    wait_for(lambda: _metric(config, "ganzhi_edge_spool_dropped_total") > 100, 30,
+             "the full spool dropping its oldest")
     body = urllib.request.urlopen(f"http://127.0.0.1:{cfg['metrics_port']}/metrics").read()
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(20) == 0
@@ -167,3 +196,35 @@ def test_full_spool_drops_oldest_and_counts_it(broker: Managed, tmp_path: Path) 
                if ln.startswith('ganzhi_edge_spool_dropped_total{policy="drop_oldest"}')]
     assert depth and float(depth[0].split()[-1]) == 50
     assert dropped and float(dropped[0].split()[-1]) > 100
+
+
+def test_unrouted_messages_stay_spooled_until_someone_subscribes(
+        mqtt_broker: Managed, tmp_path: Path) -> None:
+    """A PUBACK "no matching subscribers" (the platform's subscription missing, as after a
+    Mosquitto restart) is not a delivery: the message stays and goes again later."""
+    from edge.spool import Spool
+    from edge.uplink import BrokerEndpoint, DeviceUplink
+    from ganzhi.contracts import Channel, mqtt_topic
+    from ganzhi.failures import RetryPolicy
+
+    spool = Spool(tmp_path / "spool.db")
+    topic = mqtt_topic(SITE, "dev-u", Channel.TELEMETRY)
+    for i in range(5):
+        spool.append("dev-u", topic, json.dumps({"n": i}).encode())
+    uplink = DeviceUplink(spool, BrokerEndpoint("127.0.0.1", mqtt_broker.port), SITE, "dev-u",
+                          None, None, backoff=RetryPolicy(base_s=0.2, max_s=0.5)).start()
+    try:
+        wait_for(lambda: uplink.connected.is_set(), 10, "the uplink to connect")
+        # Answered, but nobody subscribed: all five stay in the spool.
+        wait_for(lambda: uplink._unrouted >= 1, 10, "a 'no matching subscribers' answer")
+        assert spool.depth() == 5
+        collector = Collector("127.0.0.1", mqtt_broker.port)
+        try:
+            wait_for(lambda: spool.depth() == 0, 20, "the spool to drain once subscribed")
+            got = [m["n"] for t, m in collector.messages if t == topic]
+            assert got == [0, 1, 2, 3, 4]
+        finally:
+            collector.close()
+    finally:
+        uplink.stop()
+        spool.close()

@@ -11,7 +11,8 @@ import pytest
 
 from edge import metrics
 from edge.spool import Spool
-from edge.uplink import Backoff, BrokerEndpoint, DeviceUplink
+from edge.uplink import BrokerEndpoint, DeviceUplink
+from ganzhi.failures import RetryPolicy
 from ganzhi.stack.infra import start_mosquitto
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def test_refused_login_backs_off_exponentially(tmp_path: Path) -> None:
     before = metrics.RECONNECTS.labels(device="bk-1")._value.get()
     uplink = DeviceUplink(
         spool, BrokerEndpoint(broker.host, broker.port), "site-t", "bk-1", "bk-1", "wrong",
-        backoff=Backoff(base_s=0.1, max_s=2.0),
+        backoff=RetryPolicy(base_s=0.1, max_s=2.0),
     ).start()
     try:
         time.sleep(3.0)
@@ -39,4 +40,8 @@ def test_refused_login_backs_off_exponentially(tmp_path: Path) -> None:
     # Exponential backoff with full jitter from 0.1 s capped at 2 s: about 7 tries in 3 s.
     # A backoff stuck at its base makes about 60.
     assert not uplink.connected.is_set()
+    # It did try (an uplink that never connects would pass the bound below), and the
+    # broker refused it each time.
+    assert attempts >= 3, f"only {attempts} connection attempts in 3 s"
     assert attempts <= 15, f"{attempts} connection attempts in 3 s"
+    assert "not authorised" in (tmp_path / "mosquitto" / "mosquitto.log").read_text()

@@ -19,3 +19,20 @@ def test_brokers_listen_and_stop(mqtt_broker: Managed, tansu: Managed) -> None:
     assert port_open(tansu.host, tansu.port)
     tansu.stop()
     assert not port_open(tansu.host, tansu.port)
+
+
+def test_the_stack_never_takes_a_port_someone_else_listens_on() -> None:
+    import socket
+
+    from ganzhi.stack.infra import free_port
+    from ganzhi.stack.system import Ports
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        free = free_port()
+        ports = Ports.choose({"mqtt": busy, "kafka": free})
+    assert ports.mqtt != busy  # a broker it did not start is never reused
+    assert ports.kafka == free  # a free configured port is kept
+    assert len(set(vars(ports).values())) == len(vars(ports))  # all distinct

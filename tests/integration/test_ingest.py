@@ -15,18 +15,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from edge.publisher import DevicePublisher
 from ganzhi.contracts import Channel, DeviceClass, KafkaTopic, Reading, Telemetry, new_id
 from ganzhi.settings import IngestSettings, KafkaSettings, MqttSettings, Settings
 from ganzhi.stack.infra import Managed, free_port
 from ingest.bridge import Bridge
 
+from mqtt_device import SHARE_GROUP, MqttDevice, service_mqtt
+from waiting import healthz, wait_for
+
 pytestmark = pytest.mark.integration
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 def _settings(mqtt: Managed, bootstrap: str, worker: str = "ingest-t") -> Settings:
     return Settings(
-        mqtt=MqttSettings(host=mqtt.host, port=mqtt.port),
+        mqtt=service_mqtt(mqtt.host, mqtt.port),
         kafka=KafkaSettings(bootstrap=bootstrap, partitions=2),
         ingest=IngestSettings(worker_id=worker),
     )
@@ -35,7 +38,7 @@ def _settings(mqtt: Managed, bootstrap: str, worker: str = "ingest-t") -> Settin
 def _reading(device: str, i: int) -> Telemetry:
     return Telemetry(
         msg_id=new_id(), site_id="site-a", device_id=device,
-        ts=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+        ts=T0 + timedelta(seconds=i),
         device_class=DeviceClass.COLD_STORE,
         readings=[Reading(metric="temperature", value=3.0 + i / 100, unit="celsius")],
     )
@@ -72,8 +75,7 @@ async def bridge(mqtt_broker: Managed, kafka_bootstrap: str) -> AsyncIterator[Br
     b = Bridge(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(b.run(stop))
-    await asyncio.wait_for(b.wait_subscribed(), 10)
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(b.wait_subscribed(), 10)  # SUBACK: the broker routes to us now
     yield b
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -82,8 +84,8 @@ async def bridge(mqtt_broker: Managed, kafka_bootstrap: str) -> AsyncIterator[Br
 async def test_valid_messages_reach_kafka_and_bad_ones_dead_letter(
     bridge: Bridge, mqtt_broker: Managed, kafka_bootstrap: str
 ) -> None:
-    pub = DevicePublisher(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
-                          "site-a", "fridge-1")
+    pub = MqttDevice(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+                     "site-a", "fridge-1")
     assert pub.wait_connected()
     sent = [_reading("fridge-1", i) for i in range(20)]
     for i, msg in enumerate(sent):
@@ -110,7 +112,7 @@ async def test_valid_messages_reach_kafka_and_bad_ones_dead_letter(
     assert "readings.0.value" in errors
 
 
-def _ingest_proc(mqtt: Managed, bootstrap: str) -> subprocess.Popen[bytes]:
+def _ingest_proc(mqtt: Managed, bootstrap: str, ops_port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GANZHI_MQTT__HOST": mqtt.host,
@@ -118,7 +120,8 @@ def _ingest_proc(mqtt: Managed, bootstrap: str) -> subprocess.Popen[bytes]:
         "GANZHI_KAFKA__BOOTSTRAP": bootstrap,
         "GANZHI_KAFKA__PARTITIONS": "2",
         "GANZHI_INGEST__WORKER_ID": "ingest-kill",
-        "GANZHI_OPS__INGEST": str(free_port()),
+        "GANZHI_MQTT__SHARE_GROUP": SHARE_GROUP,
+        "GANZHI_OPS__INGEST": str(ops_port),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "ganzhi.cli", "ingest"], env=env,
@@ -130,19 +133,21 @@ async def test_messages_wait_while_ingest_is_down_and_survive_kill(
     mqtt_broker: Managed, kafka_bootstrap: str
 ) -> None:
     """kill -9 mid-stream, publish while it is down, restart: every message arrives."""
-    proc = _ingest_proc(mqtt_broker, kafka_bootstrap)
-    pub = DevicePublisher(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
-                          "site-a", "fridge-9")
+    ops = free_port()
+    proc = _ingest_proc(mqtt_broker, kafka_bootstrap, ops)
+    pub = MqttDevice(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+                     "site-a", "fridge-9")
     assert pub.wait_connected()
-    # Let the worker connect and join the shared subscription (its session persists).
-    await asyncio.sleep(3)
+    # The worker's subscription is in the broker (its session persists from here).
+    await asyncio.to_thread(wait_for, lambda: healthz(ops).get("subscribed"), 30,
+                            "ingest to subscribe")
     sent = [_reading("fridge-9", i) for i in range(300)]
     for i, msg in enumerate(sent):
         if i == 100:
             proc.send_signal(signal.SIGKILL)
             proc.wait(5)
         if i == 200:
-            proc = _ingest_proc(mqtt_broker, kafka_bootstrap)
+            proc = _ingest_proc(mqtt_broker, kafka_bootstrap, ops)
         assert await asyncio.to_thread(pub.publish, Channel.TELEMETRY, msg)
     pub.close()
     try:

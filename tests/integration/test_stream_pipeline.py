@@ -143,24 +143,26 @@ async def produce(bootstrap: str, messages: list[Telemetry]) -> None:
         await producer.stop()
 
 
-async def transitions(bootstrap: str, settle_s: float = 1.5,
-                      rule_prefix: str = "cold_chain.") -> list[AlertTransition]:
-    """The transitions topic's records of some rules (no consumer group: no join to wait
-    for). Cold-chain rules by default: device.offline depends on how long a test runs."""
+async def transitions(bootstrap: str, rule_prefix: str = "cold_chain.") -> list[AlertTransition]:
+    """Every record of the transitions topic so far (up to its end offsets; no consumer
+    group: no join to wait for), of some rules: cold-chain ones by default
+    (device.offline depends on how long a test runs). Call it once the worker has
+    committed the input: it sends a batch's transitions before committing the batch."""
     topic = KafkaTopic.ALERT_TRANSITIONS.value
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     got: list[AlertTransition] = []
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         assert parts, "transitions topic unknown to the consumer"
-        consumer.assign([TopicPartition(topic, p) for p in parts])
+        consumer.assign(parts)
         await consumer.seek_to_beginning()
-        idle_until = time.monotonic() + settle_s
-        while time.monotonic() < idle_until:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                got.extend(AlertTransition.model_validate_json(r.value) for r in records)
+        ends = await consumer.end_offsets(parts)
+        async with asyncio.timeout(30):
+            while [await consumer.position(tp) for tp in parts] < [ends[tp] for tp in parts]:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    got.extend(AlertTransition.model_validate_json(r.value) for r in records)
     finally:
         await consumer.stop()
     return [t for t in got if t.rule_id.startswith(rule_prefix)]
@@ -207,6 +209,8 @@ async def test_pipeline_fires_once_and_replays_change_nothing(
     n_readings = 2 * len(hot + ok)
     await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_readings_written_total",
                             n_readings, 90)
+    app_id = worker.env["GANZHI_STREAM__APP_ID"]
+    await committed(kafka_bootstrap, app_id, len(hot + ok))
 
     readings, rollups = snapshot(pg_dsn)
     assert len(readings) == n_readings
@@ -222,6 +226,7 @@ async def test_pipeline_fires_once_and_replays_change_nothing(
     await produce(kafka_bootstrap, hot + ok)
     await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_readings_duplicate_total",
                             n_readings, 60)
+    await committed(kafka_bootstrap, app_id, 2 * len(hot + ok))
     assert snapshot(pg_dsn) == (readings, rollups)
     assert [t.transition_id for t in await transitions(kafka_bootstrap)] == [
         got[0].transition_id]
@@ -247,7 +252,7 @@ async def test_rule_state_survives_kill_9(
         await committed(kafka_bootstrap, worker_env["GANZHI_STREAM__APP_ID"], 9)
     finally:
         first.kill()
-    assert await transitions(kafka_bootstrap, settle_s=0.5) == []
+    assert await transitions(kafka_bootstrap) == []
 
     second = Worker(worker_env, tmp_path / "worker-2.log").start()
     try:
@@ -256,6 +261,7 @@ async def test_rule_state_survives_kill_9(
         # loaded machine, it took about 90 s. Wait long enough for that too.
         await asyncio.to_thread(second.wait_metric, "ganzhi_stream_readings_written_total",
                                 12, 200)
+        await committed(kafka_bootstrap, worker_env["GANZHI_STREAM__APP_ID"], 9 + 6, 60)
         got = await transitions(kafka_bootstrap)
         # Fired at 300 s from the run that began before the crash: state was recovered.
         assert [(t.kind, t.started_at, t.at) for t in got] == [
@@ -292,9 +298,10 @@ async def wait_for(bootstrap: str, want: Callable[[list[AlertTransition]], bool]
     deadline = time.monotonic() + wait_s
     got: list[AlertTransition] = []
     while time.monotonic() < deadline:
-        got = await transitions(bootstrap, settle_s=0.5, rule_prefix="")
+        got = await transitions(bootstrap, rule_prefix="")
         if want(got):
             return got
+        await asyncio.sleep(0.3)
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
     raise AssertionError(f"not seen in {wait_s}s: {got}\n{worker.tail()}")
 
@@ -355,3 +362,44 @@ async def test_offline_last_will_camera_findings_and_rules_from_the_database(
         assert await asyncio.to_thread(w.terminate) == 0
     finally:
         w.kill()
+
+
+@pytest.mark.timeout(300)
+async def test_sigterm_stops_promptly_while_the_database_is_down_and_nothing_is_lost(
+    worker_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """The database goes away under a running worker: the worker retries, a SIGTERM stops
+    it within seconds anyway, and a new worker stores the batch it left once the
+    database is back."""
+    from ganzhi.db.migrate import migrate
+    from ganzhi.stack.infra import start_postgres
+
+    pg = start_postgres(tmp_path / "pg", fast_unsafe=True)
+    migrate(pg.extra["dsn"])
+    env = {**worker_env, "GANZHI_DB__DSN": pg.extra["dsn"]}
+    first = Worker(env, tmp_path / "worker-1.log").start()
+    second: Worker | None = None
+    try:
+        await produce(kafka_bootstrap, excursion("cs-db", range(0, 61, 30), 3.0))
+        await asyncio.to_thread(first.wait_metric, "ganzhi_stream_readings_written_total", 6)
+        pg.stop()
+        await produce(kafka_bootstrap, excursion("cs-db", range(90, 151, 30), 3.0))
+        await asyncio.to_thread(first.wait_metric, "ganzhi_stream_db_errors_total", 1)
+        started = time.monotonic()
+        assert await asyncio.to_thread(first.terminate, 20) == 0
+        assert time.monotonic() - started < 15, "SIGTERM took too long while retrying"
+        assert "stopped_with_batch_unacknowledged" in first.log.read_text()
+
+        pg = start_postgres(tmp_path / "pg", port=pg.port, fast_unsafe=True)
+        second = Worker(env, tmp_path / "worker-2.log").start()
+        await asyncio.to_thread(second.wait_metric, "ganzhi_stream_readings_written_total", 6,
+                                120)
+        with psycopg.connect(pg.extra["dsn"]) as conn:
+            row = conn.execute("SELECT count(*) FROM readings").fetchone()
+        assert row is not None and row[0] == 12
+        assert await asyncio.to_thread(second.terminate) == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        pg.stop()

@@ -108,3 +108,26 @@ async def test_hourly_rollups_follow_the_minutes_and_late_data(pg_dsn: str) -> N
         assert last == 359.0
     finally:
         await sink.close()
+
+
+async def test_two_sites_with_the_same_device_id_never_mix(pg_dsn: str) -> None:
+    """Rollups are keyed and joined by site as well as device: two sites' fridge-1."""
+    sink = ReadingsSink(pg_dsn)
+    try:
+        start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+        a = [ReadingRow(start + timedelta(seconds=10 * i), "site-a", "fridge-1", "temperature",
+                        2.0, "celsius", uuid.uuid4()) for i in range(6)]
+        b = [ReadingRow(start + timedelta(seconds=10 * i), "site-b", "fridge-1", "temperature",
+                        9.0, "celsius", uuid.uuid4()) for i in range(6)]
+        await sink.write(a)
+        await sink.write(b)
+        await sink.write(a[:3])  # a replay of one site recomputes its rows only
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        minute = conn.execute(
+            "SELECT site_id, count, mean FROM rollups_1m ORDER BY site_id").fetchall()
+        hour = conn.execute(
+            "SELECT site_id, count, mean FROM rollups_1h ORDER BY site_id").fetchall()
+    assert minute == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]
+    assert hour == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]

@@ -12,7 +12,6 @@ from alerts.lifecycle import (
     Action,
     AlertRef,
     DeliveryOutcome,
-    backoff_delay,
     build_clue,
     classify_delivery,
     clue_id_for,
@@ -95,14 +94,6 @@ def test_clue_is_deterministic_and_links_to_evidence() -> None:
     assert query["from"] == ["2025-01-01T07:00:00Z"]
     assert query["to"] == ["2025-01-01T09:10:00Z"]
     assert Clue.model_validate_json(clue.model_dump_json()) == clue
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    low = [backoff_delay(n, 1.0, 60.0, rand=lambda: 0.0) for n in range(1, 9)]
-    high = [backoff_delay(n, 1.0, 60.0, rand=lambda: 1.0) for n in range(1, 9)]
-    assert high == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert low == [h / 2 for h in high]
-    assert backoff_delay(10_000, 1.0, 60.0) <= 60.0
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge import metrics
 from edge.camera.capture import VideoSource
-from edge.uplink import Backoff
+from ganzhi.failures import RetryPolicy
 
 
 def write_video(path: Path, seconds: float, fps: int = 20) -> None:
@@ -37,7 +37,7 @@ def test_file_is_sampled_at_the_configured_rate_and_ends(tmp_path: Path) -> None
 
 def test_missing_stream_is_retried_with_backoff_then_read(tmp_path: Path) -> None:
     target = tmp_path / "late.avi"  # not there yet: handled as a live source that is down
-    src = VideoSource("cam-r", str(target), fps=5, backoff=Backoff(base_s=0.01, max_s=0.02))
+    src = VideoSource("cam-r", str(target), fps=5, backoff=RetryPolicy(base_s=0.01, max_s=0.02))
     before = metrics.CAMERA_RECONNECTS.labels(camera="cam-r")._value.get()
     stop = threading.Event()
     assert src.read(stop) is None and src.read(stop) is None and not src.ended

@@ -98,3 +98,45 @@ def test_published_schemas_match_the_models() -> None:
     assert on_disk == rendered, "run: python -m ganzhi.contracts.schemas"
     telemetry = json.loads(rendered["telemetry.v1.json"])
     assert set(telemetry["required"]) >= {"msg_id", "site_id", "device_id", "ts", "readings"}
+
+
+def test_bounds_refuse_what_would_break_a_service_downstream() -> None:
+    from ganzhi.contracts import DeviceStatus, Violation
+    from ganzhi.contracts.bounds import check_event_time
+
+    with pytest.raises(ValidationError, match="control characters"):
+        device_message_adapter.validate_python(_telemetry(
+            readings=[{"metric": "t", "value": 1, "unit": "c\u0000"}]))
+    with pytest.raises(ValidationError, match="between 2000-01-01 and 2100-01-01"):
+        device_message_adapter.validate_python(_telemetry(ts="0001-01-01T00:00:00+01:00"))
+    with pytest.raises(ValidationError, match="report_period_s"):
+        DeviceStatus.model_validate({"msg_id": new_id(), "site_id": "s1", "device_id": "d1",
+                                     "ts": "2026-01-01T00:00:00Z", "state": "online",
+                                     "report_period_s": 1e300})
+    with pytest.raises(ValidationError, match="violation"):
+        device_message_adapter.validate_python({
+            "kind": "detection", "msg_id": new_id(), "site_id": "s1", "device_id": "d1",
+            "ts": "2026-01-01T00:00:00Z", "violation": "made_up", "state": "raised",
+            "score": 0.5})
+    with pytest.raises(ValidationError, match="bytes as JSON"):
+        device_message_adapter.validate_python({
+            "kind": "event", "msg_id": new_id(), "site_id": "s1", "device_id": "d1",
+            "ts": "2026-01-01T00:00:00Z", "event": "power_lost",
+            "detail": {"blob": "x" * 9000}})
+    assert "no_mask" in {v.value for v in Violation}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    from datetime import timedelta
+
+    window = (timedelta(days=30), timedelta(minutes=5))
+    assert check_event_time(now, now, *window) is None
+    assert check_event_time(now + timedelta(minutes=6), now, *window) == "ts_in_future"
+    assert check_event_time(now - timedelta(days=31), now, *window) == "ts_too_old"
+
+
+def test_a_model_card_cannot_map_a_class_to_an_unknown_violation() -> None:
+    from vision.card import ModelCard
+
+    base = {"name": "m", "version": "1", "input_size": 320, "classes": ["hat", "no_hat"]}
+    assert ModelCard.model_validate({**base, "violations": {"no_hat": "no_chef_hat"}})
+    with pytest.raises(ValidationError, match="violations"):
+        ModelCard.model_validate({**base, "violations": {"no_hat": "made_up"}})

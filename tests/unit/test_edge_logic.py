@@ -11,7 +11,6 @@ from edge.config import ConfigError, DeviceConfig, load_config
 from edge.sampler import ReportState, choose_readings
 from edge.sources.base import MetricValue, SourceSample
 from edge.sources.modbus import EdgeEvent, RegisterMap, decode, edge_events
-from edge.uplink import Backoff
 
 
 @pytest.mark.parametrize(
@@ -70,12 +69,6 @@ def test_report_on_change_with_deadband_and_on_period() -> None:
     assert [(r.metric, r.value) for r in moved] == [("temperature", 3.6), ("door", 1)]
     heartbeat = choose_readings(_sample(temperature=3.6, door=1), st, cfg, now=62)
     assert [r.metric for r in heartbeat] == ["temperature", "door"]
-
-
-def test_backoff_has_jitter_and_a_cap() -> None:
-    b = Backoff(base_s=1, max_s=30)
-    assert b.delay(0, 1.0) == 1 and b.delay(3, 1.0) == 8 and b.delay(20, 1.0) == 30
-    assert b.delay(3, 0.25) == 2
 
 
 def test_config_errors_name_the_place(tmp_path: Path) -> None:

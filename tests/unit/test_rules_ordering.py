@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from ganzhi.contracts import AlertTransition, TransitionKind
 from stream.engine import COLD_STORE_RULES
 from stream.rules.cold_chain import RULE_DOOR_OPEN, ColdChainParams, default_params
-from stream.rules.ordering import FeedResult, feed
+from stream.rules.ordering import MAX_BUFFER, FeedResult, feed
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 Snap = tuple[datetime, dict[str, float]]
@@ -132,3 +132,18 @@ def test_checkpoint_moves_with_the_watermark() -> None:
     assert all(s.ts > r.state.checkpoint_ts for s in r.state.buffer)
     newest = max(s.ts for s in r.state.buffer)
     assert all(newest - s.ts <= 60_000_000 for s in r.state.buffer)
+
+
+def test_the_buffer_per_device_is_bounded_and_the_alerts_are_the_same() -> None:
+    """A device sending many samples inside the lateness window: the oldest become final
+    early (the state stays bounded), and in-order data gives the same alerts."""
+    dense = [door(s / 10, 100 <= s / 10 < 600) for s in range(0, 9000, 5)]  # 2 per second
+    ref, capped = Runner(lateness_s=3600), Runner(lateness_s=3600)
+    for i in range(0, len(dense), 100):
+        ref(dense[i:i + 100])
+        r = feed(capped.state, COLD_STORE_RULES, capped.params, "site-a", "cr-1",
+                 dense[i:i + 100], capped.lateness_s, max_buffer=50)
+        capped.state, capped.out = r.state, capped.out + r.transitions
+        assert len(r.state.buffer) <= 50
+    assert len(ref.state.buffer) == MAX_BUFFER  # the default cap: 1,800 were in the window
+    assert summary(capped.out) == summary(ref.out)

@@ -23,6 +23,7 @@ from edge.simulators.scenario import (
 from ganzhi.contracts import (
     AlertTransition,
     BoundingBox,
+    DeadLetter,
     Detection,
     DeviceClass,
     DeviceStatus,
@@ -52,11 +53,13 @@ class Harness:
     now: datetime = T0
     states: dict[str, tuple[str, int]] = field(default_factory=dict)
     sent: list[AlertTransition] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rules = Rules(RulesDoc.model_validate(self.doc), ColdChainRuleSettings())
         engine = RuleEngine(lambda: self.rules, lambda site, device: 0)
-        self.proc = BatchProcessor(engine, self, self, self.send, clock=lambda: self.now)
+        self.proc = BatchProcessor(engine, self, self, self.send, dead_letter=self.dead_letter,
+                                   clock=lambda: self.now)
 
     def set_rules(self, doc: dict[str, Any]) -> None:
         self.rules = Rules(RulesDoc.model_validate(doc), ColdChainRuleSettings())
@@ -75,6 +78,9 @@ class Harness:
 
     async def send(self, transitions: Sequence[AlertTransition]) -> None:
         self.sent.extend(transitions)
+
+    async def dead_letter(self, letters: Sequence[tuple[bytes, DeadLetter]]) -> None:
+        self.dead.extend(dl for _, dl in letters)
 
     async def telemetry(self, *msgs: Telemetry, received_at: datetime | None = None) -> None:
         await self.proc.process([Incoming(0, m.model_dump_json().encode(), received_at)
@@ -220,6 +226,23 @@ async def test_silent_device_goes_offline_on_the_timer_and_data_clears_it() -> N
     assert [t.kind for t in h.sent] == [TransitionKind.FIRING, TransitionKind.RESOLVED]
 
 
+async def test_a_device_waiting_in_the_backlog_is_not_silent() -> None:
+    """Behind on a partition (a restart's backlog), the timer measures silence up to the
+    receive time of the last record read there, not up to now."""
+    h = Harness({"device_health": {"defaults": {"expected_interval_s": 60}}})
+    for i, s in enumerate(range(0, 121, 10)):  # sent every 10 s, read 10 minutes later
+        msg = cold(s)
+        await h.proc.process([Incoming(0, msg.model_dump_json().encode(),
+                                       T0 + timedelta(seconds=s), offset=i)])
+    assert h.proc.read_up_to(0) == 12
+    h.now = T0 + timedelta(seconds=720)
+    since = T0 - timedelta(hours=1)
+    await h.proc.tick({0}, since, behind={0})
+    assert h.sent == []  # the rest of its messages are still to be read
+    await h.proc.tick({0}, since)  # caught up, and nothing since 120 s: silent
+    assert [(t.rule_id, t.kind) for t in h.sent] == [(OFFLINE, TransitionKind.FIRING)]
+
+
 async def test_timer_leaves_partitions_of_other_workers_and_waits_after_takeover() -> None:
     h = Harness()
     await h.telemetry(cold(0), received_at=T0)
@@ -328,3 +351,18 @@ async def test_the_devices_own_report_period_sets_its_offline_limit() -> None:
     await h.proc.tick({0}, T0 - timedelta(hours=1))
     assert [t.rule_id for t in h.sent] == [OFFLINE]
     assert h.sent[0].values["expected_interval_s"] == 10
+
+
+async def test_two_sites_with_the_same_device_id_keep_their_own_rule_state() -> None:
+    h = Harness(doc={"cold_store": {"defaults": {"temperature_high": {"duration_s": 60}}}})
+
+    def msg(site: str, second: int, temp: float) -> Telemetry:
+        return Telemetry(msg_id=uuid.uuid4(), site_id=site, device_id="fridge-1",
+                         ts=T0 + timedelta(seconds=second), device_class=DeviceClass.COLD_STORE,
+                         readings=[Reading(metric="temperature", value=temp, unit="celsius")])
+
+    for s in range(0, 181, 30):  # site-a too warm for 3 minutes, site-b fine, interleaved
+        await h.telemetry(msg("site-a", s, 12.0), msg("site-b", s, 3.0))
+    fired = [t for t in h.rules_sent() if t.kind is TransitionKind.FIRING]
+    assert {(t.site_id, t.device_id) for t in fired} == {("site-a", "fridge-1")}
+    assert {k.split("/")[0] for k in h.states} == {"site-a", "site-b"}
