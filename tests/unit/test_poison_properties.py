@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,10 +16,11 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ganzhi.contracts import AlertTransition, DeadLetter, device_message_adapter
+from ganzhi.contracts import device_message_adapter
 from ganzhi.settings import ColdChainRuleSettings
 from ingest.validate import REASONS, Accepted, Limits, route
 from stream.engine import RuleEngine
+from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
 from stream.rules.model import Rules, RulesDoc
 from stream.sinks.readings import ReadingRow, WriteResult
@@ -99,35 +100,21 @@ def test_route_never_raises_and_decides_once(topic: str, payload: bytes) -> None
         assert len(out.dead_letter.model_dump_json()) < 1_000_000
 
 
-class Memory:
-    """Readings sink refusing, like PostgreSQL, rows it cannot hold; state and senders."""
+class Memory(MemoryAdapters):
+    """In-memory adapters whose readings sink refuses, like PostgreSQL, rows it cannot
+    hold, and keeps the ``msg_id`` of what it stored."""
+
+    stored: set[uuid.UUID]
 
     def __init__(self) -> None:
-        self.stored: set[uuid.UUID] = set()
-        self.states: dict[str, tuple[str, int]] = {}
-        self.dead: list[DeadLetter] = []
-        self.sent: list[AlertTransition] = []
+        super().__init__()
+        self.stored = set()
 
     async def write(self, rows: Sequence[ReadingRow]) -> WriteResult:
         if any(abs(r.value) > 1e300 for r in rows):
             raise psycopg.errors.NumericValueOutOfRange("value out of range")
         self.stored.update(r.msg_id for r in rows)
         return WriteResult(len(rows), 0, 0)
-
-    def get(self, key: str) -> str | None:
-        return self.states[key][0] if key in self.states else None
-
-    def put(self, key: str, value: str, partition: int) -> None:
-        self.states[key] = (value, partition)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self.states))
-
-    async def send(self, transitions: Sequence[AlertTransition]) -> None:
-        self.sent.extend(transitions)
-
-    async def dead_letter(self, letters: Sequence[tuple[bytes, DeadLetter]]) -> None:
-        self.dead.extend(dl for _, dl in letters)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from edge.simulators.scenario import (
 from ganzhi.contracts import (
     AlertTransition,
     BoundingBox,
-    DeadLetter,
     Detection,
     DeviceClass,
     DeviceStatus,
@@ -33,54 +31,36 @@ from ganzhi.contracts import (
 )
 from ganzhi.settings import ColdChainRuleSettings
 from stream.engine import RuleEngine
+from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
 from stream.rules import cold_chain, elevator
 from stream.rules.cold_chain import ColdChainState
 from stream.rules.device_health import RULE_ID as OFFLINE
 from stream.rules.elevator import ElevatorState
 from stream.rules.model import Rules, RulesDoc
-from stream.sinks.readings import ReadingRow, WriteResult
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
 
-@dataclass
-class Harness:
+class Harness(MemoryAdapters):
     """Processor, in-memory state store (a stand-in for the Faust table), recorded sends."""
 
-    doc: dict[str, Any] = field(default_factory=dict)
-    now: datetime = T0
-    states: dict[str, tuple[str, int]] = field(default_factory=dict)
-    sent: list[AlertTransition] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, doc: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.doc = doc or {}
+        self.now = T0
         self.rules = Rules(RulesDoc.model_validate(self.doc), ColdChainRuleSettings())
         engine = RuleEngine(lambda: self.rules, lambda site, device: 0)
         self.proc = BatchProcessor(engine, self, self, self.send, dead_letter=self.dead_letter,
                                    clock=lambda: self.now)
 
+    @property
+    def sent(self) -> list[AlertTransition]:
+        return self.transitions
+
     def set_rules(self, doc: dict[str, Any]) -> None:
         self.rules = Rules(RulesDoc.model_validate(doc), ColdChainRuleSettings())
-
-    async def write(self, rows: Sequence[ReadingRow]) -> WriteResult:
-        return WriteResult(len(rows), 0, 1)
-
-    def get(self, key: str) -> str | None:
-        return self.states[key][0] if key in self.states else None
-
-    def put(self, key: str, value: str, partition: int) -> None:
-        self.states[key] = (value, partition)
-
-    def keys(self) -> Iterator[str]:
-        return iter(list(self.states))
-
-    async def send(self, transitions: Sequence[AlertTransition]) -> None:
-        self.sent.extend(transitions)
-
-    async def dead_letter(self, letters: Sequence[tuple[bytes, DeadLetter]]) -> None:
-        self.dead.extend(dl for _, dl in letters)
 
     async def telemetry(self, *msgs: Telemetry, received_at: datetime | None = None) -> None:
         await self.proc.process([Incoming(0, m.model_dump_json().encode(), received_at)
