@@ -106,6 +106,26 @@ async def sleep_or_stop(stop: asyncio.Event | None, seconds: float) -> bool:
     return stop.is_set()
 
 
+async def unless_stopped(operation: Awaitable[T], stop: asyncio.Event | None) -> T:
+    """Await ``operation``; :class:`Stopped` (and ``operation`` cancelled) when ``stop``
+    is set first. For waits that a down server can make long (a produce to a Kafka that
+    does not answer waits for its request timeout)."""
+    task = asyncio.ensure_future(operation)
+    if stop is None:
+        return await task
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise Stopped("stopped while waiting on a server")
+    return task.result()
+
+
 OnRetry = Callable[[BaseException, int, float], None]
 
 

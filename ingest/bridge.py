@@ -10,6 +10,7 @@ see a message twice, which every sink absorbs by ``msg_id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -31,7 +32,13 @@ from ganzhi.contracts import (
 )
 from ganzhi.contracts.dead_letters import make_dead_letter
 from ganzhi.evidence import make_store
-from ganzhi.failures import RetryPolicy, Stopped, is_record_too_large, retry_transient
+from ganzhi.failures import (
+    RetryPolicy,
+    Stopped,
+    is_record_too_large,
+    retry_transient,
+    unless_stopped,
+)
 from ganzhi.mqtt import make_client, session_properties
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings, share_group
@@ -161,7 +168,10 @@ class Bridge:
             # Unacknowledged messages stay in the broker's session for the next start.
             self.client.disconnect()
             self.client.loop_stop()
-            await self._producer.stop()
+            # Bounded: with Kafka down, a flush would wait for its request timeout, and
+            # nothing unacknowledged needs it (the broker keeps those messages).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._producer.stop(), 5)
             metrics.MQTT_CONNECTED.set(0)
 
     async def wait_subscribed(self) -> None:
@@ -258,7 +268,8 @@ class Bridge:
 
         async def once() -> None:
             futures = [await send(i) for i in range(len(records))]
-            results = await asyncio.gather(*futures, return_exceptions=True)
+            results = await unless_stopped(
+                asyncio.gather(*futures, return_exceptions=True), self._stop)
             for i, res in enumerate(results):
                 if isinstance(res, BaseException) and is_record_too_large(res):
                     records[i] = self._too_large(records[i], res)  # the broker's own limit

@@ -113,3 +113,16 @@ async def test_a_stop_ends_the_wait_at_once() -> None:
     async with asyncio.timeout(1):
         with pytest.raises(Stopped):
             await task
+
+
+async def test_a_long_wait_on_a_server_ends_at_a_stop() -> None:
+    from ganzhi.failures import unless_stopped
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(unless_stopped(asyncio.sleep(60, "late"), stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    async with asyncio.timeout(1):
+        with pytest.raises(Stopped):
+            await task
+    assert await unless_stopped(asyncio.sleep(0, "now"), asyncio.Event()) == "now"
