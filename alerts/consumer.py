@@ -26,6 +26,7 @@ from ganzhi.contracts.dead_letters import describe, make_dead_letter
 from ganzhi.failures import (
     RetryPolicy,
     Stopped,
+    close_within,
     is_permanent_db_error,
     is_transient,
     retry_transient,
@@ -179,6 +180,7 @@ class TransitionConsumer:
             log.warning("stopped_with_batch_uncommitted")
         finally:
             self.running = False
-            await consumer.stop()
-            await self._producer.stop()
+            # Bounded: with Kafka down, leaving the group and flushing would wait for
+            # their request timeouts; what was not committed comes again anyway.
+            await close_within(5.0, consumer.stop, self._producer.stop)
             log.info("consumer_stopped")

@@ -126,6 +126,19 @@ async def unless_stopped(operation: Awaitable[T], stop: asyncio.Event | None) ->
     return task.result()
 
 
+async def close_within(seconds: float, *closers: Callable[[], Awaitable[object]]) -> None:
+    """Run each closer (a client's ``stop``) for at most ``seconds``, whatever it raises:
+    with a server down, leaving a group or flushing would wait for request timeouts, and
+    what was not acknowledged comes again anyway."""
+    for close in closers:
+        task = asyncio.ensure_future(close())
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
 OnRetry = Callable[[BaseException, int, float], None]
 
 

@@ -10,7 +10,6 @@ see a message twice, which every sink absorbs by ``msg_id``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from ganzhi.evidence import make_store
 from ganzhi.failures import (
     RetryPolicy,
     Stopped,
+    close_within,
     is_record_too_large,
     retry_transient,
     unless_stopped,
@@ -170,8 +170,7 @@ class Bridge:
             self.client.loop_stop()
             # Bounded: with Kafka down, a flush would wait for its request timeout, and
             # nothing unacknowledged needs it (the broker keeps those messages).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._producer.stop(), 5)
+            await close_within(5.0, self._producer.stop)
             metrics.MQTT_CONNECTED.set(0)
 
     async def wait_subscribed(self) -> None:

@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -169,3 +170,38 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
         assert await committed_total(kafka_bootstrap) == 5
     finally:
         receiver.stop()
+
+
+def test_sigterm_while_kafka_is_down_stops_promptly(pg_dsn: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ganzhi.stack.infra import port_open, start_tansu
+
+    kafka = start_tansu(tmp_path)
+    ops = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANZHI_")}
+    env.update({"GANZHI_DB__DSN": pg_dsn, "GANZHI_KAFKA__BOOTSTRAP": f"{kafka.host}:{kafka.port}",
+                "GANZHI_WEBHOOK__SECRET": SECRET, "GANZHI_OPS__ALERTS": str(ops)})
+    log = tmp_path / "alerts.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ganzhi.cli", "alerts"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "consumer_started" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert port_open("127.0.0.1", ops)
+        kafka.stop()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]
+        assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kafka.stop()

@@ -126,3 +126,22 @@ async def test_a_long_wait_on_a_server_ends_at_a_stop() -> None:
         with pytest.raises(Stopped):
             await task
     assert await unless_stopped(asyncio.sleep(0, "now"), asyncio.Event()) == "now"
+
+
+async def test_closing_a_client_is_bounded_whatever_it_does() -> None:
+    from ganzhi.failures import close_within
+
+    closed: list[str] = []
+
+    async def hangs() -> None:
+        await asyncio.sleep(60)
+
+    async def fails() -> None:
+        raise asyncio.CancelledError
+
+    async def works() -> None:
+        closed.append("ok")
+
+    async with asyncio.timeout(2):
+        await close_within(0.1, hangs, fails, works)
+    assert closed == ["ok"]
