@@ -141,14 +141,15 @@ def test_broker_outage_and_agent_kill_lose_nothing(broker: Managed, tmp_path: Pa
                  "messages piling up in the spool")
         restarted = start_mosquitto(tmp_path / "mosquitto", broker.host, broker.port)
         broker.proc = restarted.proc
-        wait_for(lambda: _metric(config, "ganzhi_edge_spool_depth") == 0, 30,
+        # Sampling goes on (every 20 ms), so the depth comes back to a few, not to zero.
+        wait_for(lambda: 0 <= _metric(config, "ganzhi_edge_spool_depth") <= 5, 30,
                  "the spool drained after the outage")
         # The agent dies hard mid-run and comes back on the same spool.
         agent.send_signal(signal.SIGKILL)
         agent.wait(5)
         before = _counted(tmp_path)
         agent = _agent(config, log)
-        wait_for(lambda: all(_counted(tmp_path)[d] >= before[d] + 20 for d in DEVICES), 30,
+        wait_for(lambda: all(_counted(tmp_path)[d] >= before[d] + 60 for d in DEVICES), 30,
                  "sampling again after the restart")
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -165,7 +166,7 @@ def test_broker_outage_and_agent_kill_lose_nothing(broker: Managed, tmp_path: Pa
     got = _values_by_device(collector.telemetry())
     for d in DEVICES:
         values = got[d]
-        assert last[d] > 200, f"{d} sampled too little: {last[d]}"
+        assert last[d] > 120, f"{d} sampled too little: {last[d]}"
         # Nothing lost: every value produced arrived.
         assert set(values) == set(range(1, last[d] + 1)), (
             f"{d}: missing {sorted(set(range(1, last[d] + 1)) - set(values))[:20]}")
