@@ -37,7 +37,6 @@ in-order samples).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -49,6 +48,7 @@ from pydantic import BaseModel, ConfigDict
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules import excursion
 from stream.rules.excursion import ExcursionParams, ExcursionState, from_us, to_us
+from stream.rules.identity import fingerprint, transition_id
 
 Variant = Literal["chilled", "frozen"]
 
@@ -252,9 +252,6 @@ class StepResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def fingerprint(rule_id: str, site_id: str, device_id: str) -> str:
-    return hashlib.sha256(f"{rule_id}|{site_id}|{device_id}".encode()).hexdigest()[:32]
-
 
 def _make(
     kind: TransitionKind, rule_id: str, severity: Severity, site_id: str, device_id: str,
@@ -262,7 +259,7 @@ def _make(
 ) -> AlertTransition:
     fp = fingerprint(rule_id, site_id, device_id)
     start = from_us(started_at)
-    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tid = transition_id(fp, kind, start)
     return AlertTransition(
         transition_id=tid, kind=kind, fingerprint=fp, rule_id=rule_id, severity=severity,
         site_id=site_id, device_id=device_id, started_at=start, at=from_us(at),

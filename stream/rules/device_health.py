@@ -29,13 +29,13 @@ repeats them.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
+from stream.rules import identity
 from stream.rules.excursion import from_us, to_us
 
 RULE_ID = "device.offline"
@@ -83,7 +83,7 @@ class HealthResult:
 
 
 def fingerprint(site_id: str, device_id: str) -> str:
-    return hashlib.sha256(f"{RULE_ID}|{site_id}|{device_id}".encode()).hexdigest()[:32]
+    return identity.fingerprint(RULE_ID, site_id, device_id)
 
 
 def _transition(
@@ -92,7 +92,7 @@ def _transition(
 ) -> AlertTransition:
     fp = fingerprint(st.site_id, st.device_id)
     start = from_us(started_at)
-    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tid = identity.transition_id(fp, kind, start)
     return AlertTransition(
         transition_id=tid, kind=kind, fingerprint=fp, rule_id=RULE_ID, severity=p.severity,
         site_id=st.site_id, device_id=st.device_id, started_at=start, at=from_us(at),

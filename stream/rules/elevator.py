@@ -84,7 +84,6 @@ snapshot stream, so an old snapshot cannot be folded in afterwards without repla
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -95,6 +94,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules.excursion import from_us, to_us
+from stream.rules.identity import fingerprint, transition_id
 
 PREFIX = "elevator."
 
@@ -341,16 +341,13 @@ def evaluate(state: ElevatorState, params: ElevatorParams) -> dict[str, bool]:
 # --- transitions ---------------------------------------------------------------------------
 
 
-def fingerprint(rule_id: str, site_id: str, device_id: str) -> str:
-    return hashlib.sha256(f"{rule_id}|{site_id}|{device_id}".encode()).hexdigest()[:32]
-
 
 def _transition(kind: TransitionKind, rule_id: str, rp: RuleParams, site_id: str,
                 device_id: str, started_at: int, at: int, snapshot: Mapping[str, float],
                 ) -> AlertTransition:
     fp = fingerprint(rule_id, site_id, device_id)
     start = from_us(started_at)
-    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tid = transition_id(fp, kind, start)
     held = (at - started_at) / 1_000_000
     what = _SUMMARY[rule_id]
     summary = (f"{what} for {held:.0f} s" if kind is TransitionKind.FIRING

@@ -15,7 +15,6 @@ firing. Samples at or before ``committed_until`` are late: reported and ignored.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -23,6 +22,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
+from stream.rules.identity import fingerprint, transition_id
 
 RULE_ID = "cold_chain.temperature_high"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -151,17 +151,13 @@ def _is_firing(m: Machine) -> bool:
     return m.phase is Phase.FIRING or m.phase is Phase.CLEARING
 
 
-def _fingerprint(p: ExcursionParams, site_id: str, device_id: str) -> str:
-    return hashlib.sha256(f"{p.rule_id}|{site_id}|{device_id}".encode()).hexdigest()[:32]
-
-
 def _transition(
     kind: TransitionKind, p: ExcursionParams, site_id: str, device_id: str,
     started_at: int, at: int, m: Machine,
 ) -> AlertTransition:
-    fp = _fingerprint(p, site_id, device_id)
+    fp = fingerprint(p.rule_id, site_id, device_id)
     start = from_us(started_at)
-    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tid = transition_id(fp, kind, start)
     max_v = m.max_value if m.max_value is not None else m.last_value
     held = (at - started_at) / 1_000_000
     if kind is TransitionKind.FIRING:

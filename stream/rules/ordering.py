@@ -28,7 +28,6 @@ early, so its state (parsed and written every batch) stays bounded.
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,11 +36,13 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, TransitionKind
+from stream.rules import identity
 from stream.rules.excursion import from_us, to_us
 
 S = TypeVar("S", bound=BaseModel)
 P = TypeVar("P")
 MAX_BUFFER = 1000
+MAX_GENERATIONS = 256  # retracted episodes remembered per device
 
 StepFn = Callable[[S, P, str, str, datetime, Mapping[str, float]],
                   tuple[S, list[AlertTransition]]]
@@ -59,6 +60,15 @@ class SnapshotRule(Generic[S, P]):
     @property
     def ordered_type(self) -> type[OrderedState[S]]:
         return OrderedState[self.state_type]  # type: ignore[name-defined]
+
+
+class Generation(BaseModel):
+    """How many times one episode was retracted (its next FIRING's generation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    n: int
+    resolved_at: int | None = None  # event time of its (real) RESOLVED, once sent
 
 
 class Snapshot(BaseModel):
@@ -81,6 +91,8 @@ class OrderedState(BaseModel, Generic[S]):
     sent: dict[str, int] = {}  # transition id -> event time, for the buffer's range
     announced: dict[str, AlertTransition] = {}  # open FIRING sent, by fingerprint
     late_count: int = 0
+    # Episodes retracted at least once ("fingerprint|start µs"): their current generation.
+    generations: dict[str, Generation] = {}
 
 
 @dataclass(frozen=True)
@@ -100,15 +112,45 @@ def _fold(rule: SnapshotRule[S, P], state: S, params: P, site_id: str, device_id
     return state, out
 
 
-def retraction(fire: AlertTransition, at: int) -> AlertTransition:
-    tid = hashlib.sha256(
-        f"{fire.fingerprint}|{TransitionKind.RESOLVED.value}|{fire.started_at.isoformat()}"
-        .encode()).hexdigest()[:32]
+def episode_key(t: AlertTransition) -> str:
+    """One episode of one alert: its fingerprint and start (µs)."""
+    return f"{t.fingerprint}|{to_us(t.started_at)}"
+
+
+def retraction(fire: AlertTransition, at: int, generation: int = 0) -> AlertTransition:
+    """The RESOLVED that takes back ``fire`` (of ``generation``): the same id as the
+    RESOLVED the rule would make for that episode and generation."""
+    tid = identity.transition_id(fire.fingerprint, TransitionKind.RESOLVED, fire.started_at,
+                                 generation)
     return fire.model_copy(update={
         "transition_id": tid, "kind": TransitionKind.RESOLVED, "at": from_us(at),
         "summary": f"retracted (late data): {fire.summary}",
         "values": {**fire.values, "retracted": True},
     })
+
+
+def _regenerate(t: AlertTransition, generations: Mapping[str, Generation]) -> AlertTransition:
+    """``t`` with the id of its episode's current generation (unchanged for 0)."""
+    g = generations.get(episode_key(t))
+    if g is None or g.n == 0:
+        return t
+    return t.model_copy(update={
+        "transition_id": identity.transition_id(t.fingerprint, t.kind, t.started_at, g.n),
+        "values": {**t.values, "generation": g.n},
+    })
+
+
+def _prune_generations(generations: dict[str, Generation], checkpoint_ts: int | None,
+                       limit: int = MAX_GENERATIONS) -> dict[str, Generation]:
+    """Forget the episodes that can no longer make a transition: resolved before the
+    checkpoint (final). At most ``limit`` kept (the newest starts) so state stays bounded."""
+    if checkpoint_ts is not None:
+        generations = {k: g for k, g in generations.items()
+                       if g.resolved_at is None or g.resolved_at >= checkpoint_ts}
+    if len(generations) > limit:
+        newest = sorted(generations, key=lambda k: int(k.rsplit("|", 1)[1]))[-limit:]
+        generations = {k: generations[k] for k in newest}
+    return generations
 
 
 def feed(
@@ -154,14 +196,24 @@ def feed(
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer)
 
     sent = dict(st.sent)
-    out = [t for t in produced if t.transition_id not in sent]
+    generations = dict(st.generations)
+    out = [t for t in (_regenerate(p, generations) for p in produced)
+           if t.transition_id not in sent]
     announced = dict(st.announced)
+    for t in out:
+        g = generations.get(episode_key(t))
+        if t.kind is TransitionKind.RESOLVED and g is not None:
+            generations[episode_key(t)] = g.model_copy(update={"resolved_at": to_us(t.at)})
     if not in_order and wm is not None:
         still_open = rule.open_fingerprints(head, site_id, device_id)
         resolved_now = {t.fingerprint for t in out if t.kind is TransitionKind.RESOLVED}
         for fp, fire in st.announced.items():
             if fp not in still_open and fp not in resolved_now:
-                out.append(retraction(fire, wm))
+                key = episode_key(fire)
+                n = generations[key].n if key in generations else 0
+                out.append(retraction(fire, wm, n))
+                # A later FIRING of this episode is a new one: the next generation.
+                generations[key] = Generation(n=n + 1)
     for t in out:
         sent[t.transition_id] = to_us(t.at)
         if t.kind is TransitionKind.FIRING:
@@ -188,5 +240,6 @@ def feed(
     new_state = rule.ordered_type(
         watermark=wm, checkpoint=checkpoint, checkpoint_ts=cp_ts, buffer=buffer, head=head,
         sent=sent, announced=announced, late_count=st.late_count + late,
+        generations=_prune_generations(generations, cp_ts),
     )
     return FeedResult(new_state, out, late, reordered)

@@ -13,7 +13,6 @@ makes this rare: a restart of the agent, a replay); a clear with nothing open is
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind, Violation
 from stream.rules.excursion import from_us, to_us
+from stream.rules.identity import fingerprint, transition_id
 
 PREFIX = "vision."
 
@@ -73,9 +73,6 @@ class Finding:
     snapshot_sha256: str | None
 
 
-def fingerprint(rule_id: str, site_id: str, device_id: str) -> str:
-    return hashlib.sha256(f"{rule_id}|{site_id}|{device_id}".encode()).hexdigest()[:32]
-
 
 def step(state: VisionState, site_id: str, device_id: str, f: Finding
          ) -> tuple[VisionState, list[AlertTransition]]:
@@ -97,7 +94,7 @@ def step(state: VisionState, site_id: str, device_id: str, f: Finding
             "open": {k: v for k, v in state.open.items() if k != name}})
     fp = fingerprint(rule_id, site_id, device_id)
     start = from_us(started)
-    tid = hashlib.sha256(f"{fp}|{kind.value}|{start.isoformat()}".encode()).hexdigest()[:32]
+    tid = transition_id(fp, kind, start)
     tr = AlertTransition(
         transition_id=tid, kind=kind, fingerprint=fp, rule_id=rule_id,
         severity=SEVERITY.get(f.violation, Severity.MINOR), site_id=site_id,
