@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from alerts import metrics
-from alerts.repository import ApplyResult, apply_transition
+from alerts.repository import ApplyResult, Policy, apply_transition
 from ganzhi.contracts import AlertTransition, KafkaTopic
 from ganzhi.contracts.dead_letters import describe, make_dead_letter
 from ganzhi.failures import (
@@ -67,6 +67,7 @@ class TransitionConsumer:
         self,
         settings: Settings,
         pool: AsyncConnectionPool[Any],
+        policy: Policy,
         *,
         group_id: str = GROUP_ID,
         max_records: int = 500,
@@ -74,6 +75,7 @@ class TransitionConsumer:
     ) -> None:
         self._settings = settings
         self._pool = pool
+        self._policy = policy
         self._group_id = group_id
         self._max_records = max_records
         self._retry = retry
@@ -85,7 +87,7 @@ class TransitionConsumer:
 
     async def _apply(self, t: AlertTransition) -> ApplyResult:
         async with self._pool.connection() as conn:
-            return await apply_transition(conn, t, self._settings.webhook.public_base_url)
+            return await apply_transition(conn, t, self._policy)
 
     @staticmethod
     def _on_retry(t: AlertTransition) -> Any:
@@ -143,6 +145,7 @@ class TransitionConsumer:
             outcome=result.outcome,
             reason=result.reason,
             alert_id=result.alert_id,
+            incident_id=result.incident_id,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

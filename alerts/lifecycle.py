@@ -1,7 +1,9 @@
-"""Alert lifecycle decisions, clue building and retry policy: pure functions, no I/O.
+"""Alert lifecycle decisions, clue bodies and delivery outcomes: pure functions, no I/O.
 
 The repository reads the current state of one fingerprint (under a lock), asks
-:func:`decide` what a transition means, and writes the result in one transaction.
+:func:`decide` what a transition means for the alert, places the alert in an incident
+(:mod:`alerts.policy`) and writes the result in one transaction; :func:`build_clue`
+makes the body of each clue event of an incident.
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
-from ganzhi.contracts import AlertTransition, Clue, ClueLinks, TransitionKind
+from alerts.policy import Member, primary
+from ganzhi.contracts import (
+    AlertTransition,
+    Clue,
+    ClueLinks,
+    ClueMember,
+    Severity,
+    TransitionKind,
+)
+from ganzhi.contracts.payloads import ClueEvent
 
 # Namespace of clue ids: uuid5(namespace, fingerprint|started_at) is stable across replays.
 CLUE_NAMESPACE = uuid.UUID("5b0e3f9c-6a4e-5d1b-9c2f-67616e7a6869")
@@ -96,58 +107,80 @@ def evidence_url(public_base_url: str, values: dict[str, Any]) -> str | None:
     return f"{public_base_url.rstrip('/')}/api/v1/evidence/{sha}"
 
 
-def _links(t: AlertTransition, alert_id: int, public_base_url: str, start: datetime,
-           end: datetime) -> ClueLinks:
-    return ClueLinks(
-        alert=alert_url(public_base_url, alert_id),
-        readings=readings_url(public_base_url, t.site_id, t.device_id,
+def incident_url(public_base_url: str, incident_id: int) -> str:
+    return f"{public_base_url.rstrip('/')}/api/v1/incidents/{incident_id}"
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """One alert of an incident, as stored."""
+
+    id: int
+    fingerprint: str
+    rule_id: str
+    severity: Severity
+    site_id: str
+    device_id: str
+    status: Literal["open", "resolved"]
+    started_at: datetime
+    ended_at: datetime | None
+    summary: str
+    values: dict[str, Any]
+
+    def member(self) -> Member:
+        return Member(self.id, self.rule_id, self.severity, self.site_id, self.device_id,
+                      self.started_at, self.status)
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    id: int
+    clue_id: str
+    severity: Severity
+    escalation_level: int
+    alerts: tuple[AlertRow, ...]
+
+    def primary(self) -> AlertRow:
+        p = primary([a.member() for a in self.alerts])
+        return next(a for a in self.alerts if a.id == p.alert_id)
+
+
+def build_clue(incident: IncidentView, event: ClueEvent, seq: int, public_base_url: str,
+               now: datetime, resolution: dict[str, Any] | None = None) -> Clue:
+    """The body of one clue event of ``incident``. Pure.
+
+    The top-level fields are the primary alert's (the incident's severity, which an
+    escalation may have raised); ``members`` lists every alert. Links: the primary alert,
+    its device's readings from an hour before the incident to an hour after its end (or
+    ``now``), the incident, and the snapshot behind it: for ``resolved`` the clearing
+    snapshot when ``resolution['values']`` has one (a kitchen camera's rectification)."""
+    p = incident.primary()
+    start = min(a.started_at for a in incident.alerts)
+    ends = [a.ended_at for a in incident.alerts]
+    end = max(e for e in ends if e is not None) if all(ends) else max(now, start)
+    values = (resolution or {}).get("values") if event == "resolved" else p.values
+    links = ClueLinks(
+        alert=alert_url(public_base_url, p.id),
+        readings=readings_url(public_base_url, p.site_id, p.device_id,
                               start - READINGS_LEAD, end + READINGS_TAIL),
-        evidence=evidence_url(public_base_url, t.values),
+        evidence=evidence_url(public_base_url, values if isinstance(values, dict) else {}),
+        incident=incident_url(public_base_url, incident.id),
     )
-
-
-def build_clue(
-    transition: AlertTransition, alert_id: int, public_base_url: str, now: datetime
-) -> Clue:
-    """The clue for an alert opened by ``transition`` (a FIRING one)."""
-    links = _links(transition, alert_id, public_base_url, transition.started_at,
-                   max(transition.at, transition.started_at))
+    members = [
+        ClueMember(alert_id=a.id, rule_id=a.rule_id, severity=a.severity, device_id=a.device_id,
+                   status=a.status, started_at=_utc(a.started_at),
+                   ended_at=_utc(a.ended_at) if a.ended_at else None, summary=a.summary)
+        for a in sorted(incident.alerts, key=lambda a: (a.started_at, a.id))
+    ]
     return Clue(
-        clue_id=clue_id_for(transition.fingerprint, transition.started_at),
-        alert_id=alert_id,
-        fingerprint=transition.fingerprint,
-        rule_id=transition.rule_id,
-        severity=transition.severity,
-        site_id=transition.site_id,
-        device_id=transition.device_id,
-        started_at=transition.started_at,
-        summary=transition.summary,
-        values=transition.values,
-        links=links,
+        clue_id=incident.clue_id, event=event, seq=seq, incident_id=incident.id,
+        alert_id=p.id, fingerprint=p.fingerprint, rule_id=p.rule_id,
+        severity=incident.severity, site_id=p.site_id, device_id=p.device_id,
+        started_at=_utc(start), summary=p.summary, values=p.values, links=links,
         created_at=_utc(now),
+        ended_at=_utc(end) if event == "resolved" else None,
+        members=members, escalation_level=incident.escalation_level, resolution=resolution,
     )
-
-
-def build_resolution(opening: Clue, transition: AlertTransition, public_base_url: str,
-                     now: datetime) -> Clue:
-    """The ``resolved`` event of the clue ``opening`` (its stored ``created`` event), from
-    the RESOLVED ``transition`` of the same alert. Pure.
-
-    The opening clue is repeated as it was sent (same ``clue_id`` =
-    ``clue_id_for(fingerprint, started_at)``, summary and values), with ``ended_at``,
-    ``resolution`` (the clearing transition's summary, values and id), readings over the
-    whole alert (lead before the start to tail after the end), and ``links.evidence`` for
-    the *clearing* snapshot when its values carry a ``snapshot_sha256`` (the rectification
-    of a kitchen camera alert), else None."""
-    return opening.model_copy(update={
-        "event": "resolved",
-        "ended_at": _utc(transition.at),
-        "resolution": {"summary": transition.summary, "values": transition.values,
-                       "transition_id": transition.transition_id},
-        "links": _links(transition, opening.alert_id, public_base_url, opening.started_at,
-                        transition.at),
-        "created_at": _utc(now),
-    })
 
 
 class DeliveryOutcome(StrEnum):
@@ -156,16 +189,22 @@ class DeliveryOutcome(StrEnum):
     DEAD = "dead"
 
 
-def classify_delivery(status_code: int | None, attempts: int, max_attempts: int) -> DeliveryOutcome:
+# The receiver as a whole is not taking clues (down, misconfigured, refusing our key,
+# wrong path, overloaded): keep the clue and try again later, however long it takes.
+RECEIVER_PROBLEMS = frozenset({401, 403, 404, 408, 425, 429})
+
+
+def classify_delivery(status_code: int | None) -> DeliveryOutcome:
     """What one delivery attempt means. ``status_code`` None = timeout or connection error.
 
-    2xx: delivered. 4xx other than 408/429: the receiver refuses the clue, retrying cannot
-    help: dead. Anything else retries, until ``attempts`` reaches ``max_attempts``.
+    2xx: delivered. Any other 4xx but :data:`RECEIVER_PROBLEMS`: the receiver refuses
+    this clue's body, retrying cannot help: dead (an operator can re-queue it). Anything
+    else is a problem of the receiver, not of the clue: retry, with no attempt limit;
+    an operator who gives a receiver up drops its clues (``ganzhi clues drop``).
     """
     if status_code is not None and 200 <= status_code < 300:
         return DeliveryOutcome.DELIVERED
-    if status_code is not None and 400 <= status_code < 500 and status_code not in (408, 429):
-        return DeliveryOutcome.DEAD
-    if attempts >= max_attempts:
+    if (status_code is not None and 400 <= status_code < 500
+            and status_code not in RECEIVER_PROBLEMS):
         return DeliveryOutcome.DEAD
     return DeliveryOutcome.RETRY

@@ -1,4 +1,8 @@
-"""The alerts service: transitions consumer + clue dispatcher in one asyncio loop.
+"""The alerts service: transitions consumer, ticker and clue dispatcher in one asyncio loop.
+
+The ticker works by time alone, whether messages arrive or not: every
+``GANZHI_ALERTS__TICK_S`` it releases clues held by a silence that ended or an
+inhibition that cleared, and escalates incidents nobody acknowledged in time.
 
 ``run(settings)`` migrates the database (a no-op when up to date), makes sure the Kafka
 topics exist, serves ``/metrics`` and ``/healthz`` on ``settings.ops.alerts`` and runs
@@ -9,17 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from alerts import metrics
 from alerts.consumer import TransitionConsumer
 from alerts.dispatcher import ClueDispatcher
+from alerts.policy import settings_check
+from alerts.repository import Policy, tick
+from alerts.routing import receivers_from
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import OpsServer, configure_logging, get_logger, install_stop_signals
-from ganzhi.settings import Settings, webhook_secret
+from ganzhi.settings import InsecureSettingError, Settings
 
 log = get_logger("alerts.main")
 HEALTH_INTERVAL_S = 5.0
@@ -32,6 +41,8 @@ class Health:
         self.db_ok = False
         self.db_error: str | None = None
 
+        self.last_tick: float | None = None
+
     def check(self, consumer: TransitionConsumer, dispatcher: ClueDispatcher) -> dict[str, Any]:
         return {
             "ok": self.db_ok and consumer.running,
@@ -39,7 +50,27 @@ class Health:
             "consumer_running": consumer.running,
             "transitions_applied": consumer.applied,
             "outbox_pending": dispatcher.pending,
+            "receivers": {name: {"failures": b.failures}
+                          for name, b in dispatcher.breakers.items()},
+            "last_tick_age_s": (round(time.monotonic() - self.last_tick, 1)
+                                if self.last_tick is not None else None),
         }
+
+
+async def _tick(pool: AsyncConnectionPool[Any], policy: Policy, health: Health,
+                stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn:
+                released, escalated = await tick(conn, policy)
+            health.last_tick = time.monotonic()
+            if released or escalated:
+                log.info("tick", released=released, escalated=escalated)
+        except Exception as exc:  # database down: the next tick tries again
+            metrics.TICK_ERRORS.inc()
+            log.warning("tick_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), policy.alerts.tick_s)
 
 
 async def _watch_db(pool: AsyncConnectionPool[Any], health: Health, stop: asyncio.Event) -> None:
@@ -76,8 +107,9 @@ async def serve(settings: Settings, stop: asyncio.Event, ops_port: int | None = 
         open=False,
     )
     await pool.open(wait=True, timeout=30)
-    consumer = TransitionConsumer(settings, pool)
-    dispatcher = ClueDispatcher(settings.webhook, pool)
+    policy = Policy.from_settings(settings)
+    consumer = TransitionConsumer(settings, pool, policy)
+    dispatcher = ClueDispatcher(settings.webhook, policy.receivers, pool)
     health = Health()
     ops = OpsServer(
         settings.ops.alerts if ops_port is None else ops_port,
@@ -87,6 +119,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ops_port: int | None = 
         results = await asyncio.gather(
             _stop_on_failure(consumer.run(stop), stop),
             _stop_on_failure(dispatcher.run(stop), stop),
+            _stop_on_failure(_tick(pool, policy, health, stop), stop),
             _stop_on_failure(_watch_db(pool, health, stop), stop),
             return_exceptions=True,
         )
@@ -114,6 +147,9 @@ async def _main(settings: Settings) -> int:
 
 def run(settings: Settings) -> int:
     """Entry point of ``ganzhi alerts``; returns the process exit code."""
-    webhook_secret(settings.webhook)  # refuse to start without a real one
+    receivers = receivers_from(settings)  # refuse to start without real secrets
+    problems = settings_check(settings.alerts, [r.name for r in receivers])
+    if problems:
+        raise InsecureSettingError("; ".join(problems))
     configure_logging(settings.log_level, settings.log_json)
     return asyncio.run(_main(settings))

@@ -23,24 +23,62 @@ APPLY_ERRORS = Counter(
 )
 DELIVERIES = Counter(
     "ganzhi_alerts_clue_deliveries_total",
-    "Clue delivery attempts, by outcome (delivered, retry, dead).",
-    ["outcome"],
+    "Clue delivery attempts, by receiver and outcome (delivered, retry, dead).",
+    ["receiver", "outcome"],
 )
 OUTBOX_PENDING = Gauge(
     "ganzhi_alerts_outbox_pending",
-    "Clue events (created, resolved) waiting in the outbox, held ones included.",
+    "Clue events waiting in a receiver's outbox, held ones included.",
+    ["receiver"],
 )
 OUTBOX_HELD = Gauge(
     "ganzhi_alerts_outbox_held",
-    "Resolved clue events held because their clue's created event is dead.",
+    "Clue events held behind a dead earlier event of their clue, by receiver.",
+    ["receiver"],
+)
+OUTBOX_DEAD = Gauge(
+    "ganzhi_alerts_outbox_dead",
+    "Clue events a receiver refused (4xx), kept for an operator to re-queue or drop.",
+    ["receiver"],
+)
+OUTBOX_OLDEST = Gauge(
+    "ganzhi_alerts_outbox_oldest_pending_seconds",
+    "Age of the oldest clue event still pending for a receiver (0: none).",
+    ["receiver"],
 )
 DELIVERY_SECONDS = Histogram(
     "ganzhi_alerts_clue_delivery_seconds",
-    "Duration of one webhook POST.",
+    "Duration of one webhook POST, by receiver.",
+    ["receiver"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 DELIVERY_DELAY_SECONDS = Histogram(
     "ganzhi_alerts_clue_delivery_delay_seconds",
-    "From a clue entering the outbox to its accepted delivery.",
+    "From a clue event entering the outbox to its accepted delivery, by receiver.",
+    ["receiver"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+INCIDENTS = Counter(
+    "ganzhi_alerts_incidents_total",
+    "Incidents opened, reopened and resolved.",
+    ["change"],
+)
+CLUE_EVENTS = Counter(
+    "ganzhi_alerts_clue_events_total",
+    "Clue events queued (created, updated, escalated, reopened, resolved).",
+    ["event"],
+)
+HELD = Counter(
+    "ganzhi_alerts_clues_held_total",
+    "Incidents whose clue was held, by reason (info, inhibited, silenced, reopened).",
+    ["reason"],
+)
+ESCALATIONS = Counter(
+    "ganzhi_alerts_escalations_total",
+    "Incidents escalated for want of acknowledgement, by the severity they had.",
+    ["severity"],
+)
+TICK_ERRORS = Counter(
+    "ganzhi_alerts_tick_errors_total",
+    "Ticks (release held clues, escalate) that failed, e.g. the database was down.",
 )

@@ -5,8 +5,11 @@
 ``Idempotency-Key`` once (a retry of an event already taken answers 200 again), and
 lists what it took at ``GET /clues``: the events in arrival order (``clues``, their keys in
 ``keys``, delivery ``counts``) and one
-task per clue (``tasks``): ``clue.created`` opens the task, ``clue.resolved`` attaches the
-rectification (its ``resolution`` and ``links.evidence``) and closes it.
+task per clue (``tasks``): ``clue.created`` opens the task, ``clue.updated`` and
+``clue.escalated`` refresh it (members, severity), ``clue.reopened`` opens it again and
+``clue.resolved`` attaches the rectification (its ``resolution`` and ``links.evidence``)
+and closes it. ``answer_with`` makes it answer every delivery with one status (503, 401...)
+before looking at it, to play a receiver in trouble.
 
 An event it does not know (a later platform version) is answered 200 and ignored, so it
 is not retried until it dies; a body whose ``event`` or ``clue_id`` contradicts the
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -43,6 +47,9 @@ class ClueReceiver:
         self.deliveries = 0
         self.rejected = 0
         self.fail_next = 0  # answer 503 to this many deliveries (to exercise retries)
+        self.answer_with: int | None = None  # answer every delivery with this status
+        self.last_request: tuple[dict[str, str], bytes] = ({}, b"")
+        self.reply_delay_s = 0.0  # take a delivery, then wait this long before answering
         self._lock = threading.Lock()
         outer = self
 
@@ -50,6 +57,8 @@ class ClueReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, answer = outer.handle(dict(self.headers.items()), body)
+                if outer.reply_delay_s:
+                    time.sleep(outer.reply_delay_s)
                 self._reply(status, answer)
 
             def do_GET(self) -> None:
@@ -84,6 +93,9 @@ class ClueReceiver:
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.deliveries += 1
+            self.last_request = (headers, body)
+            if self.answer_with is not None:
+                return self.answer_with, {"error": "answer_with"}
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return 503, {"error": "try again later"}
@@ -104,11 +116,12 @@ class ClueReceiver:
             try:
                 clue = json.loads(body)
                 event = clue.get("event", "created")
-                consistent = (
-                    events[event_name] == event
-                    and key == idempotency_key(str(clue["clue_id"]), event)
-                )
-            except (ValueError, AttributeError, KeyError):
+                clue_id = str(clue["clue_id"])
+                expected = {idempotency_key(clue_id, event, int(clue.get("seq", 0)))}
+                if event == "resolved":
+                    expected.add(f"{clue_id}:resolved")  # clues made before incidents
+                consistent = events[event_name] == event and key in expected
+            except (ValueError, AttributeError, KeyError, TypeError):
                 consistent = False
             if not consistent:
                 self.rejected += 1
@@ -130,8 +143,11 @@ class ClueReceiver:
             str(clue["clue_id"]),
             {"clue_id": clue["clue_id"], "status": "open", "clue": None, "resolution": None},
         )
-        if event == "created":
+        task.setdefault("events", []).append(event)
+        if event in ("created", "updated", "escalated", "reopened"):
             task["clue"] = clue
+            if event == "reopened":
+                task["status"] = "open"
         else:  # resolved: attach the rectification and its evidence, close the task
             task["resolution"] = {
                 "ended_at": clue.get("ended_at"),

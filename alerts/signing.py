@@ -4,15 +4,17 @@ Every clue delivery carries these headers::
 
     X-Ganzhi-Timestamp: <unix seconds>
     X-Ganzhi-Signature: v1=<hex hmac_sha256(secret, f"{timestamp}.{raw_body}")>
-    Idempotency-Key:    <clue_id>              (clue.created)
-                        <clue_id>:resolved     (clue.resolved)
-    X-Ganzhi-Event:     clue.created | clue.resolved
+                        (during a key rotation: v1=<new key>,v1=<old key>)
+    X-Ganzhi-Key-Id:    <id of the key of the first signature>
+    Idempotency-Key:    <clue_id>                    (clue.created, seq 0)
+                        <clue_id>:<event>:<seq>      (every later event)
+    X-Ganzhi-Event:     clue.created | clue.updated | clue.escalated | clue.reopened
+                        | clue.resolved
 
-A clue has two events, in this order: ``clue.created`` when its alert opens and
-``clue.resolved`` (same ``clue_id`` in the body) when the alert clears. The created key
-is the bare clue id, as before the resolved event existed, so receivers written for one
-event keep working; the resolved key is distinct so that a receiver deduplicating by key
-does not take the resolution for a retry of the clue.
+A clue (one incident) has ``clue.created`` first, then later events in ``seq`` order,
+each under its own key, so a receiver deduplicating by key never takes a later event for
+a retry of an earlier one. (Clues made before incidents existed have the key
+``<clue_id>:resolved`` for their resolution.)
 
 A receiver checks them with :func:`verify_headers` (or :func:`verify`) over the *raw*
 request body, before parsing it::
@@ -28,16 +30,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 TIMESTAMP_HEADER = "X-Ganzhi-Timestamp"
 SIGNATURE_HEADER = "X-Ganzhi-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 EVENT_HEADER = "X-Ganzhi-Event"
+KEY_ID_HEADER = "X-Ganzhi-Key-Id"
 CLUE_CREATED = "clue.created"
 CLUE_RESOLVED = "clue.resolved"
 # Clue event (the body's ``event`` and the outbox row's) -> X-Ganzhi-Event value.
-EVENT_NAMES = {"created": CLUE_CREATED, "resolved": CLUE_RESOLVED}
+EVENT_NAMES = {e: f"clue.{e}" for e in ("created", "updated", "escalated", "reopened",
+                                         "resolved")}
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    secret: bytes = field(repr=False)
 SCHEME = "v1"
 DEFAULT_TOLERANCE_S = 300
 
@@ -50,23 +61,34 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"{SCHEME}=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def idempotency_key(clue_id: str, event: str = "created") -> str:
-    """``<clue_id>`` for a clue's ``created`` event, ``<clue_id>:resolved`` for the other."""
+def idempotency_key(clue_id: str, event: str = "created", seq: int = 0) -> str:
+    """``<clue_id>`` for a clue's ``created`` event, ``<clue_id>:<event>:<seq>`` after."""
     if event not in EVENT_NAMES:
         raise ValueError(f"unknown clue event {event!r}")
-    return clue_id if event == "created" else f"{clue_id}:{event}"
+    if event == "created" and seq == 0:
+        return clue_id
+    return f"{clue_id}:{event}:{seq}"
 
 
-def signature_headers(secret: bytes, timestamp: int, body: bytes, clue_id: str,
-                      event: str = "created") -> dict[str, str]:
-    """All headers of one delivery of ``event`` (``created`` or ``resolved``) of a clue."""
-    return {
+def signature_headers(keys: bytes | Sequence[SigningKey], timestamp: int, body: bytes,
+                      key: str, event: str = "created") -> dict[str, str]:
+    """All headers of one delivery of ``event`` under Idempotency-Key ``key``. ``keys``:
+    the current signing key first, then any being retired (each adds a signature); a bare
+    secret signs alone, without a key id."""
+    if isinstance(keys, bytes):
+        keys = [SigningKey("", keys)]
+    if not keys:
+        raise ValueError("refusing to send unsigned")
+    headers = {
         TIMESTAMP_HEADER: str(int(timestamp)),
-        SIGNATURE_HEADER: sign(secret, timestamp, body),
-        IDEMPOTENCY_HEADER: idempotency_key(clue_id, event),
+        SIGNATURE_HEADER: ",".join(sign(k.secret, timestamp, body) for k in keys),
+        IDEMPOTENCY_HEADER: key,
         EVENT_HEADER: EVENT_NAMES[event],
         "Content-Type": "application/json",
     }
+    if keys[0].key_id:
+        headers[KEY_ID_HEADER] = keys[0].key_id
+    return headers
 
 
 def verify(

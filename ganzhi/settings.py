@@ -109,11 +109,15 @@ class StreamSettings(BaseModel):
 
 
 class WebhookSettings(BaseModel):
+    """The task system's receiver (named ``task-system``) and what every receiver shares."""
+
     url: str | None = None
     # HMAC key of the clue signatures, shared with the task system; at least 32 characters.
     secret: SecretStr | None = None
+    key_id: str = "k1"
+    previous_secret: SecretStr | None = None
+    previous_key_id: str | None = None
     timeout_s: float = 5.0
-    max_attempts: int = 12
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     poll_interval_s: float = 0.5
@@ -150,6 +154,82 @@ class EventTimeSettings(BaseModel):
     max_ahead_s: float = Field(default=300.0, ge=0, le=86_400.0)
 
 
+class FamilySettings(BaseModel):
+    """A correlation family: alerts whose rule matches one of ``rules`` (globs) on one
+    device (``scope`` device) or one site (``scope`` site) join one incident.
+    ``joins_open``: an alert of this family joins whatever incident of its device is
+    open (a device going offline with what it was raising) and only forms its own when
+    there is none."""
+
+    name: str
+    rules: list[str]
+    scope: Literal["device", "site"] = "device"
+    joins_open: bool = False
+
+
+class InhibitionSettings(BaseModel):
+    """While an alert of a ``source`` rule is open on a device, that device's alerts of the
+    ``targets`` rules (globs) raise no clue; they are recorded, and the clue goes out if
+    they still hold when the source clears."""
+
+    source: list[str]
+    targets: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class EscalationStep(BaseModel):
+    """An incident of this severity, notified and not acknowledged for ``after_s``
+    (wall-clock, from its clue or its previous escalation), escalates: its clue goes to
+    ``receivers`` as well (by name) and its severity is raised to ``raise_to``."""
+
+    after_s: float = Field(gt=0)
+    raise_to: Literal["minor", "major", "critical"] | None = None
+    receivers: list[str] = Field(default_factory=list)
+
+
+class ReceiverSettings(BaseModel):
+    """Where clues go: a webhook, its signing key, and which incidents it takes. Empty
+    filters take everything; ``sites`` are globs on site ids (a jurisdiction's sites,
+    e.g. ``sz-ft-*``), ``rules`` globs on the primary alert's rule."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str
+    secret: SecretStr
+    key_id: str = "k1"
+    # During a rotation: the old key signs too (a second v1= signature), until removed.
+    previous_secret: SecretStr | None = None
+    previous_key_id: str | None = None
+    sites: list[str] = Field(default_factory=list)
+    rules: list[str] = Field(default_factory=list)
+    min_severity: Literal["minor", "major", "critical"] = "minor"
+    # Only incidents escalated to it (EscalationStep.receivers), not the routine ones.
+    escalation_only: bool = False
+
+
+def _default_families() -> list[FamilySettings]:
+    return [
+        FamilySettings(name="cold_chain", rules=["cold_chain.*"]),
+        FamilySettings(name="elevator_entrapment", rules=[
+            "elevator.trapped_at_level", "elevator.trapped_not_at_level",
+            "elevator.emergency_call", "elevator.alarm_button"]),
+        FamilySettings(name="device_health", rules=["device.*"], joins_open=True),
+    ]
+
+
+def _default_inhibitions() -> list[InhibitionSettings]:
+    return [
+        InhibitionSettings(source=["device.offline"]),
+        InhibitionSettings(source=["elevator.maintenance_mode", "elevator.inspection_mode"],
+                           targets=["elevator.*"]),
+    ]
+
+
+def _default_escalation() -> dict[str, EscalationStep]:
+    return {
+        "critical": EscalationStep(after_s=900.0),
+        "major": EscalationStep(after_s=3600.0, raise_to="critical"),
+    }
+
+
 class AlertsSettings(BaseModel):
     # Static consumer-group membership (KIP-345): a process restarted under the same id
     # takes its partitions back at once instead of after the session timeout and a
@@ -157,6 +237,17 @@ class AlertsSettings(BaseModel):
     # (Not for the stream worker: with it, Faust's recovery let its fetcher read before
     # seeking to the committed offsets, and records were skipped - measured.)
     instance_id: str = "alerts-1"
+    families: list[FamilySettings] = Field(default_factory=_default_families)
+    inhibitions: list[InhibitionSettings] = Field(default_factory=_default_inhibitions)
+    # A condition that comes back within this long after its incident resolved reopens it.
+    reopen_window_s: float = Field(default=1800.0, ge=0)
+    # By the severity of the incident at the time (see EscalationStep).
+    escalation: dict[str, EscalationStep] = Field(default_factory=_default_escalation)
+    # Receivers besides the one of GANZHI_WEBHOOK__URL (named "task-system"), as JSON.
+    receivers: list[ReceiverSettings] = Field(default_factory=list)
+    # How often held incidents (silence ended? inhibition cleared?) and escalations are
+    # looked at, whether or not messages arrive.
+    tick_s: float = Field(default=2.0, gt=0)
 
 
 class OpsPorts(BaseModel):

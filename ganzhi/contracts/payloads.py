@@ -246,15 +246,37 @@ class ClueLinks(_Strict):
     readings: str
     evidence: str | None = Field(
         default=None, description="The snapshot backing this event (camera alerts).")
+    incident: str | None = Field(default=None, description="The incident with its history.")
+
+
+class ClueMember(_Strict):
+    """One alert of the clue's incident."""
+
+    alert_id: int
+    rule_id: str
+    severity: Severity
+    device_id: Identifier
+    status: Literal["open", "resolved"]
+    started_at: EventTime
+    ended_at: EventTime | None = None
+    summary: Text
+
+
+ClueEvent = Literal["created", "updated", "escalated", "reopened", "resolved"]
 
 
 class Clue(_Strict):
-    """What the task system receives (webhook body): ``created`` when an alert opens,
-    ``resolved`` (same ``clue_id``) when it clears."""
+    """What a receiver gets (webhook body). One clue per incident: ``created`` first, then,
+    in ``seq`` order, ``updated`` (an alert joined, the primary changed), ``escalated``
+    (not acknowledged in time), ``reopened`` (the condition came back) and ``resolved``;
+    the same ``clue_id`` throughout. The top-level alert fields describe the incident's
+    primary alert (the most severe, then the earliest)."""
 
     clue_id: str
     schema_version: Literal[1] = SCHEMA_VERSION
-    event: Literal["created", "resolved"] = "created"
+    event: ClueEvent = "created"
+    seq: int = Field(default=0, ge=0, description="0 for created, then +1 per event.")
+    incident_id: int | None = None
     alert_id: int
     fingerprint: str
     rule_id: str
@@ -267,5 +289,8 @@ class Clue(_Strict):
     links: ClueLinks
     created_at: EventTime
     ended_at: EventTime | None = None
+    members: list[ClueMember] = Field(default_factory=list)
+    escalation_level: int = 0
     resolution: dict[str, Any] | None = Field(
-        default=None, description="resolved: the clearing transition's summary and values.")
+        default=None, description="resolved: the clearing transition's summary and values,"
+        " or who resolved it by hand and why.")

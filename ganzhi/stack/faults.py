@@ -421,9 +421,9 @@ class FaultRun:
             row = conn.execute(
                 "SELECT count(*) FROM alerts WHERE rule_id = 'device.offline'").fetchone()
             r.offline_alerts = int(row[0]) if row else 0
-            outbox = {f"{cid}:resolved" if ev == "resolved" else str(cid): status
-                      for cid, ev, status in conn.execute(
-                          "SELECT clue_id::text, event, status FROM clue_outbox")}
+            outbox = {key: status for key, status in conn.execute(
+                "SELECT idempotency_key, status FROM clue_outbox"
+                " WHERE receiver = 'task-system'")}
         r.alerts_expected, r.alerts_found = len(expected), len(found)
         r.alerts_missing = len(expected - set(found))
         r.alerts_extra = len(found) - len(set(found)) + len(set(found) - expected)

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
-from pydantic import SecretStr
 
 from alerts.dispatcher import ClueDispatcher
 from alerts.lifecycle import clue_id_for
+from alerts.outbox import requeue
 from alerts.repository import ApplyResult, apply_transition
-from alerts.signing import EVENT_HEADER, IDEMPOTENCY_HEADER, verify_headers
+from alerts.routing import Receiver as Receiver_
+from alerts.routing import receivers_from
+from alerts.signing import EVENT_HEADER, IDEMPOTENCY_HEADER, KEY_ID_HEADER, verify_headers
 from ganzhi.contracts import AlertTransition, Clue, Severity, TransitionKind
 from ganzhi.settings import WebhookSettings
 
+from alerting import SECRET, T0, policy, settings
+
 pytestmark = pytest.mark.integration
 
-SECRET = "test-webhook-secret-0123456789abcdef"
-T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 
 
 class Receiver:
@@ -92,18 +93,19 @@ def receiver_factory() -> Iterator[Any]:
         r.close()
 
 
-def webhook(url: str | None, **kw: Any) -> WebhookSettings:
-    fields: dict[str, Any] = {
-        "url": url,
-        "secret": SecretStr(SECRET),
-        "timeout_s": 2.0,
-        "backoff_base_s": 0.01,
-        "backoff_max_s": 0.05,
-        "poll_interval_s": 0.02,
-        "max_attempts": 5,
-    }
-    fields.update(kw)
-    return WebhookSettings(**fields)
+def webhook(url: str | None, **kw: Any) -> tuple[WebhookSettings, list[Receiver_]]:
+    s = settings(url)
+    s.webhook = s.webhook.model_copy(update=kw)
+    return s.webhook, receivers_from(s)
+
+
+def dispatcher_for(url: str | None, pool: AsyncConnectionPool[Any], **kw: Any
+                   ) -> ClueDispatcher:
+    hook, receivers = webhook(url)
+    return ClueDispatcher(hook, receivers, pool, **kw)
+
+
+POLICY = policy()
 
 
 async def open_alert(pool: AsyncConnectionPool[Any], hours: int = 0) -> ApplyResult:
@@ -111,20 +113,23 @@ async def open_alert(pool: AsyncConnectionPool[Any], hours: int = 0) -> ApplyRes
     t = AlertTransition(
         transition_id=f"fp:{start.isoformat()}",
         kind=TransitionKind.FIRING,
-        fingerprint="fp",
+        fingerprint=f"fp-{hours}",
         rule_id="cold_chain.chilled",
         severity=Severity.MAJOR,
         site_id="site-1",
-        device_id="fridge-1",
+        device_id=f"fridge-{hours}",
         started_at=start,
         at=start + timedelta(minutes=10),
         summary="冷库温度超限",
         values={"max": 11.5},
     )
     async with pool.connection() as conn:
-        result = await apply_transition(conn, t, "http://ganzhi.test")
-        await conn.execute("UPDATE alerts SET status = 'resolved'")  # leave room for the next
-    return result
+        return await apply_transition(conn, t, POLICY)
+
+
+def clue_of(result: ApplyResult, fingerprint: str, start: datetime) -> str:
+    assert result.outcome == "opened"
+    return clue_id_for(fingerprint, start)
 
 
 async def run_until(dispatcher: ClueDispatcher, done: Any, limit_s: float = 10.0) -> None:
@@ -162,7 +167,7 @@ RESOLVED = camera_transition(TransitionKind.RESOLVED, T0 + timedelta(minutes=9),
 
 async def apply(pool: AsyncConnectionPool[Any], t: AlertTransition) -> ApplyResult:
     async with pool.connection() as conn:
-        return await apply_transition(conn, t, "http://ganzhi.test")
+        return await apply_transition(conn, t, POLICY)
 
 
 def events(dsn: str) -> list[tuple[Any, ...]]:
@@ -184,21 +189,28 @@ async def test_retries_after_500s_then_delivers_once(
 ) -> None:
     receiver: Receiver = receiver_factory([500, 500])
     opened = await open_alert(pool)
-    dispatcher = ClueDispatcher(webhook(receiver.url), pool)
+    clue_id = clue_of(opened, "fp-0", T0)
+    dispatcher = dispatcher_for(receiver.url, pool)
     await run_until(dispatcher, lambda: outbox(pg_dsn)[0][0] == "delivered")
 
     assert [c[0] for c in receiver.calls] == [500, 500, 200]
     assert all(valid for *_, valid in receiver.calls)
     keys = {c[1][IDEMPOTENCY_HEADER] for c in receiver.calls}
-    assert keys == {opened.clue_id}
+    assert keys == {clue_id}
     assert {c[1][EVENT_HEADER] for c in receiver.calls} == {"clue.created"}
+    assert {c[1][KEY_ID_HEADER] for c in receiver.calls} == {"k1"}
     assert len({c[2] for c in receiver.calls}) == 1  # the same body every time
-    assert list(receiver.accepted) == [opened.clue_id]
-    clue = Clue.model_validate_json(receiver.accepted[str(opened.clue_id)])
+    assert list(receiver.accepted) == [clue_id]
+    clue = Clue.model_validate_json(receiver.accepted[clue_id])
     assert clue.alert_id == opened.alert_id and clue.summary == "冷库温度超限"
+    assert clue.incident_id == opened.incident_id
     with psycopg.connect(pg_dsn) as conn:
         row = conn.execute("SELECT payload FROM clue_outbox").fetchone()
-    assert row is not None and json.loads(receiver.accepted[str(opened.clue_id)]) == row[0]
+        log = conn.execute("SELECT receiver, attempt, status_code, outcome FROM"
+                           " clue_deliveries ORDER BY id").fetchall()
+    assert row is not None and json.loads(receiver.accepted[clue_id]) == row[0]
+    assert log == [("task-system", 1, 500, "retry"), ("task-system", 2, 500, "retry"),
+                   ("task-system", 3, 200, "delivered")]
     assert outbox(pg_dsn) == [("delivered", 3, 200)]
     assert await dispatcher.refresh_pending() == 0
 
@@ -209,26 +221,14 @@ async def test_refused_clue_is_dead_and_others_go_on(
     receiver: Receiver = receiver_factory([422])
     await open_alert(pool, 0)
     await open_alert(pool, 1)
-    dispatcher = ClueDispatcher(webhook(receiver.url), pool, batch_size=1)
+    dispatcher = dispatcher_for(receiver.url, pool, batch_size=1)
     await run_until(dispatcher, lambda: all(r[0] != "pending" for r in outbox(pg_dsn)))
     assert outbox(pg_dsn) == [("dead", 1, 422), ("delivered", 1, 200)]
 
 
-async def test_unreachable_receiver_retries_until_max_attempts(
-    pg_dsn: str, pool: AsyncConnectionPool[Any]
-) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
-    await open_alert(pool)
-    dispatcher = ClueDispatcher(webhook(f"http://127.0.0.1:{port}/", max_attempts=3), pool)
-    await run_until(dispatcher, lambda: outbox(pg_dsn)[0][0] == "dead")
-    assert outbox(pg_dsn) == [("dead", 3, None)]
-
-
 async def test_without_url_clues_stay_pending(pg_dsn: str, pool: AsyncConnectionPool[Any]) -> None:
     await open_alert(pool)
-    dispatcher = ClueDispatcher(webhook(None), pool)
+    dispatcher = dispatcher_for(None, pool)
     assert await dispatcher.run_once() == 0
     assert await dispatcher.run_once() == 0
     assert dispatcher.pending == 1
@@ -241,11 +241,10 @@ async def test_resolution_is_delivered_after_the_created_event_under_its_own_key
     receiver: Receiver = receiver_factory([503, 503])  # the created event fails twice
     opened = await apply(pool, FIRING)
     assert (await apply(pool, RESOLVED)).outcome == "resolved"
-    clue_id = clue_id_for("cam-fp", T0)
-    assert opened.clue_id == clue_id
+    clue_id = clue_of(opened, "cam-fp", T0)
     assert [e[:3] for e in events(pg_dsn)] == [("created", "pending", 0),
                                               ("resolved", "pending", 0)]
-    dispatcher = ClueDispatcher(webhook(receiver.url), pool)
+    dispatcher = dispatcher_for(receiver.url, pool)
 
     # Both are due, but only the created event is claimed while it is undelivered.
     assert await dispatcher.run_once() == 1
@@ -257,8 +256,8 @@ async def test_resolution_is_delivered_after_the_created_event_under_its_own_key
         (200, "clue.resolved")]
     assert all(valid for *_, valid in receiver.calls)
     assert [c[1][IDEMPOTENCY_HEADER] for c in receiver.calls] == [clue_id] * 3 + [
-        f"{clue_id}:resolved"]
-    assert list(receiver.accepted) == [clue_id, f"{clue_id}:resolved"]
+        f"{clue_id}:resolved:1"]
+    assert list(receiver.accepted) == [clue_id, f"{clue_id}:resolved:1"]
     assert events(pg_dsn) == [("created", "delivered", 3, 200),
                               ("resolved", "delivered", 1, 200)]
 
@@ -268,7 +267,7 @@ async def test_resolution_is_delivered_after_the_created_event_under_its_own_key
             "SELECT payload FROM clue_outbox ORDER BY id").fetchall()]
     assert [json.loads(b) for b in receiver.accepted.values()] == payloads
     created = Clue.model_validate_json(receiver.accepted[clue_id])
-    resolved = Clue.model_validate_json(receiver.accepted[f"{clue_id}:resolved"])
+    resolved = Clue.model_validate_json(receiver.accepted[f"{clue_id}:resolved:1"])
     assert (created.event, resolved.event) == ("created", "resolved")
     assert resolved.clue_id == created.clue_id and resolved.alert_id == opened.alert_id
     assert created.ended_at is None and resolved.ended_at == RESOLVED.at
@@ -292,7 +291,7 @@ async def test_resolution_is_held_while_its_created_event_is_dead(
     receiver: Receiver = receiver_factory([422])  # the task system refuses the clue once
     await apply(pool, FIRING)
     await apply(pool, RESOLVED)
-    dispatcher = ClueDispatcher(webhook(receiver.url), pool)
+    dispatcher = dispatcher_for(receiver.url, pool)
     await run_until(dispatcher, lambda: events(pg_dsn)[0][1] == "dead")
     for _ in range(3):
         assert await dispatcher.run_once() == 0
@@ -301,9 +300,8 @@ async def test_resolution_is_held_while_its_created_event_is_dead(
     assert [c[1][EVENT_HEADER] for c in receiver.calls] == ["clue.created"]
 
     # The operator re-queues the dead clue (docs/operations.md): the resolution follows.
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("UPDATE clue_outbox SET status = 'pending', attempts = 0,"
-                     " next_attempt_at = now() WHERE status = 'dead'")
+    async with pool.connection() as conn:
+        assert await requeue(conn, "task-system", "operator:wang") == 1
     await run_until(dispatcher, lambda: all(e[1] == "delivered" for e in events(pg_dsn)))
     assert [(c[0], c[1][EVENT_HEADER]) for c in receiver.calls] == [
         (422, "clue.created"), (200, "clue.created"), (200, "clue.resolved")]

@@ -1,35 +1,30 @@
-"""0006_clue_events on a database that already holds alerts and delivered/pending clues."""
+"""0008_incidents on a database that already holds alerts and delivered/pending clues."""
 
 from __future__ import annotations
 
 import shutil
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import AsyncConnection, errors
 from psycopg.types.json import Jsonb
 
-from alerts.repository import claim_due
+from alerting import RESOLVED, policy, tr
+from alerts.outbox import claim_due
+from alerts.repository import apply_transition
 from ganzhi.db.migrate import MIGRATIONS_DIR, migrate
 from ganzhi.stack.infra import Managed, create_database
 
 pytestmark = pytest.mark.integration
 
-EVENTS_MIGRATION = "0006_clue_events.sql"
+INCIDENTS_MIGRATION = "0008_incidents.sql"
+START = datetime(2026, 1, 1, 8, tzinfo=UTC)
 
 
-def _constraints(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE conrelid = 'clue_outbox'::regclass AND contype IN ('u', 'c')"
-    ).fetchall()
-    return {str(name): str(definition) for name, definition in rows}
-
-
-async def test_events_migration_keeps_existing_clues_as_created(
+async def test_incidents_migration_keeps_every_clue_and_alert(
     pg_server: Managed, tmp_path: Path
 ) -> None:
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -38,54 +33,68 @@ async def test_events_migration_keeps_existing_clues_as_created(
     before = tmp_path / "migrations"
     before.mkdir()
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if path.name < EVENTS_MIGRATION:
+        if path.name < INCIDENTS_MIGRATION:
             shutil.copy(path, before / path.name)
-    assert EVENTS_MIGRATION not in migrate(dsn, before)
+    migrate(dsn, before)
 
-    clue_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    # Three alerts as the previous schema kept them: one resolved whose clue and
+    # resolution went out, one resolved whose resolution is pending, one still open
+    # whose clue is pending.
+    clue_ids = [str(uuid.uuid4()) for _ in range(3)]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        assert {"clue_outbox_clue_id_key", "clue_outbox_alert_id_key"} <= set(_constraints(conn))
-        for i, (clue_id, status) in enumerate(zip(clue_ids, ["delivered", "pending"],
-                                                  strict=True)):
+        for i, (status, created, resolved) in enumerate([
+                ("resolved", "delivered", "delivered"), ("resolved", "delivered", "pending"),
+                ("open", "pending", None)]):
+            t = tr(RESOLVED, "cold_chain.temperature_high", device=f"room-{i}", start=START)
             row = conn.execute(
                 "INSERT INTO alerts (fingerprint, rule_id, severity, site_id, device_id, status,"
-                " started_at, summary) VALUES (%s, 'r', 'major', 's', 'd', 'resolved',"
-                " now() - interval '1 hour', 'x') RETURNING id", (f"fp-{i}",)).fetchone()
+                " started_at, ended_at, summary) VALUES (%s, %s, 'major', 'site-1', %s, %s, %s,"
+                " %s, 'x') RETURNING id",
+                (t.fingerprint, t.rule_id, t.device_id, status, START,
+                 START + timedelta(minutes=5) if status == "resolved" else None)).fetchone()
             assert row is not None
-            conn.execute(
-                "INSERT INTO clue_outbox (clue_id, alert_id, payload, status, attempts)"
-                " VALUES (%s, %s, %s, %s, 1)",
-                (clue_id, row[0], Jsonb({"clue_id": clue_id}), status))
+            for event, st in (("created", created), ("resolved", resolved)):
+                if st is not None:
+                    conn.execute(
+                        "INSERT INTO clue_outbox (clue_id, alert_id, event, payload, status,"
+                        " attempts) VALUES (%s, %s, %s, %s, %s, 1)",
+                        (clue_ids[i], row[0], event, Jsonb({"clue_id": clue_ids[i]}), st))
 
-    # The real migration set: 0006 and the later ones apply over the rows.
-    assert migrate(dsn)[0] == EVENTS_MIGRATION
+    assert migrate(dsn) == [INCIDENTS_MIGRATION]
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT clue_id::text, event, status, attempts FROM clue_outbox ORDER BY id"
+        incidents = conn.execute(
+            "SELECT clue_id::text, status, notify_state, event_seq FROM incidents ORDER BY id"
         ).fetchall()
-        assert rows == [(clue_ids[0], "created", "delivered", 1),
-                        (clue_ids[1], "created", "pending", 1)]
-        constraints = _constraints(conn)
-        assert "clue_outbox_clue_id_key" not in constraints
-        assert "clue_outbox_alert_id_key" not in constraints
-        assert constraints["clue_outbox_clue_event"] == "UNIQUE (clue_id, event)"
-        assert constraints["clue_outbox_alert_event"] == "UNIQUE (alert_id, event)"
+        assert incidents == [(clue_ids[0], "resolved", "notified", 1),
+                             (clue_ids[1], "resolved", "notified", 1),
+                             (clue_ids[2], "open", "notified", 0)]
+        rows = conn.execute(
+            "SELECT receiver, idempotency_key, seq, status FROM clue_outbox ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            ("task-system", clue_ids[0], 0, "delivered"),
+            ("task-system", f"{clue_ids[0]}:resolved", 1, "delivered"),
+            ("task-system", clue_ids[1], 0, "delivered"),
+            ("task-system", f"{clue_ids[1]}:resolved", 1, "pending"),
+            ("task-system", clue_ids[2], 0, "pending")]
+        with pytest.raises(errors.UniqueViolation):  # one row per receiver and key
+            conn.execute(
+                "INSERT INTO clue_outbox (clue_id, receiver, event, seq, idempotency_key,"
+                " payload) VALUES (%s, 'task-system', 'created', 0, %s, '{}')",
+                (clue_ids[2], clue_ids[2]))
 
-        # A second event per clue is allowed now; a second row of the same event is not.
-        insert = ("INSERT INTO clue_outbox (clue_id, alert_id, event, payload)"
-                  " SELECT clue_id, alert_id, %s, payload FROM clue_outbox WHERE clue_id = %s")
-        conn.execute(insert, ("resolved", clue_ids[0]))
-        with pytest.raises(errors.UniqueViolation):
-            conn.execute(insert, ("resolved", clue_ids[0]))
-        with pytest.raises(errors.UniqueViolation):
-            conn.execute(insert, ("created", clue_ids[0]))
-        with pytest.raises(errors.CheckViolation):
-            conn.execute(insert, ("closed", clue_ids[1]))
-
-    # The claim query works on the migrated table: the old pending clue, and the new
-    # resolution of the clue that was delivered before the migration.
+    # The pending events are claimed in order, and the open alert resolves through its
+    # incident: the task system hears the resolution under a new key after the clue.
     async with await AsyncConnection.connect(dsn, autocommit=True) as aconn:
-        claimed = await claim_due(aconn, 10, 60)
-    assert sorted((i.clue_id, i.event) for i in claimed) == sorted(
-        [(clue_ids[1], "created"), (clue_ids[0], "resolved")])
+        claimed = await claim_due(aconn, "task-system", 10, 60)
+        assert sorted(i.key for i in claimed) == sorted(
+            [f"{clue_ids[1]}:resolved", clue_ids[2]])
+        t = tr(RESOLVED, "cold_chain.temperature_high", device="room-2", start=START)
+        result = await apply_transition(aconn, t, policy())
+        assert result.outcome == "resolved"
+    with psycopg.connect(dsn) as conn:
+        last = conn.execute(
+            "SELECT idempotency_key, event, seq FROM clue_outbox ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert last == (f"{clue_ids[2]}:resolved:1", "resolved", 1)
     assert migrate(dsn) == []  # applied once

@@ -12,20 +12,18 @@ import pytest
 from psycopg import AsyncConnection
 
 from alerts.lifecycle import clue_id_for
-from alerts.repository import (
-    apply_transition,
-    claim_due,
-    mark_dead,
-    mark_delivered,
-    mark_retry,
-    pending_count,
-)
+from alerts.outbox import claim_due, figures, mark_dead, mark_delivered, mark_retry
+from alerts.repository import apply_transition
 from ganzhi.contracts import AlertTransition, Clue, Severity, TransitionKind
+
+from alerting import policy
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 BASE = "http://ganzhi.test"
+POLICY = policy()
+R = "task-system"
 
 
 def transition(
@@ -66,22 +64,26 @@ def counts(dsn: str) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(row[2])
 
 
+async def pending(conn: AsyncConnection[Any]) -> int:
+    return sum(f.pending for f in await figures(conn))
+
+
 async def test_firing_twice_and_concurrently_makes_one_alert_and_one_clue(
     pg_dsn: str, conns: tuple[AsyncConnection[Any], AsyncConnection[Any]]
 ) -> None:
     a, b = conns
     firing = transition(TransitionKind.FIRING)
-    first = await apply_transition(a, firing, BASE)
+    first = await apply_transition(a, firing, POLICY)
     assert first.outcome == "opened" and first.alert_id is not None
-    assert first.clue_id == clue_id_for("fp-1", T0)
-    again = await apply_transition(a, firing, BASE)
+    clue_id = clue_id_for("fp-1", T0)
+    again = await apply_transition(a, firing, POLICY)
     assert again.outcome == "duplicate"
     assert counts(pg_dsn) == (1, 1, 1)
 
     # A different firing transition (same start), from two connections at once.
     later = transition(TransitionKind.FIRING, at=T0 + timedelta(minutes=20))
     results = await asyncio.gather(
-        apply_transition(a, later, BASE), apply_transition(b, later, BASE)
+        apply_transition(a, later, POLICY), apply_transition(b, later, POLICY)
     )
     assert sorted(r.outcome for r in results) == ["duplicate", "ignored"]
     assert counts(pg_dsn) == (1, 1, 2)
@@ -90,7 +92,7 @@ async def test_firing_twice_and_concurrently_makes_one_alert_and_one_clue(
         row = conn.execute("SELECT payload::text FROM clue_outbox").fetchone()
     assert row is not None
     clue = Clue.model_validate_json(row[0])
-    assert clue.alert_id == first.alert_id and clue.clue_id == first.clue_id
+    assert clue.alert_id == first.alert_id and clue.clue_id == clue_id
     assert clue.links.alert == f"{BASE}/api/v1/alerts/{first.alert_id}"
 
 
@@ -100,7 +102,7 @@ async def test_concurrent_new_firing_opens_exactly_once(
     a, b = conns
     firing = transition(TransitionKind.FIRING)
     results = await asyncio.gather(
-        apply_transition(a, firing, BASE), apply_transition(b, firing, BASE)
+        apply_transition(a, firing, POLICY), apply_transition(b, firing, POLICY)
     )
     assert sorted(r.outcome for r in results) == ["duplicate", "opened"]
     assert counts(pg_dsn) == (1, 1, 1)
@@ -110,11 +112,11 @@ async def test_resolve_then_a_later_firing_opens_a_second_alert(
     pg_dsn: str, conns: tuple[AsyncConnection[Any], AsyncConnection[Any]]
 ) -> None:
     conn, _ = conns
-    opened = await apply_transition(conn, transition(TransitionKind.FIRING), BASE)
+    opened = await apply_transition(conn, transition(TransitionKind.FIRING), POLICY)
     resolve = transition(TransitionKind.RESOLVED, at=T0 + timedelta(minutes=30))
-    resolved = await apply_transition(conn, resolve, BASE)
+    resolved = await apply_transition(conn, resolve, POLICY)
     assert (resolved.outcome, resolved.alert_id) == ("resolved", opened.alert_id)
-    assert (await apply_transition(conn, resolve, BASE)).outcome == "duplicate"
+    assert (await apply_transition(conn, resolve, POLICY)).outcome == "duplicate"
 
     with psycopg.connect(pg_dsn) as c:
         row = c.execute("SELECT status, ended_at FROM alerts").fetchone()
@@ -122,26 +124,26 @@ async def test_resolve_then_a_later_firing_opens_a_second_alert(
                            " ORDER BY id").fetchall()
     assert row == ("resolved", T0 + timedelta(minutes=30))
     # The clue's second event, same clue id, queued with the resolution (once).
-    assert [(e, cid) for e, cid, _ in events] == [("created", opened.clue_id),
-                                                  ("resolved", opened.clue_id)]
+    assert [(e, cid) for e, cid, _ in events] == [("created", clue_id_for("fp-1", T0)),
+                                                  ("resolved", clue_id_for("fp-1", T0))]
     resolution = Clue.model_validate_json(events[1][2])
     assert resolution.event == "resolved" and resolution.ended_at == T0 + timedelta(minutes=30)
     assert resolution.resolution is not None
     assert resolution.resolution["transition_id"] == resolve.transition_id
 
     # A replay of the first firing after the resolve changes nothing.
-    assert (await apply_transition(conn, transition(TransitionKind.FIRING), BASE)).outcome == (
+    assert (await apply_transition(conn, transition(TransitionKind.FIRING), POLICY)).outcome == (
         "duplicate"
     )
     second_start = T0 + timedelta(hours=2)
-    second = await apply_transition(conn, transition(TransitionKind.FIRING, second_start), BASE)
+    second = await apply_transition(conn, transition(TransitionKind.FIRING, second_start), POLICY)
     assert second.outcome == "opened" and second.alert_id != opened.alert_id
-    assert second.clue_id != opened.clue_id
+    assert second.incident_id != opened.incident_id
     assert counts(pg_dsn) == (2, 3, 3)  # outbox: created + resolved, created
 
     # Firing again while the second is open attaches to it, no third alert or clue.
     third = await apply_transition(
-        conn, transition(TransitionKind.FIRING, T0 + timedelta(hours=3)), BASE
+        conn, transition(TransitionKind.FIRING, T0 + timedelta(hours=3)), POLICY
     )
     assert (third.outcome, third.alert_id) == ("attached", second.alert_id)
     assert counts(pg_dsn)[:2] == (2, 3)
@@ -150,7 +152,7 @@ async def test_resolve_then_a_later_firing_opens_a_second_alert(
 async def test_resolved_without_alert_is_ignored(
     pg_dsn: str, conns: tuple[AsyncConnection[Any], AsyncConnection[Any]]
 ) -> None:
-    result = await apply_transition(conns[0], transition(TransitionKind.RESOLVED), BASE)
+    result = await apply_transition(conns[0], transition(TransitionKind.RESOLVED), POLICY)
     assert (result.outcome, result.reason) == ("ignored", "no_open_alert")
     assert counts(pg_dsn) == (0, 0, 0)
 
@@ -161,28 +163,28 @@ async def test_outbox_claims_are_exclusive_and_states_stick(
     a, b = conns
     for hours in range(3):
         t = transition(TransitionKind.FIRING, T0 + timedelta(hours=hours))
-        await apply_transition(a, t, BASE)
-        await apply_transition(a, transition(TransitionKind.RESOLVED, t.started_at), BASE)
-    assert await pending_count(a) == 6  # each clue: created, resolved
+        await apply_transition(a, t, POLICY)
+        await apply_transition(a, transition(TransitionKind.RESOLVED, t.started_at), POLICY)
+    assert await pending(a) == 6  # each clue: created, resolved
 
-    first, second = await asyncio.gather(claim_due(a, 2, 60), claim_due(b, 2, 60))
+    first, second = await asyncio.gather(claim_due(a, R, 2, 60), claim_due(b, R, 2, 60))
     ids = [i.id for i in first + second]
     assert len(ids) == len(set(ids)) == 3
     assert all(i.attempts == 1 and i.event == "created" for i in first + second)
-    assert await claim_due(a, 10, 60) == []  # created ones leased, resolved ones held
+    assert await claim_due(a, R, 10, 60) == []  # created ones leased, resolved ones held
 
     one, two, three = sorted(first + second, key=lambda i: i.id)
     assert Clue.model_validate_json(one.body).clue_id == one.clue_id
-    await mark_delivered(a, one.id, 200)
-    await mark_dead(a, two.id, "HTTP 400: bad", 400)
-    await mark_retry(a, three.id, 0.0, "HTTP 503", 503)
-    assert await pending_count(a) == 4
+    await mark_delivered(a, one, 200, 0.01)
+    await mark_dead(a, two, "HTTP 400: bad", 400, 0.01)
+    await mark_retry(a, three, 0.0, "HTTP 503", 503, 0.01)
+    assert await pending(a) == 4
     # Due now: the retried created event, and the resolved event of the delivered clue.
-    due = await claim_due(b, 10, 60)
+    due = await claim_due(b, R, 10, 60)
     assert sorted((i.clue_id, i.event) for i in due) == sorted(
         [(three.clue_id, "created"), (one.clue_id, "resolved")])
     assert next(i for i in due if i.event == "created").attempts == 2
-    await mark_retry(a, one.id, 0.0, "late", 500)  # a delivered clue stays delivered
+    await mark_retry(a, one, 0.0, "late", 500, 0.01)  # a delivered clue stays delivered
     with psycopg.connect(pg_dsn) as c:
         rows = c.execute("SELECT status, last_status FROM clue_outbox WHERE event = 'created'"
                          " ORDER BY id").fetchall()

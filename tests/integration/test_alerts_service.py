@@ -145,7 +145,8 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
         assert sorted(d["reason"] for d in dead) == ["invalid_json", "invalid_schema"]
         assert {d["stage"] for d in dead} == {"alerts"}
         assert base64.b64decode(dead[0]["payload_b64"]) in (b"{broken", b'{"kind": "firing"}')
-        assert 'ganzhi_alerts_clue_deliveries_total{outcome="delivered"}' in metrics
+        assert ('ganzhi_alerts_clue_deliveries_total{outcome="delivered",receiver="task-system"}'
+                in metrics)
         await produce(kafka_bootstrap, [resolved.encode()])
         await wait_for(
             lambda: scalar(pg_dsn, "SELECT count(*) FROM alerts WHERE status='resolved'") == 1,
@@ -158,7 +159,8 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
 
         assert receiver.deliveries == 3 and receiver.rejected == 0
         created, resolution = receiver.accepted.values()
-        assert list(receiver.accepted) == [created["clue_id"], f"{created['clue_id']}:resolved"]
+        assert list(receiver.accepted) == [created["clue_id"],
+                                           f"{created['clue_id']}:resolved:1"]
         assert (created["event"], resolution["event"]) == ("created", "resolved")
         assert resolution["clue_id"] == created["clue_id"] and resolution["ended_at"]
         assert scalar(pg_dsn, "SELECT count(*) FROM alerts") == 1

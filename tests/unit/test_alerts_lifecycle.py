@@ -11,7 +11,9 @@ from alerts.consumer import Rejected, parse_transition
 from alerts.lifecycle import (
     Action,
     AlertRef,
+    AlertRow,
     DeliveryOutcome,
+    IncidentView,
     build_clue,
     classify_delivery,
     clue_id_for,
@@ -78,44 +80,79 @@ def test_resolved_older_than_the_open_alert_is_a_noop() -> None:
     assert (d.action, d.reason) == (Action.NOOP, "older_than_open_alert")
 
 
-def test_clue_is_deterministic_and_links_to_evidence() -> None:
-    t = transition()
-    now = datetime(2025, 1, 1, 8, 11, tzinfo=UTC)
-    clue = build_clue(t, 42, "https://ganzhi.example/", now)
-    again = build_clue(t, 42, "https://ganzhi.example/", now + timedelta(hours=1))
-    assert clue.clue_id == again.clue_id == clue_id_for("fp-1", T0)
-    # Same instant in another time zone: same id.
-    assert clue_id_for("fp-1", T0.astimezone(timezone(timedelta(hours=8)))) == clue.clue_id
-    assert clue_id_for("fp-2", T0) != clue.clue_id
+def row(id: int, rule_id: str, severity: Severity, start: datetime, *,
+        ended: datetime | None = None, values: dict[str, object] | None = None) -> AlertRow:
+    return AlertRow(id, f"fp-{id}", rule_id, severity, "site-1", "fridge-1",
+                    "resolved" if ended else "open", start, ended, f"{rule_id} summary",
+                    dict(values or {}))
+
+
+def test_clue_is_the_incident_with_its_primary_alert_and_links() -> None:
+    high = row(41, "cold_chain.temperature_high", Severity.MAJOR, T0, values={"max": 11.5})
+    rise = row(42, "cold_chain.rate_of_rise", Severity.CRITICAL, T0 + timedelta(minutes=3))
+    incident = IncidentView(7, clue_id_for("fp-41", T0), Severity.CRITICAL, 0, (high, rise))
+    now = T0 + timedelta(minutes=11)
+    clue = build_clue(incident, "updated", 1, "https://ganzhi.example/", now)
+    # the most severe alert is the primary; the clue id stays the incident's
+    assert (clue.alert_id, clue.rule_id, clue.severity) == (42, "cold_chain.rate_of_rise",
+                                                            Severity.CRITICAL)
+    assert (clue.clue_id, clue.event, clue.seq, clue.incident_id) == (
+        incident.clue_id, "updated", 1, 7)
+    assert clue.started_at == T0  # the incident's start, the earliest alert's
+    assert [m.alert_id for m in clue.members] == [41, 42]
     assert clue.links.alert == "https://ganzhi.example/api/v1/alerts/42"
-    url = urlsplit(clue.links.readings)
-    assert url.path == "/api/v1/devices/site-1/fridge-1/readings"
-    query = parse_qs(url.query)
-    assert query["from"] == ["2025-01-01T07:00:00Z"]
-    assert query["to"] == ["2025-01-01T09:10:00Z"]
+    assert clue.links.incident == "https://ganzhi.example/api/v1/incidents/7"
+    query = parse_qs(urlsplit(clue.links.readings).query)
+    assert (query["from"], query["to"]) == (["2025-01-01T07:00:00Z"], ["2025-01-01T09:11:00Z"])
+    assert clue.ended_at is None
     assert Clue.model_validate_json(clue.model_dump_json()) == clue
+    # Same instant in another time zone: same id.
+    assert clue_id_for("fp-41", T0.astimezone(timezone(timedelta(hours=8)))) == clue.clue_id
+
+
+def test_resolution_carries_the_clearing_evidence_and_spans_the_incident() -> None:
+    cam = row(5, "vision.no_mask", Severity.MINOR, T0, ended=T0 + timedelta(hours=2),
+              values={"snapshot_sha256": "a" * 64})
+    incident = IncidentView(3, clue_id_for("fp-5", T0), Severity.MINOR, 0, (cam,))
+    base = "http://api.example"
+    opening = build_clue(incident, "created", 0, base, T0)
+    assert opening.links.evidence == f"{base}/api/v1/evidence/{'a' * 64}"
+    resolution = {"summary": "rectified", "values": {"snapshot_sha256": "b" * 64},
+                  "transition_id": "t-resolved", "by": "system"}
+    res = build_clue(incident, "resolved", 2, base, T0 + timedelta(hours=2, seconds=5),
+                     resolution)
+    assert res.links.evidence == f"{base}/api/v1/evidence/{'b' * 64}"
+    assert res.ended_at == T0 + timedelta(hours=2) and res.resolution == resolution
+    query = parse_qs(urlsplit(res.links.readings).query)
+    assert (query["from"], query["to"]) == (["2025-01-01T07:00:00Z"], ["2025-01-01T11:00:00Z"])
+    # a resolution without a clearing snapshot links no evidence (never the opening one)
+    by_hand = build_clue(incident, "resolved", 2, base, T0, {"by": "li", "reason": "x"})
+    assert by_hand.links.evidence is None
 
 
 @pytest.mark.parametrize(
-    ("status", "attempts", "expected"),
+    ("status", "expected"),
     [
-        (200, 1, DeliveryOutcome.DELIVERED),
-        (204, 12, DeliveryOutcome.DELIVERED),
-        (400, 1, DeliveryOutcome.DEAD),
-        (401, 1, DeliveryOutcome.DEAD),
-        (408, 1, DeliveryOutcome.RETRY),
-        (429, 1, DeliveryOutcome.RETRY),
-        (500, 1, DeliveryOutcome.RETRY),
-        (503, 11, DeliveryOutcome.RETRY),
-        (503, 12, DeliveryOutcome.DEAD),
-        (None, 1, DeliveryOutcome.RETRY),
-        (None, 12, DeliveryOutcome.DEAD),
+        (200, DeliveryOutcome.DELIVERED),
+        (204, DeliveryOutcome.DELIVERED),
+        (400, DeliveryOutcome.DEAD),
+        (409, DeliveryOutcome.DEAD),
+        (422, DeliveryOutcome.DEAD),
+        (401, DeliveryOutcome.RETRY),  # the receiver's key mix-up, not the clue's fault
+        (403, DeliveryOutcome.RETRY),
+        (404, DeliveryOutcome.RETRY),
+        (408, DeliveryOutcome.RETRY),
+        (429, DeliveryOutcome.RETRY),
+        (500, DeliveryOutcome.RETRY),
+        (503, DeliveryOutcome.RETRY),
+        (302, DeliveryOutcome.RETRY),
+        (None, DeliveryOutcome.RETRY),
     ],
 )
-def test_delivery_classification(
-    status: int | None, attempts: int, expected: DeliveryOutcome
+def test_delivery_classification_has_no_attempt_limit(
+    status: int | None, expected: DeliveryOutcome
 ) -> None:
-    assert classify_delivery(status, attempts, max_attempts=12) is expected
+    assert classify_delivery(status) is expected
 
 
 def test_parse_transition_rejects_with_a_reason() -> None:
@@ -126,69 +163,3 @@ def test_parse_transition_rejects_with_a_reason() -> None:
     assert isinstance(bad_json, Rejected) and bad_json.reason == "invalid_json"
     bad_schema = parse_transition(b'{"kind": "firing"}')
     assert isinstance(bad_schema, Rejected) and bad_schema.reason == "invalid_schema"
-
-
-def test_resolution_is_the_same_clue_with_the_clearing_evidence() -> None:
-    from alerts.lifecycle import build_clue, build_resolution
-    from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-
-    def tr(kind: TransitionKind, at_min: int, sha: str | None) -> AlertTransition:
-        return AlertTransition(
-            transition_id=f"t-{kind.value}", kind=kind, fingerprint="fp", rule_id="vision.no_mask",
-            severity=Severity.MINOR, site_id="s", device_id="cam-1",
-            started_at=datetime(2026, 1, 1, 8, tzinfo=UTC),
-            at=datetime(2026, 1, 1, 8, at_min, tzinfo=UTC), summary="no mask",
-            values={"snapshot_sha256": sha} if sha else {})
-
-    base = "http://api.example"
-    opening = build_clue(tr(TransitionKind.FIRING, 1, "a" * 64), 7, base,
-                         datetime(2026, 1, 1, 8, 1, tzinfo=UTC))
-    assert opening.event == "created"
-    assert opening.links.evidence == f"{base}/api/v1/evidence/{'a' * 64}"
-    res = build_resolution(opening, tr(TransitionKind.RESOLVED, 30, "b" * 64), base,
-                           datetime(2026, 1, 1, 8, 31, tzinfo=UTC))
-    assert (res.event, res.clue_id, res.alert_id) == ("resolved", opening.clue_id, 7)
-    assert res.ended_at == datetime(2026, 1, 1, 8, 30, tzinfo=UTC)
-    assert res.links.evidence == f"{base}/api/v1/evidence/{'b' * 64}"
-    assert res.resolution == {"summary": "no mask", "values": {"snapshot_sha256": "b" * 64},
-                              "transition_id": "t-resolved"}
-    sensor = build_clue(tr(TransitionKind.FIRING, 1, None), 8, base,
-                        datetime(2026, 1, 1, 8, 1, tzinfo=UTC))
-    assert sensor.links.evidence is None
-
-
-def test_resolution_of_a_sensor_alert_spans_the_whole_alert_without_evidence() -> None:
-    from alerts.lifecycle import build_resolution
-
-    opening = build_clue(transition(), 42, "https://ganzhi.example", T0 + timedelta(minutes=11))
-    cleared = transition(TransitionKind.RESOLVED, at=T0 + timedelta(hours=3))
-    now = T0 + timedelta(hours=3, seconds=2)
-    res = build_resolution(opening, cleared, "https://ganzhi.example", now)
-    # The same clue (its id is the one derived from the alert), a second event.
-    assert res.clue_id == opening.clue_id == clue_id_for("fp-1", T0)
-    assert (res.event, res.alert_id, res.created_at) == ("resolved", 42, now)
-    assert (res.summary, res.values, res.started_at) == (opening.summary, opening.values, T0)
-    assert res.ended_at == T0 + timedelta(hours=3)
-    # Readings: an hour before the start to an hour after the end (the opening clue's
-    # window stopped an hour after the firing transition).
-    query = parse_qs(urlsplit(res.links.readings).query)
-    assert (query["from"], query["to"]) == (["2025-01-01T07:00:00Z"], ["2025-01-01T12:00:00Z"])
-    assert res.links.alert == opening.links.alert
-    assert res.links.evidence is None and opening.links.evidence is None
-    assert res.resolution == {"summary": cleared.summary, "values": {"max": 11.5},
-                              "transition_id": cleared.transition_id}
-    # A valid Clue, as the task system will parse it.
-    assert Clue.model_validate_json(res.model_dump_json()) == res
-
-
-def test_resolution_without_a_clearing_snapshot_has_no_evidence_link() -> None:
-    from alerts.lifecycle import build_resolution
-
-    firing = transition().model_copy(update={"values": {"snapshot_sha256": "a" * 64}})
-    opening = build_clue(firing, 7, "http://api", T0)
-    assert opening.links.evidence == f"http://api/api/v1/evidence/{'a' * 64}"
-    # The evidence of a resolution is the clearing snapshot, never the opening one.
-    cleared = transition(TransitionKind.RESOLVED).model_copy(update={"values": {}})
-    assert build_resolution(opening, cleared, "http://api", T0).links.evidence is None
-    odd = cleared.model_copy(update={"values": {"snapshot_sha256": None}})
-    assert build_resolution(opening, odd, "http://api", T0).links.evidence is None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from alerts.receiver import ClueReceiver
-from alerts.signing import EVENT_HEADER, signature_headers
+from alerts.signing import EVENT_HEADER, EVENT_NAMES, idempotency_key, signature_headers
 
 SECRET = b"s3cret"
 
@@ -25,15 +25,18 @@ def receiver() -> Iterator[ClueReceiver]:
 def deliver(r: ClueReceiver, clue: dict[str, Any], event: str | None = None,
             **headers: str) -> tuple[int, dict[str, Any]]:
     body = json.dumps(clue).encode()
-    sent = signature_headers(SECRET, int(time.time()), body, clue["clue_id"],
-                             event or clue.get("event", "created"))
+    event = event or clue.get("event", "created")
+    key = (idempotency_key(clue["clue_id"], event, clue.get("seq", 0))
+           if event in EVENT_NAMES else f"{clue['clue_id']}:{event}")
+    sent = signature_headers(SECRET, int(time.time()), body, key,
+                             event if event in EVENT_NAMES else "created")
     sent.update(headers)
     return r.handle(sent, body)
 
 
 CREATED = {"clue_id": "c-1", "event": "created", "summary": "no mask",
            "links": {"evidence": "http://x/api/v1/evidence/aa"}}
-RESOLVED = {**CREATED, "event": "resolved", "ended_at": "2026-01-01T08:30:00Z",
+RESOLVED = {**CREATED, "event": "resolved", "seq": 1, "ended_at": "2026-01-01T08:30:00Z",
             "resolution": {"summary": "rectified"},
             "links": {"evidence": "http://x/api/v1/evidence/bb"}}
 
@@ -46,7 +49,7 @@ def test_created_opens_a_task_and_resolved_closes_it_with_its_evidence(
     assert deliver(receiver, CREATED)[1]["duplicate"] is True  # a retry
     assert deliver(receiver, RESOLVED) == (200, {"accepted": True, "duplicate": False})
     assert deliver(receiver, RESOLVED)[1]["duplicate"] is True
-    assert list(receiver.accepted) == ["c-1", "c-1:resolved"]
+    assert list(receiver.accepted) == ["c-1", "c-1:resolved:1"]
     task = receiver.tasks["c-1"]
     assert task["status"] == "closed" and task["clue"] == CREATED
     assert task["resolution"] == {"ended_at": "2026-01-01T08:30:00Z",
@@ -69,6 +72,6 @@ def test_headers_contradicting_the_body_are_refused(receiver: ClueReceiver) -> N
 
 
 def test_unknown_events_are_acknowledged_and_ignored(receiver: ClueReceiver) -> None:
-    status, answer = deliver(receiver, CREATED, **{EVENT_HEADER: "clue.reopened"})
+    status, answer = deliver(receiver, CREATED, **{EVENT_HEADER: "clue.acknowledged"})
     assert (status, answer["ignored"]) == (200, True)
     assert receiver.accepted == {} and receiver.ignored == 1

@@ -12,8 +12,10 @@ from alerts.signing import (
     CLUE_RESOLVED,
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
+    KEY_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    SigningKey,
     idempotency_key,
     sign,
     signature_headers,
@@ -80,16 +82,31 @@ def test_headers_round_trip_case_insensitively() -> None:
 
 
 def test_each_clue_event_has_its_own_key_and_event_header() -> None:
-    created = signature_headers(SECRET, TS, BODY, "c-1", "created")
-    resolved = signature_headers(SECRET, TS, BODY, "c-1", "resolved")
-    # created keeps the bare clue id (receivers written before the second event).
+    created = signature_headers(SECRET, TS, BODY, idempotency_key("c-1"), "created")
+    key = idempotency_key("c-1", "resolved", 3)
+    resolved = signature_headers(SECRET, TS, BODY, key, "resolved")
+    # created keeps the bare clue id (receivers written before later events).
     assert (created[IDEMPOTENCY_HEADER], created[EVENT_HEADER]) == ("c-1", CLUE_CREATED)
-    assert (resolved[IDEMPOTENCY_HEADER], resolved[EVENT_HEADER]) == ("c-1:resolved",
+    assert (resolved[IDEMPOTENCY_HEADER], resolved[EVENT_HEADER]) == ("c-1:resolved:3",
                                                                       CLUE_RESOLVED)
-    assert CLUE_RESOLVED == "clue.resolved"
+    assert idempotency_key("c-1", "updated", 1) == "c-1:updated:1"
     assert verify_headers(SECRET, resolved, BODY, now=TS)
-    assert idempotency_key("c-1") == "c-1"
+    assert KEY_ID_HEADER not in created  # a bare secret has no key id
     with pytest.raises(ValueError):
         idempotency_key("c-1", "closed")
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyError):
         signature_headers(SECRET, TS, BODY, "c-1", "closed")
+
+
+def test_rotation_signs_with_the_new_and_the_old_key() -> None:
+    keys = [SigningKey("k2", b"new-secret"), SigningKey("k1", SECRET)]
+    headers = signature_headers(keys, TS, BODY, "c-1")
+    assert headers[KEY_ID_HEADER] == "k2"
+    assert headers[SIGNATURE_HEADER].count("v1=") == 2
+    # a receiver that knows either key accepts it; one that knows neither does not
+    assert verify_headers(SECRET, headers, BODY, now=TS)
+    assert verify_headers(b"new-secret", headers, BODY, now=TS)
+    assert not verify_headers(b"other", headers, BODY, now=TS)
+    assert "new-secret" not in repr(keys[0])
+    with pytest.raises(ValueError):
+        signature_headers([], TS, BODY, "c-1")
