@@ -1,4 +1,5 @@
-"""Faust glue: the agents, the timers, the table-backed state store, the transition sender."""
+"""Faust glue: the agents (telemetry, status, detections, device events), the timers,
+the table-backed state store, the transition sender."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from stream.rules.sources import RulesProvider
 
 log = get_logger(__name__)
 SOURCE_TOPICS = {KafkaTopic.TELEMETRY.value, KafkaTopic.STATUS.value,
-                 KafkaTopic.DETECTION.value}
+                 KafkaTopic.DETECTION.value, KafkaTopic.EVENT.value}
 
 
 class TableStateStore:
@@ -145,6 +146,7 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     batch_agent(stream_app.telemetry, "telemetry", processor.process)
     batch_agent(stream_app.status, "status", processor.process_status)
     batch_agent(stream_app.detections, "detections", processor.process_detections)
+    batch_agent(stream_app.events, "events", processor.process_events)
 
     @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -23,6 +23,7 @@ class StreamApp:
     transitions: Any  # faust topic
     dead_letters: Any  # faust topic (records refused for good)
     rule_state: Any  # faust.Table: b"site/device/<rules>" -> state JSON bytes (stream.engine)
+    events: Any  # faust topic (device events: alarm button, power, source errors)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -62,9 +63,11 @@ def build_app(settings: Settings) -> StreamApp:
     telemetry = app.topic(KafkaTopic.TELEMETRY.value, partitions=k.partitions, **raw)
     status = app.topic(KafkaTopic.STATUS.value, partitions=k.partitions, **raw)
     detections = app.topic(KafkaTopic.DETECTION.value, partitions=k.partitions, **raw)
+    events = app.topic(KafkaTopic.EVENT.value, partitions=k.partitions, **raw)
     transitions = app.topic(KafkaTopic.ALERT_TRANSITIONS.value, partitions=k.partitions, **raw)
     dead_letters = app.topic(KafkaTopic.DEAD_LETTER.value, partitions=k.partitions, **raw)
     # bytes key/value types make the table's changelog codec "raw" too.
     table = app.Table(STATE_TABLE, default=None, partitions=k.partitions,
                       key_type=bytes, value_type=bytes)
-    return StreamApp(app, telemetry, status, detections, transitions, dead_letters, table)
+    return StreamApp(app, telemetry, status, detections, transitions, dead_letters, table,
+                     events)

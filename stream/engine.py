@@ -6,7 +6,9 @@ rule-state store), so it runs the same under Faust and in tests. Per device it k
 * ``{site}/{device}/cold_store`` or ``.../elevator`` - the snapshot rules of that class in
   an :mod:`stream.rules.ordering` wrapper (lateness buffer, speculative head);
 * ``{site}/{device}/health`` - :mod:`stream.rules.device_health` plus the device's
-  partition, so the timer knows which worker owns it and where its changelog goes.
+  partition, so the timer knows which worker owns it and where its changelog goes;
+* ``{site}/{device}/events`` - :mod:`stream.rules.device_events` (alarm button, power,
+  source errors) plus the partition, written only once the device sent such an event.
 
 Parameters come from the rules model in force at each call (``rules()``), so a rules
 change applies at the next evaluation without touching state.
@@ -22,11 +24,19 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ganzhi.contracts import AlertTransition, Detection, DeviceClass, DeviceStatus, Telemetry
+from ganzhi.contracts import (
+    AlertTransition,
+    Detection,
+    DeviceClass,
+    DeviceEvent,
+    DeviceStatus,
+    Telemetry,
+)
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.rules import cold_chain, device_health, elevator, vision
+from stream.rules import cold_chain, device_events, device_health, elevator, vision
 from stream.rules.cold_chain import ColdChainState
+from stream.rules.device_events import DeviceEventsState
 from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
 from stream.rules.excursion import to_us
@@ -45,6 +55,7 @@ ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotR
 
 HEALTH = "health"
 VISION = "vision"
+EVENTS = "events"
 
 
 def state_key(site_id: str, device_id: str, name: str) -> str:
@@ -66,6 +77,19 @@ class HealthEntry(BaseModel):
 
     partition: int
     state: DeviceHealthState
+
+
+class EventsEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    partition: int
+    state: DeviceEventsState
+
+
+def event_label(name: str) -> str:
+    """The ``event`` label of ``ganzhi_stream_events_total``: a name a rule reads, or
+    ``other`` (devices choose event names: the label's values stay bounded)."""
+    return name if name in device_events.KNOWN_EVENTS else "other"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -149,6 +173,7 @@ class RuleEngine:
             self._feed(view, partition, msg, "elevator", ELEVATOR_RULES, ecfg.params,
                        snaps, ecfg.allowed_lateness_s, out)
         self.heard(view, partition, msg.site_id, msg.device_id, snaps[-1][0], received_at, out)
+        self._events_telemetry(view, partition, msg.site_id, msg.device_id, snaps[-1][0], out)
 
     def _feed(
         self, view: StateView, partition: int, msg: Telemetry, name: str,
@@ -202,6 +227,43 @@ class RuleEngine:
         view.save(key, st, partition)
         self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)
 
+    # ------------------------------------------------------------------ device events
+
+    def _save_events(self, view: StateView, site_id: str, device_id: str,
+                     entry: EventsEntry) -> None:
+        view.save(state_key(site_id, device_id, EVENTS), entry, entry.partition)
+
+    def event(self, view: StateView, partition: int, msg: DeviceEvent,
+              received_at: datetime, out: Evaluation) -> None:
+        """A device event (alarm button, power, source errors; others are counted)."""
+        entry = view.load(state_key(msg.site_id, msg.device_id, EVENTS), EventsEntry)
+        st = entry.state if entry else DeviceEventsState()
+        params = self._rules().device_events(msg.site_id, msg.device_id)
+        r = device_events.on_event(st, params, msg.site_id, msg.device_id, msg.event,
+                                   msg.severity, msg.detail, msg.ts, received_at)
+        metrics.EVENTS.labels(event_label(msg.event), r.outcome.value).inc()
+        if r.outcome is device_events.Outcome.UNKNOWN:
+            log.info("device_event_not_read_by_any_rule", site_id=msg.site_id,
+                     device_id=msg.device_id, event_name=msg.event, msg_id=str(msg.msg_id))
+        out.transitions.extend(r.transitions)
+        if r.state != st:
+            self._save_events(view, msg.site_id, msg.device_id,
+                              EventsEntry(partition=partition, state=r.state))
+
+    def _events_telemetry(self, view: StateView, partition: int, site_id: str,
+                          device_id: str, ts: datetime, out: Evaluation) -> None:
+        """Telemetry of a device with device-event state: may end its alarm episode or
+        its source error. Nothing to read or write for the others."""
+        entry = view.load(state_key(site_id, device_id, EVENTS), EventsEntry)
+        if entry is None:
+            return
+        params = self._rules().device_events(site_id, device_id)
+        r = device_events.on_telemetry(entry.state, params, site_id, device_id, ts)
+        out.transitions.extend(r.transitions)
+        if r.state != entry.state:
+            self._save_events(view, site_id, device_id,
+                              EventsEntry(partition=partition, state=r.state))
+
     def status(self, view: StateView, partition: int, msg: DeviceStatus,
                received_at: datetime, out: Evaluation) -> None:
         """The retained status topic: ``online`` births, ``offline`` last wills."""
@@ -241,19 +303,25 @@ class RuleEngine:
         rules = self._rules()
         seen: set[tuple[str, str]] = set()
         for key in list(view.store.keys()):
-            if not key.endswith("/" + HEALTH):
+            site_id, device_id, name = key.split("/", 2)
+            if name == HEALTH:
+                seen.add((site_id, device_id))
+                check = self._tick_one
+            elif name == EVENTS:
+                check = self._tick_events
+            else:
                 continue
-            site_id, device_id, _ = key.split("/", 2)
-            seen.add((site_id, device_id))
             mark = len(out.transitions)
             view.begin()
             try:
-                self._tick_one(view, rules, site_id, device_id, clocks, active_since, out)
+                check(view, rules, site_id, device_id, clocks, active_since, out)
             except Exception:  # one device's broken state must not stop the timer
                 view.rollback()
                 del out.transitions[mark:]
                 metrics.RULE_ERRORS.inc()
-                log.exception("offline_check_failed", site_id=site_id, device_id=device_id)
+                log.exception("offline_check_failed" if name == HEALTH
+                              else "device_events_check_failed",
+                              site_id=site_id, device_id=device_id)
         for site_id, device_id in rules.expected_devices():
             if (site_id, device_id) in seen:
                 continue
@@ -280,3 +348,22 @@ class RuleEngine:
             out.transitions.extend(r.transitions)
             self._save_health(view, HealthEntry(partition=entry.partition, state=r.state))
 
+
+    def _tick_events(self, view: StateView, rules: Rules, site_id: str, device_id: str,
+                     clocks: Mapping[int, datetime], active_since: datetime,
+                     out: Evaluation) -> None:
+        """An alarm-button episode whose last press was received a quiet period ago
+        ends. Like the offline check, only on partitions this worker owns, and only once
+        it has owned them for a quiet period (a backlog of presses is read first)."""
+        entry = view.load(state_key(site_id, device_id, EVENTS), EventsEntry)
+        if entry is None or entry.state.alarm.open is None or entry.partition not in clocks:
+            return
+        params = rules.device_events(site_id, device_id)
+        now = clocks[entry.partition]
+        if now - active_since <= timedelta(seconds=params.alarm_quiet_s):
+            return
+        r = device_events.tick(entry.state, params, site_id, device_id, now)
+        if r.transitions:
+            out.transitions.extend(r.transitions)
+            self._save_events(view, site_id, device_id,
+                              EventsEntry(partition=entry.partition, state=r.state))

@@ -45,3 +45,8 @@ OFFSET_GAPS = Counter(
 REWINDS = Counter(
     "ganzhi_stream_offset_rewinds_total",
     "Partitions sought back to the first record not processed after a gap")
+EVENTS = Counter(
+    "ganzhi_stream_events_total",
+    "Device events read (ganzhi.event.v1), by event name (the names a rule reads; any "
+    "other is 'other') and outcome (fired, extended, resolved, stale, unknown)",
+    ["event", "outcome"])

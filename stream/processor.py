@@ -16,7 +16,7 @@ messages. Only transient failures (database or Kafka down) are retried, with the
 platform's backoff, until they succeed or the worker is asked to stop
 (:class:`~ganzhi.failures.Stopped`: nothing is acknowledged, the batch comes again).
 
-The telemetry agent, the status agent and the offline timer share one lock: each reads
+The telemetry, status, detection and event agents and the timer share one lock: each reads
 rule state, awaits the sender, then writes state, and must not interleave with another.
 """
 
@@ -31,7 +31,14 @@ from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from ganzhi.contracts import AlertTransition, DeadLetter, Detection, DeviceStatus, Telemetry
+from ganzhi.contracts import (
+    AlertTransition,
+    DeadLetter,
+    Detection,
+    DeviceEvent,
+    DeviceStatus,
+    Telemetry,
+)
 from ganzhi.contracts.dead_letters import describe, make_dead_letter
 from ganzhi.failures import (
     RetryPolicy,
@@ -46,7 +53,7 @@ from stream.sinks.readings import ReadingRow, WriteResult, rows_from_telemetry
 
 log = get_logger(__name__)
 
-M = TypeVar("M", Telemetry, DeviceStatus, Detection)
+M = TypeVar("M", Telemetry, DeviceStatus, Detection, DeviceEvent)
 STREAM_RETRY = RetryPolicy(base_s=0.5, max_s=30.0)
 
 
@@ -86,7 +93,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _times(msg: Telemetry | DeviceStatus | Detection) -> list[datetime]:
+def _times(msg: Telemetry | DeviceStatus | Detection | DeviceEvent) -> list[datetime]:
     if isinstance(msg, Telemetry):
         return [msg.ts, *(r.ts for r in msg.readings if r.ts is not None)]
     return [msg.ts]
@@ -270,6 +277,10 @@ class BatchProcessor:
     async def process_detections(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """A batch of the detection topic (camera findings raised / cleared)."""
         return await self._evaluate(Detection, batch, self._engine.detection)
+
+    async def process_events(self, batch: Sequence[Incoming]) -> BatchOutcome:
+        """A batch of the device-event topic (alarm button, power, source errors)."""
+        return await self._evaluate(DeviceEvent, batch, self._engine.event)
 
     def read_up_to(self, partition: int) -> int | None:
         """The offset of the last telemetry record processed on ``partition``."""

@@ -11,6 +11,7 @@ A :class:`RulesDoc` is what a rules file or the ``rule_config`` table holds::
     elevator:
       devices:
         site-a/el-1: {rated_speed_mps: 1.75, top_landing_m: 30.0,
+                      alarm_button_quiet_s: 600,             # device events' alarm episode
                       rules: {overspeed: {timer_s: 3}}}
     device_health:
       defaults: {expected_interval_s: 60}
@@ -37,6 +38,7 @@ from ganzhi.contracts import Severity
 from ganzhi.settings import ColdChainRuleSettings, HealthRuleSettings
 from stream.rules import cold_chain, elevator
 from stream.rules.cold_chain import ColdChainParams, Variant
+from stream.rules.device_events import DEFAULT_ALARM_QUIET_S, EventParams
 from stream.rules.device_health import HealthParams
 from stream.rules.elevator import DEFAULT_RULES, ElevatorParams
 from stream.rules.excursion import ExcursionParams
@@ -217,6 +219,9 @@ ELEVATOR_DEFAULT_LATENESS_S = 10.0
 class ElevatorConfig:
     params: ElevatorParams
     allowed_lateness_s: float
+    # Device events (stream.rules.device_events): an alarm-button episode ends after this
+    # long without a press.
+    alarm_button_quiet_s: float = DEFAULT_ALARM_QUIET_S
 
 
 def _rule_id(name: str, where: str) -> str:
@@ -230,6 +235,7 @@ def _rule_id(name: str, where: str) -> str:
 def resolve_elevator(section: Section, site_id: str, device_id: str) -> ElevatorConfig:
     params = ElevatorParams()
     lateness = ELEVATOR_DEFAULT_LATENESS_S
+    quiet = DEFAULT_ALARM_QUIET_S
     for where, layer in section.layers(site_id, device_id):
         geometry = {k: v for k, v in layer.items() if k in _ELEVATOR_FIELDS}
         params = _patch(params, geometry, f"elevator.{where}", frozenset({"rules"}))
@@ -239,6 +245,10 @@ def resolve_elevator(section: Section, site_id: str, device_id: str) -> Elevator
                 continue
             if key == "allowed_lateness_s":
                 lateness = _number(value, here)
+            elif key == "alarm_button_quiet_s":
+                quiet = _number(value, here)
+                if quiet <= 0:
+                    raise RulesError(f"{here}: expected a number > 0, got {value!r}")
             elif key == "rules":
                 if not isinstance(value, Mapping):
                     raise RulesError(f"{here}: expected a mapping of rule -> parameters")
@@ -252,9 +262,10 @@ def resolve_elevator(section: Section, site_id: str, device_id: str) -> Elevator
                         rules[rid] = _patch(cur, rv, f"{here}.{name}")
                 params = replace(params, rules=rules)
             else:
-                known = sorted([*_ELEVATOR_FIELDS, "allowed_lateness_s", "rules"])
+                known = sorted([*_ELEVATOR_FIELDS, "allowed_lateness_s",
+                                "alarm_button_quiet_s", "rules"])
                 raise RulesError(f"{here}: unknown key (known: {known})")
-    return ElevatorConfig(params, lateness)
+    return ElevatorConfig(params, lateness, quiet)
 
 
 # --------------------------------------------------------------------------- device health
@@ -328,6 +339,11 @@ class Rules:
         if key not in self._lift:
             self._lift[key] = resolve_elevator(self.doc.elevator, site_id, device_id)
         return self._lift[key]
+
+    def device_events(self, site_id: str, device_id: str) -> EventParams:
+        """Device-event parameters (the alarm button's quiet period is an elevator key,
+        ``alarm_button_quiet_s``; events carry no device class)."""
+        return EventParams(alarm_quiet_s=self.elevator(site_id, device_id).alarm_button_quiet_s)
 
     def health(self, site_id: str, device_id: str,
                reported_period_s: float | None = None) -> HealthParams | None:

@@ -23,9 +23,11 @@ from ganzhi.contracts import (
     AlertTransition,
     Detection,
     DeviceClass,
+    DeviceEvent,
     DeviceStatus,
     KafkaTopic,
     Reading,
+    Severity,
     Telemetry,
     TransitionKind,
     kafka_key,
@@ -272,7 +274,8 @@ async def test_rule_state_survives_kill_9(
 
 
 async def produce_raw(bootstrap: str, topic: KafkaTopic,
-                      messages: list[DeviceStatus] | list[Detection]) -> None:
+                      messages: list[DeviceStatus] | list[Detection] | list[DeviceEvent]
+                      ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
@@ -362,6 +365,62 @@ async def test_offline_last_will_camera_findings_and_rules_from_the_database(
         assert await asyncio.to_thread(w.terminate) == 0
     finally:
         w.kill()
+
+
+def device_event(name: str, second: int, severity: Severity = Severity.INFO,
+                 detail: dict[str, object] | None = None) -> DeviceEvent:
+    return DeviceEvent(msg_id=uuid.uuid5(uuid.NAMESPACE_URL, f"el-ev/{name}/{second}"),
+                       site_id="site-a", device_id="el-ev", ts=T0 + timedelta(seconds=second),
+                       event=name, severity=severity, detail=detail or {})
+
+
+@pytest.mark.timeout(300)
+async def test_device_events_become_alerts_and_bad_ones_are_dead_lettered(
+    worker: Worker, kafka_bootstrap: str
+) -> None:
+    def of(got: list[AlertTransition]) -> list[tuple[str, TransitionKind]]:
+        return [(t.rule_id, t.kind) for t in got if t.device_id == "el-ev"]
+
+    events = [
+        device_event("power_lost", 0, Severity.CRITICAL),
+        device_event("alarm_button_pressed", 1, Severity.MAJOR),
+        device_event("source_error", 2, Severity.MINOR, {"reason": "modbus_timeout"}),
+        device_event("door_forced", 3, Severity.CRITICAL),  # no rule reads it
+        device_event("alarm_button_pressed", 20, Severity.MAJOR),  # same alarm episode
+        device_event("power_restored", 30),
+        device_event("source_recovered", 31, detail={"after": "modbus_timeout"}),
+    ]
+    await produce_raw(kafka_bootstrap, KafkaTopic.EVENT, events)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(KafkaTopic.EVENT.value, b"{not json",
+                                     key=kafka_key("site-a", "el-ev"))
+    finally:
+        await producer.stop()
+    want = [
+        ("device.power_lost", TransitionKind.FIRING),
+        ("elevator.alarm_button", TransitionKind.FIRING),
+        ("device.source_error", TransitionKind.FIRING),
+        ("device.power_lost", TransitionKind.RESOLVED),
+        ("device.source_error", TransitionKind.RESOLVED),
+    ]
+    got = await wait_for(kafka_bootstrap, lambda g: len(of(g)) >= len(want), 90, worker)
+    assert of(got) == want
+    await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_dead_lettered_total", 1, 30)
+    await asyncio.to_thread(worker.wait_metric, "ganzhi_stream_events_total", len(events), 30)
+
+    # Telemetry of the elevator past the quiet period (300 s after the last press) ends
+    # the alarm episode, at last press + quiet.
+    await produce(kafka_bootstrap, [telemetry("el-ev", 400, 3.0)])
+    got = await wait_for(kafka_bootstrap, lambda g: len(of(g)) > len(want), 60, worker)
+    assert of(got) == [*want, ("elevator.alarm_button", TransitionKind.RESOLVED)]
+    (resolved,) = [t for t in got if t.device_id == "el-ev" and
+                   t.rule_id == "elevator.alarm_button" and t.kind is TransitionKind.RESOLVED]
+    assert resolved.started_at == T0 + timedelta(seconds=1)
+    assert resolved.at == T0 + timedelta(seconds=320)
+    assert resolved.values["presses"] == 2
+    assert await asyncio.to_thread(worker.terminate) == 0
 
 
 @pytest.mark.timeout(300)
