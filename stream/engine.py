@@ -173,7 +173,7 @@ class RuleEngine:
             self._feed(view, partition, msg, "elevator", ELEVATOR_RULES, ecfg.params,
                        snaps, ecfg.allowed_lateness_s, out)
         self.heard(view, partition, msg.site_id, msg.device_id, snaps[-1][0], received_at, out)
-        self._events_telemetry(view, partition, msg.site_id, msg.device_id, snaps[-1][0], out)
+        self._events_telemetry(view, partition, msg, snaps, received_at, out)
 
     def _feed(
         self, view: StateView, partition: int, msg: Telemetry, name: str,
@@ -250,15 +250,20 @@ class RuleEngine:
             self._save_events(view, msg.site_id, msg.device_id,
                               EventsEntry(partition=partition, state=r.state))
 
-    def _events_telemetry(self, view: StateView, partition: int, site_id: str,
-                          device_id: str, ts: datetime, out: Evaluation) -> None:
-        """Telemetry of a device with device-event state: may end its alarm episode or
-        its source error. Nothing to read or write for the others."""
+    def _events_telemetry(self, view: StateView, partition: int, msg: Telemetry,
+                          snaps: list[tuple[datetime, dict[str, float]]],
+                          received_at: datetime, out: Evaluation) -> None:
+        """Telemetry of a device with device-event state: may end its alarm episode (or,
+        the button still held, keep it going) or its source error. Nothing to read or
+        write for the other devices."""
+        site_id, device_id = msg.site_id, msg.device_id
         entry = view.load(state_key(site_id, device_id, EVENTS), EventsEntry)
         if entry is None:
             return
         params = self._rules().device_events(site_id, device_id)
-        r = device_events.on_telemetry(entry.state, params, site_id, device_id, ts)
+        held = [ts for ts, v in snaps if v.get(device_events.ALARM_METRIC, 0.0) >= 0.5]
+        r = device_events.on_telemetry(entry.state, params, site_id, device_id, snaps[-1][0],
+                                       max(held) if held else None, received_at)
         out.transitions.extend(r.transitions)
         if r.state != entry.state:
             self._save_events(view, site_id, device_id,

@@ -17,7 +17,8 @@ Any other event name is valid input that raises nothing (outcome ``unknown``).
   quiet, so however it is noticed the RESOLVED is the same): noticed on the device's next
   message (an event or telemetry) whose event time is past that, or by the timer
   (:func:`tick`, processing time: the quiet period has passed since the last press was
-  *received*), for a device that says nothing more.
+  *received*), for a device that says nothing more. Telemetry saying the button is still
+  held (``alarm_button`` = 1) keeps the episode going like a press.
 * **Power.** ``power_lost`` opens, ``power_restored`` (event time at or after the start)
   resolves; more ``power_lost`` while open extend.
 * **Source error.** The edge sends ``source_error`` (``detail.reason``: ``modbus_timeout``,
@@ -60,6 +61,7 @@ POWER_LOST = "power_lost"
 POWER_RESTORED = "power_restored"
 SOURCE_ERROR = "source_error"
 SOURCE_RECOVERED = "source_recovered"
+ALARM_METRIC = "alarm_button"  # elevator telemetry: 1 while the button is held
 KNOWN_EVENTS = frozenset({ALARM_PRESSED, POWER_LOST, POWER_RESTORED, SOURCE_ERROR,
                           SOURCE_RECOVERED})
 
@@ -299,13 +301,30 @@ def on_event(state: DeviceEventsState, params: EventParams, site_id: str, device
     return EventResult(st, out + trs, outcome)
 
 
+def _alarm_held(st: DeviceEventsState, p: EventParams, held: int, rx: int | None
+                ) -> DeviceEventsState:
+    """The button still held (telemetry ``alarm_button`` = 1) at ``held`` keeps an open,
+    not yet quiet episode going, as a press would (not counted as one)."""
+    ep = st.alarm.open
+    if ep is None or held <= ep.last_at or held >= _alarm_due(ep, p):
+        return st
+    ep = ep.model_copy(update={"last_at": held, "last_received": rx})
+    return st.model_copy(update={"alarm": _open(st.alarm, ep)})
+
+
 def on_telemetry(state: DeviceEventsState, params: EventParams, site_id: str,
-                 device_id: str, ts: datetime) -> EventResult:
+                 device_id: str, ts: datetime, alarm_held_at: datetime | None = None,
+                 received_at: datetime | None = None) -> EventResult:
     """Telemetry of the device sampled at ``ts`` (its newest reading): ends a quiet alarm,
-    and a source error older than the sample (the edge read the device after it)."""
+    and a source error older than the sample (the edge read the device after it).
+    ``alarm_held_at``: the newest sample saying the alarm button is held."""
     dev = _Device(site_id, device_id)
     t = to_us(ts)
-    st, out = _alarm_expire(state, params, dev, t)
+    st = state
+    if alarm_held_at is not None:
+        rx = to_us(received_at) if received_at is not None else None
+        st = _alarm_held(st, params, to_us(alarm_held_at), rx)
+    st, out = _alarm_expire(st, params, dev, t)
     outcome = Outcome.RESOLVED if out else Outcome.STALE
     ep = st.source.open
     if ep is not None and t > ep.started_at:

@@ -249,3 +249,15 @@ def test_every_rule_id_and_open_rules() -> None:
     d.event("source_error", 0)
     assert sorted(de.open_rules(d.state)) == sorted(de.RULE_IDS) == [
         "device.power_lost", "device.source_error", "elevator.alarm_button"]
+
+
+def test_a_button_held_keeps_the_alarm_going() -> None:
+    d = Device()
+    d.event("alarm_button_pressed", 0, Severity.MAJOR, rx=0)
+    d._keep(de.on_telemetry(d.state, d.params, "site-a", "el-1", at(250), at(250), at(250)))
+    d.telemetry(400)  # past 0 + 300, not past 250 + 300
+    assert d.tick(540).transitions == []  # 290 s since the hold was received
+    assert [t.kind for t in d.out] == [FIRING]
+    d.telemetry(560)
+    assert kinds(d.out)[-1] == ("elevator.alarm_button", RESOLVED, at(0), at(550))
+    assert d.out[-1].values["presses"] == 1

@@ -165,3 +165,17 @@ async def test_the_quiet_period_is_checked_in_the_rules_model() -> None:
         {"elevator": {"sites": {"site-b": {"alarm_button_quiet_s": 45}}}}))
     assert rules.device_events("site-b", "el-9").alarm_quiet_s == 45
     assert rules.device_events("site-a", "el-9").alarm_quiet_s == 300
+
+
+async def test_elevator_telemetry_with_the_button_held_extends_the_alarm() -> None:
+    h = Harness({"elevator": {"defaults": {"alarm_button_quiet_s": 60}}})
+    await h.events(event("alarm_button_pressed", 0, Severity.MAJOR))
+    held = Telemetry(msg_id=uuid.uuid4(), site_id="site-a", device_id="el-1",
+                     ts=T0 + timedelta(seconds=50), device_class=DeviceClass.ELEVATOR,
+                     readings=[Reading(metric="alarm_button", value=1.0, unit="bool")])
+    await h.proc.process([Incoming(0, held.model_dump_json().encode(),
+                                   T0 + timedelta(seconds=50))])
+    await h.telemetry(100)
+    assert [k for _, k, _, _ in h.alerts()] == [FIRING]
+    await h.telemetry(111)
+    assert h.alerts()[-1] == ("elevator.alarm_button", RESOLVED, 0, 110)
