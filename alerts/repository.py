@@ -422,7 +422,8 @@ async def _close(conn: AnyConn, inc: IncidentRow, view: IncidentView, policy: Po
         (at, by, reason, inc.id))
     detail: dict[str, Any] = {"reason": reason}
     if inc.notify_state == "notified":
-        names = await clue_receivers(conn, inc.clue_id)
+        names = [n for n in await clue_receivers(conn, inc.clue_id)
+                 if (r := policy.receiver(n)) is None or r.send_resolved]
         detail["seq"] = await emit(conn, inc, view, "resolved", names, policy, now,
                                    resolution or {"by": by, "reason": reason})
         detail["receivers"] = names

@@ -33,6 +33,7 @@ class Receiver:
     rules: tuple[str, ...] = ()
     min_severity: Severity = Severity.MINOR
     escalation_only: bool = False
+    send_resolved: bool = True
 
     def takes(self, site_id: str, rule_id: str, severity: Severity) -> bool:
         """Whether a routine (not escalated) incident goes to this receiver."""
@@ -61,7 +62,7 @@ def receivers_from(settings: Settings) -> list[Receiver]:
                 f"GANZHI_ALERTS__RECEIVERS[{i}].previous_secret", r.previous_secret,
                 WEBHOOK_SECRET_MIN).encode()))
         out.append(Receiver(r.name, r.url, tuple(rkeys), tuple(r.sites), tuple(r.rules),
-                            Severity(r.min_severity), r.escalation_only))
+                            Severity(r.min_severity), r.escalation_only, r.send_resolved))
     names = [r.name for r in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

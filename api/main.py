@@ -13,9 +13,10 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import alerts, devices, evidence, health
+from alerts.repository import Policy
+from api.routes import alerts, devices, evidence, health, incidents, receivers, silences, stats
 from ganzhi.observability import configure_logging, get_logger
-from ganzhi.settings import Settings
+from ganzhi.settings import InsecureSettingError, Settings
 
 log = get_logger("api")
 
@@ -52,6 +53,18 @@ async def _observe(
         LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
 
 
+def _policy(settings: Settings) -> tuple[Policy | None, str | None]:
+    """The alerts policy (receivers, escalation) that resolving an incident needs, or
+    why there is none. The API still starts without it: reads and other actions work,
+    and the routes that need it answer 503 with the reason."""
+    if settings.webhook.secret is None:
+        return None, "GANZHI_WEBHOOK__SECRET is not set, so incidents cannot be resolved here"
+    try:
+        return Policy.from_settings(settings), None
+    except InsecureSettingError as exc:
+        return None, str(exc)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
         await pool.open(wait=False)
         app.state.settings = settings
         app.state.pool = pool
+        app.state.policy, app.state.policy_error = _policy(settings)
+        if app.state.policy_error:
+            log.warning("api_no_alerts_policy", reason=app.state.policy_error)
         try:
             yield
         finally:
@@ -74,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="ganzhi API",
         version="1",
-        summary="Alerts, their clue deliveries and device readings.",
+        summary="Alerts and incidents, their clues, silences and device readings.",
         lifespan=lifespan,
     )
     app.middleware("http")(_observe)
@@ -82,6 +98,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(devices.router)
     app.include_router(evidence.router)
+    app.include_router(incidents.router)
+    app.include_router(incidents.clues)
+    app.include_router(silences.router)
+    app.include_router(receivers.router)
+    app.include_router(stats.router)
     return app
 
 

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from alerts.actions import (
+    ASSIGNEE_MAX,
+    COMMENT_MAX,
+    NOTE_MAX,
+    REASON_MAX,
+    FeedbackStatus,
+    SilenceKind,
+    check_matchers,
+)
 from ganzhi.contracts import Severity, TransitionKind
 
 AlertStatus = Literal["open", "resolved"]
 Resolution = Literal["raw", "1m", "1h"]
-DeliveryStatus = Literal["pending", "delivered", "dead"]
+DeliveryStatus = Literal["pending", "delivered", "dead", "dropped"]
+ClueEventName = Literal["created", "updated", "escalated", "reopened", "resolved"]
+NotifyState = Literal["held", "notified"]
 
 
 class _Out(BaseModel):
@@ -31,6 +42,7 @@ class AlertSummary(_Out):
     summary: str
     values: dict[str, Any]
     updated_at: datetime
+    incident_id: int | None = None
 
 
 class AlertPage(_Out):
@@ -93,3 +105,221 @@ class ReadingSeries(_Out):
 class Health(_Out):
     ok: bool
     db: str
+
+
+# --- incidents -----------------------------------------------------------------------------
+
+
+class IncidentSummary(_Out):
+    id: int
+    group_key: str
+    family: str
+    site_id: str
+    device_id: str | None
+    status: AlertStatus
+    severity: Severity
+    rule_id: str | None = Field(description="The primary alert's rule.")
+    summary: str | None = Field(description="The primary alert's summary.")
+    primary_alert_id: int | None
+    clue_id: str
+    notify_state: NotifyState
+    held_reason: str | None
+    notified_at: datetime | None
+    opened_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolve_reason: str | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    assignee: str | None
+    escalation_level: int
+    escalated_at: datetime | None
+    reopen_count: int
+    task_status: FeedbackStatus | None
+    accepted_at: datetime | None
+    dispatched_at: datetime | None
+    rectified_at: datetime | None
+    closed_at: datetime | None
+    rejected_at: datetime | None
+    false_positive: bool
+    updated_at: datetime
+
+
+class IncidentPage(_Out):
+    items: list[IncidentSummary]
+    next_before_id: int | None = Field(
+        description="Pass as before_id for the next (older) page; null on the last page."
+    )
+
+
+class HistoryEntry(_Out):
+    """Who did what, when: people (``key:<name>``), the task system, or ``system``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    alert_id: int | None
+    detail: dict[str, Any]
+
+
+class ClueEventDelivery(_Out):
+    """One clue event of the incident for one receiver (``id``: for drop / requeue)."""
+
+    id: int
+    receiver: str
+    event: ClueEventName
+    seq: int
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class IncidentDetail(IncidentSummary):
+    alerts: list[AlertSummary]
+    history: list[HistoryEntry]
+    deliveries: list[ClueEventDelivery]
+
+
+class _In(BaseModel):
+    """Request bodies: unknown fields are refused (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AckIn(_In):
+    note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
+
+
+class AssignIn(_In):
+    assignee: Annotated[str, StringConstraints(min_length=1, max_length=ASSIGNEE_MAX)]
+
+
+class CommentIn(_In):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=COMMENT_MAX)]
+
+
+class ResolveIn(_In):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=REASON_MAX)]
+
+
+class FeedbackIn(_In):
+    status: FeedbackStatus
+    at: AwareDatetime | None = Field(
+        default=None, description="When the task reached this state; default: now.")
+    task_id: Annotated[str | None, Field(max_length=200)] = None
+    note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
+
+
+class FeedbackOut(_Out):
+    recorded: bool = Field(description="False: this clue already had this status.")
+
+
+# --- silences ------------------------------------------------------------------------------
+
+
+class SilenceIn(_In):
+    kind: SilenceKind = "silence"
+    matchers: dict[str, str] = Field(
+        description="Globs on site_id, device_id, rule_id, severity; at least one.")
+    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    ends_at: AwareDatetime
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=REASON_MAX)]
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_matchers(v)
+
+
+class SilenceOut(_Out):
+    id: int
+    kind: SilenceKind
+    matchers: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    reason: str
+    created_at: datetime
+    ended_at: datetime | None
+    ended_by: str | None
+
+
+# --- receivers -----------------------------------------------------------------------------
+
+
+class DeliveryAttempt(_Out):
+    outbox_id: int
+    clue_id: str
+    event: ClueEventName
+    seq: int
+    attempt: int
+    at: datetime
+    status_code: int | None
+    outcome: str
+    latency_ms: float
+    error: str | None
+
+
+class ReceiverOut(_Out):
+    name: str
+    configured: bool = Field(description="False: only rows of it remain in the outbox.")
+    pending: int
+    held: int = Field(description="Pending behind a dead earlier event of their clue.")
+    dead: int
+    oldest_pending_s: float
+    last_attempts: list[DeliveryAttempt]
+
+
+class DropIn(_In):
+    ids: Annotated[list[int] | None, Field(min_length=1, max_length=10_000)] = None
+    before: AwareDatetime | None = Field(
+        default=None, description="Only events created before this time.")
+
+
+class RequeueIn(_In):
+    ids: Annotated[list[int] | None, Field(min_length=1, max_length=10_000)] = None
+
+
+class RowsOut(_Out):
+    receiver: str
+    rows: int = Field(description="How many clue events were dropped / re-queued.")
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+class HandlingRow(_Out):
+    key: str = Field(description="The site id, or the primary alert's rule id.")
+    incidents: int
+    acknowledged: int
+    ack_median_s: float | None
+    ack_p90_s: float | None
+    dispatch_median_s: float | None
+    dispatch_p90_s: float | None
+    close_median_s: float | None
+    close_p90_s: float | None
+    false_positives: int
+
+
+class HandlingStats(_Out):
+    since: datetime
+    until: datetime
+    group_by: Literal["site", "rule"]
+    items: list[HandlingRow]
+
+
+class FalsePositiveRow(_Out):
+    rule_id: str
+    camera_model: str
+    count: int
+
+
+class FalsePositiveStats(_Out):
+    since: datetime
+    until: datetime
+    items: list[FalsePositiveRow]

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from ganzhi.settings import InsecureSettingError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 
 def _ingest(s: Settings, _a: argparse.Namespace) -> int:
@@ -75,6 +82,219 @@ def _demo(s: Settings, a: argparse.Namespace) -> int:
     return run_demo(s, data_dir=a.data_dir, duration_s=a.duration, keep_data=a.keep_data)
 
 
+# --- administration: API keys, clue outbox, silences --------------------------------------
+
+
+def _with_db(s: Settings, command: str,
+             work: Callable[[AsyncConnection[Any]], Awaitable[int]]) -> int:
+    """Run ``work`` on one autocommit connection; a refused action (bad input, unknown id,
+    wrong state) prints why and exits 1 instead of a traceback."""
+    from psycopg import AsyncConnection
+
+    from alerts.repository import Conflict, NotFound
+
+    async def go() -> int:
+        dsn = s.db.dsn.get_secret_value()
+        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await work(conn)
+
+    try:
+        return asyncio.run(go())
+    except (NotFound, Conflict, ValueError) as exc:
+        print(f"ganzhi {command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _key_create(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi import apikeys
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        key, token = await apikeys.create(conn, a.name, a.scope, a.site)
+        print(f"created key {key.id} ({key.name}), scopes {','.join(sorted(key.scopes))},"
+              f" sites {','.join(sorted(key.site_ids)) if key.site_ids else 'all'}")
+        print("token (shown only this once; keep it secret):", file=sys.stderr)
+        print(token)
+        return 0
+
+    return _with_db(s, "api-keys create", work)
+
+
+def _key_list(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi import apikeys
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        print("id\tname\tscopes\tsites\tcreated\trevoked")
+        for k in await apikeys.list_keys(conn):
+            sites = ",".join(sorted(k.site_ids)) if k.site_ids is not None else "all"
+            revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
+            print(f"{k.id}\t{k.name}\t{','.join(sorted(k.scopes))}\t{sites}"
+                  f"\t{k.created_at.isoformat()}\t{revoked}")
+        return 0
+
+    return _with_db(s, "api-keys list", work)
+
+
+def _key_revoke(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi import apikeys
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        if not await apikeys.revoke(conn, a.id):
+            print(f"ganzhi api-keys revoke: no live key {a.id}", file=sys.stderr)
+            return 1
+        print(f"revoked {a.id}")
+        return 0
+
+    return _with_db(s, "api-keys revoke", work)
+
+
+def _actor(a: argparse.Namespace) -> str:
+    return str(a.by) if a.by else f"cli:{getpass.getuser()}"
+
+
+def _clues_drop(s: Settings, a: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from alerts import outbox
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        before = datetime.fromisoformat(a.before) if a.before else None
+        if before is not None and before.tzinfo is None:
+            raise ValueError("--before needs a time zone, e.g. 2025-01-01T08:00:00+08:00")
+        rows = await outbox.drop(conn, a.receiver, _actor(a), ids=a.id, before=before)
+        print(f"dropped {rows} clue events of {a.receiver}")
+        return 0
+
+    return _with_db(s, "clues drop", work)
+
+
+def _clues_requeue(s: Settings, a: argparse.Namespace) -> int:
+    from alerts import outbox
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        rows = await outbox.requeue(conn, a.receiver, _actor(a), ids=a.id)
+        print(f"re-queued {rows} clue events of {a.receiver}")
+        return 0
+
+    return _with_db(s, "clues requeue", work)
+
+
+def _clues_status(s: Settings, _a: argparse.Namespace) -> int:
+    from alerts import outbox
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        print("receiver\tpending\theld\tdead\toldest_pending_s")
+        for f in await outbox.figures(conn):
+            print(f"{f.receiver}\t{f.pending}\t{f.held}\t{f.dead}\t{f.oldest_pending_s:.0f}")
+        return 0
+
+    return _with_db(s, "clues status", work)
+
+
+def _matchers(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--match {pair!r}: write KEY=GLOB, e.g. rule_id=elevator.*")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _silences_add(s: Settings, a: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from alerts import actions
+    from ganzhi.contracts import utcnow
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        now = utcnow()
+        silence_id = await actions.create_silence(
+            conn, a.kind, _matchers(a.match), now, now + timedelta(hours=a.hours), a.by,
+            a.reason, now)
+        print(f"silence {silence_id} until {(now + timedelta(hours=a.hours)).isoformat()}")
+        return 0
+
+    return _with_db(s, "silences add", work)
+
+
+def _silences_list(s: Settings, a: argparse.Namespace) -> int:
+    import json
+
+    from alerts import actions
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        print("id\tkind\tmatchers\tstarts\tends\tby\treason\tended")
+        for x in await actions.list_silences(conn, active_only=not a.all):
+            ended = f"{x.ended_at.isoformat()} by {x.ended_by}" if x.ended_at else "-"
+            print(f"{x.id}\t{x.kind}\t{json.dumps(x.matchers, sort_keys=True)}"
+                  f"\t{x.starts_at.isoformat()}\t{x.ends_at.isoformat()}\t{x.created_by}"
+                  f"\t{x.reason}\t{ended}")
+        return 0
+
+    return _with_db(s, "silences list", work)
+
+
+def _silences_end(s: Settings, a: argparse.Namespace) -> int:
+    from alerts import actions
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        ended = await actions.end_silence(conn, a.id, a.by)
+        print(f"silence {a.id} ended at {ended.isoformat()}")
+        return 0
+
+    return _with_db(s, "silences end", work)
+
+
+def _admin_parsers(sub: Any) -> None:
+    """``api-keys``, ``clues`` and ``silences``: what an operator does by hand."""
+    from ganzhi.apikeys import SCOPES
+
+    keys = sub.add_parser("api-keys", help="API keys of the task system and staff tools")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    create = ksub.add_parser("create", help="make a key and print its token once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", required=True, action="extend", nargs="+",
+                        choices=sorted(SCOPES))
+    create.add_argument("--site", action="extend", nargs="+", default=None,
+                        help="only these sites (default: every site)")
+    create.set_defaults(fn=_key_create)
+    ksub.add_parser("list", help="keys, never their secrets").set_defaults(fn=_key_list)
+    revoke = ksub.add_parser("revoke", help="a revoked key is refused at once")
+    revoke.add_argument("id")
+    revoke.set_defaults(fn=_key_revoke)
+
+    clues = sub.add_parser("clues", help="the clue outbox: status, drop, re-queue")
+    csub = clues.add_subparsers(dest="action", required=True)
+    for name, fn, text in (("drop", _clues_drop, "give up on pending or dead clue events"),
+                           ("requeue", _clues_requeue, "send dead clue events again")):
+        p = csub.add_parser(name, help=text)
+        p.add_argument("--receiver", required=True)
+        p.add_argument("--id", type=int, action="extend", nargs="+", default=None)
+        p.add_argument("--by", default=None, help="who (default: cli:<user>)")
+        if name == "drop":
+            p.add_argument("--before", default=None, help="created before (ISO 8601)")
+        p.set_defaults(fn=fn)
+    csub.add_parser("status", help="per receiver").set_defaults(fn=_clues_status)
+
+    sil = sub.add_parser("silences", help="hold the clues of matching alerts for a while")
+    ssub = sil.add_subparsers(dest="action", required=True)
+    add = ssub.add_parser("add", help="a silence from now on")
+    add.add_argument("--match", required=True, action="extend", nargs="+",
+                     help="KEY=GLOB (site_id, device_id, rule_id, severity)")
+    add.add_argument("--hours", type=float, required=True)
+    add.add_argument("--reason", required=True)
+    add.add_argument("--by", required=True)
+    add.add_argument("--kind", choices=["silence", "maintenance"], default="silence")
+    add.set_defaults(fn=_silences_add)
+    ls = ssub.add_parser("list", help="silences in force or scheduled")
+    ls.add_argument("--all", action="store_true", help="ended and run-out ones too")
+    ls.set_defaults(fn=_silences_list)
+    end = ssub.add_parser("end", help="end a silence now")
+    end.add_argument("id", type=int)
+    end.add_argument("--by", required=True)
+    end.set_defaults(fn=_silences_end)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganzhi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the demo database of the last run (it is emptied by default)",
     )
     demo.set_defaults(fn=_demo)
+    _admin_parsers(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["credentials"]:
         from ganzhi.mqtt_auth import main as credentials_main

@@ -203,6 +203,8 @@ class ReceiverSettings(BaseModel):
     min_severity: Literal["minor", "major", "critical"] = "minor"
     # Only incidents escalated to it (EscalationStep.receivers), not the routine ones.
     escalation_only: bool = False
+    # Whether it hears that an incident resolved (clue.resolved); others still get it.
+    send_resolved: bool = True
 
 
 def _default_families() -> list[FamilySettings]:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
 
+from alerts.routing import DEFAULT_RECEIVER
 from api.deps import ConnDep, JurisdictionDep
 from api.schemas import (
     AlertDetail,
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 _ID = f"^{ID_PATTERN}$"
 _COLUMNS = (
     "id, fingerprint, rule_id, severity, site_id, device_id, status, started_at, ended_at,"
-    ' summary, "values", updated_at'
+    ' summary, "values", updated_at, incident_id'
 )
 
 
@@ -85,8 +86,10 @@ async def get_alert(
             "SELECT event, clue_id::text AS clue_id, status, attempts,"
             " CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,"
             " last_status, last_error, created_at, delivered_at"
-            " FROM clue_outbox WHERE alert_id = %s",
-            (alert_id,),
+            " FROM clue_outbox WHERE alert_id = %s"
+            # Several receivers: the task system's rows come last, so theirs are shown.
+            " ORDER BY receiver = %s, seq, id",
+            (alert_id, DEFAULT_RECEIVER),
         )
         deliveries = {r.pop("event"): ClueDeliveryOut.model_validate(r)
                       for r in await cur.fetchall()}

@@ -12,11 +12,12 @@ import pytest
 from psycopg import AsyncConnection, errors
 from psycopg.types.json import Jsonb
 
-from alerting import RESOLVED, policy, tr
 from alerts.outbox import claim_due
 from alerts.repository import apply_transition
 from ganzhi.db.migrate import MIGRATIONS_DIR, migrate
 from ganzhi.stack.infra import Managed, create_database
+
+from alerting import RESOLVED, policy, tr
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,12 @@ from api.main import create_app
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from ganzhi.settings import DatabaseSettings, Settings
 
+from alerting import policy
+
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+POLICY = policy()
 
 
 def transition(
@@ -45,12 +48,12 @@ async def seed(dsn: str) -> None:
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         for i in range(5):  # alerts 1..5 on fridge-0..4; 1 and 2 resolved
             t = transition(TransitionKind.FIRING, f"fridge-{i}", T0 + timedelta(hours=i))
-            await apply_transition(conn, t, "http://ganzhi.test")
+            await apply_transition(conn, t, POLICY)
         for i in range(2):
             t = transition(TransitionKind.RESOLVED, f"fridge-{i}", T0 + timedelta(hours=i))
-            await apply_transition(conn, t, "http://ganzhi.test")
+            await apply_transition(conn, t, POLICY)
         await apply_transition(
-            conn, transition(TransitionKind.FIRING, "fridge-9", T0, site="site-2"), "x"
+            conn, transition(TransitionKind.FIRING, "fridge-9", T0, site="site-2"), POLICY
         )
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT ganzhi_ensure_reading_partitions(%s, %s)", (T0, T0))

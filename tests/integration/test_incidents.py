@@ -299,3 +299,13 @@ async def test_replayed_transitions_change_nothing(pg_dsn: str, conn: AsyncConne
     before = (outbox_rows(pg_dsn), incidents(pg_dsn))
     assert await apply_all(conn, p, *ts) == ["duplicate"] * 3
     assert (outbox_rows(pg_dsn), incidents(pg_dsn)) == before
+
+
+async def test_a_receiver_may_not_want_resolutions(pg_dsn: str, conn: AsyncConnection[Any]
+                                                   ) -> None:
+    p = policy(receivers=[{"name": "ops-board", "url": "http://127.0.0.1:9/o",
+                           "secret": "o" * 40, "send_resolved": False}])
+    await apply_all(conn, p, tr(FIRING, "elevator.overspeed", start=T0),
+                    tr(RESOLVED, "elevator.overspeed", start=T0, at=T0 + MIN))
+    assert sorted((r[0], r[1]) for r in outbox_rows(pg_dsn)) == [
+        ("ops-board", "created"), ("task-system", "created"), ("task-system", "resolved")]

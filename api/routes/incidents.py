@@ -1,0 +1,217 @@
+"""Incidents (related alerts; one clue each): read them with their alerts, history and
+clue deliveries; act on them (staff key); the task system's feedback on clues
+(feedback key).
+
+Every action answers the incident as it is afterwards. A key limited to some sites gets
+404 for an incident of another site, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from psycopg.rows import dict_row
+
+from alerts import actions
+from alerts.repository import NotFound
+from api.deps import (
+    Caller,
+    ConnDep,
+    FeedbackDep,
+    JurisdictionDep,
+    PolicyDep,
+    StaffDep,
+    domain_errors,
+)
+from api.schemas import (
+    AckIn,
+    AlertStatus,
+    AlertSummary,
+    AssignIn,
+    ClueEventDelivery,
+    CommentIn,
+    FeedbackIn,
+    FeedbackOut,
+    HistoryEntry,
+    IncidentDetail,
+    IncidentPage,
+    IncidentSummary,
+    NotifyState,
+    ResolveIn,
+)
+from ganzhi.contracts.topics import ID_PATTERN
+
+router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
+clues = APIRouter(prefix="/api/v1/clues", tags=["incidents"])
+
+_ID = f"^{ID_PATTERN}$"
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such incident"}}
+_ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_NOT_FOUND,
+    401: {"description": "No valid API key"},
+    403: {"description": "The key lacks the scope"},
+    409: {"description": "The incident's state does not allow it"},
+}
+_COLUMNS = (
+    "i.id, i.group_key, i.family, i.site_id, i.device_id, i.status, i.severity,"
+    " a.rule_id, a.summary, i.primary_alert_id, i.clue_id::text AS clue_id, i.notify_state,"
+    " i.held_reason, i.notified_at, i.opened_at, i.resolved_at, i.resolved_by,"
+    " i.resolve_reason, i.acknowledged_at, i.acknowledged_by, i.assignee,"
+    " i.escalation_level, i.escalated_at, i.reopen_count, i.task_status, i.accepted_at,"
+    " i.dispatched_at, i.rectified_at, i.closed_at, i.rejected_at, i.false_positive,"
+    " i.updated_at"
+)
+_FROM = "FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
+_ALERT_COLUMNS = (
+    "id, fingerprint, rule_id, severity, site_id, device_id, status, started_at, ended_at,"
+    ' summary, "values", updated_at, incident_id'
+)
+
+
+@router.get("", response_model=IncidentPage)
+async def list_incidents(
+    conn: ConnDep,
+    scope: JurisdictionDep,
+    status: AlertStatus | None = None,
+    site_id: Annotated[str | None, Query(pattern=_ID)] = None,
+    notify_state: NotifyState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before_id: Annotated[
+        int | None, Query(ge=1, description="Only incidents with a lower id.")
+    ] = None,
+) -> IncidentPage:
+    """Newest first, keyset pagination like the alerts."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (("status", status), ("site_id", site_id),
+                          ("notify_state", notify_state)):
+        if value is not None:
+            where.append(f"i.{column} = %s")
+            params.append(value)
+    if before_id is not None:
+        where.append("i.id < %s")
+        params.append(before_id)
+    if scope.site_ids is not None:
+        where.append("i.site_id = ANY(%s)")
+        params.append(sorted(scope.site_ids))
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_COLUMNS} {_FROM} {clause} ORDER BY i.id DESC LIMIT %s",
+            [*params, limit + 1],
+        )
+        rows = await cur.fetchall()
+    items = [IncidentSummary.model_validate(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return IncidentPage(items=items, next_before_id=items[-1].id if more and items else None)
+
+
+async def _detail(conn: ConnDep, incident_id: int) -> IncidentDetail | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_COLUMNS} {_FROM} WHERE i.id = %s", (incident_id,))
+        incident = await cur.fetchone()
+        if incident is None:
+            return None
+        await cur.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE incident_id = %s ORDER BY id",
+            (incident_id,))
+        alerts = [AlertSummary.model_validate(r) for r in await cur.fetchall()]
+        await cur.execute(
+            "SELECT id, at, actor, action, alert_id, detail FROM incident_history"
+            " WHERE incident_id = %s ORDER BY id", (incident_id,))
+        history = [HistoryEntry.model_validate(r) for r in await cur.fetchall()]
+        await cur.execute(
+            "SELECT id, receiver, event, seq, status, attempts,"
+            " CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,"
+            " last_status, last_error, created_at, delivered_at"
+            " FROM clue_outbox WHERE incident_id = %s ORDER BY receiver, seq, id",
+            (incident_id,))
+        deliveries = [ClueEventDelivery.model_validate(r) for r in await cur.fetchall()]
+    return IncidentDetail(**incident, alerts=alerts, history=history, deliveries=deliveries)
+
+
+@router.get("/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
+async def get_incident(
+    conn: ConnDep, scope: JurisdictionDep, incident_id: Annotated[int, Path(ge=1)]
+) -> IncidentDetail:
+    """The incident, its alerts, its full history and its clue events per receiver."""
+    detail = await _detail(conn, incident_id)
+    if detail is None or not scope.allows(detail.site_id):
+        raise HTTPException(404, f"incident {incident_id} not found")
+    return detail
+
+
+async def _visible(conn: ConnDep, caller: Caller, incident_id: int) -> None:
+    """404 for an unknown incident and for one outside the key's sites alike."""
+    with domain_errors():
+        site = await actions.site_of(conn, incident_id)
+    if not caller.allows(site):
+        raise HTTPException(404, f"incident {incident_id} not found")
+
+
+async def _answer(conn: ConnDep, incident_id: int) -> IncidentDetail:
+    detail = await _detail(conn, incident_id)
+    assert detail is not None  # incidents are never deleted
+    return detail
+
+
+@router.post("/{incident_id}/ack", response_model=IncidentDetail, responses=_ACTION_ERRORS)
+async def acknowledge(conn: ConnDep, caller: StaffDep, body: AckIn,
+                      incident_id: Annotated[int, Path(ge=1)]) -> IncidentDetail:
+    """Acknowledge: someone has it in hand, escalation stops. Twice is 409."""
+    await _visible(conn, caller, incident_id)
+    with domain_errors():
+        await actions.acknowledge(conn, incident_id, caller.actor, body.note)
+    return await _answer(conn, incident_id)
+
+
+@router.post("/{incident_id}/assign", response_model=IncidentDetail,
+             responses=_ACTION_ERRORS)
+async def assign(conn: ConnDep, caller: StaffDep, body: AssignIn,
+                 incident_id: Annotated[int, Path(ge=1)]) -> IncidentDetail:
+    """Give the incident to someone; assigning it to its assignee again changes nothing."""
+    await _visible(conn, caller, incident_id)
+    with domain_errors():
+        await actions.assign(conn, incident_id, caller.actor, body.assignee)
+    return await _answer(conn, incident_id)
+
+
+@router.post("/{incident_id}/comments", response_model=IncidentDetail,
+             responses=_ACTION_ERRORS)
+async def comment(conn: ConnDep, caller: StaffDep, body: CommentIn,
+                  incident_id: Annotated[int, Path(ge=1)]) -> IncidentDetail:
+    await _visible(conn, caller, incident_id)
+    with domain_errors():
+        await actions.comment(conn, incident_id, caller.actor, body.text)
+    return await _answer(conn, incident_id)
+
+
+@router.post("/{incident_id}/resolve", response_model=IncidentDetail,
+             responses={**_ACTION_ERRORS, 503: {"description": "No alerts policy"}})
+async def resolve(conn: ConnDep, caller: StaffDep, policy: PolicyDep, body: ResolveIn,
+                  incident_id: Annotated[int, Path(ge=1)]) -> IncidentDetail:
+    """Resolve by hand with a reason: its open alerts end, the clue's receivers get
+    ``resolved`` with who and why. Resolved already: 409."""
+    await _visible(conn, caller, incident_id)
+    with domain_errors():
+        await actions.resolve(conn, incident_id, caller.actor, body.reason, policy)
+    return await _answer(conn, incident_id)
+
+
+@clues.post("/{clue_id}/feedback", response_model=FeedbackOut,
+            responses={404: {"description": "No such clue"},
+                       503: {"description": "No alerts policy"}})
+async def feedback(conn: ConnDep, caller: FeedbackDep, policy: PolicyDep, body: FeedbackIn,
+                   clue_id: Annotated[str, Path(max_length=64)]) -> FeedbackOut:
+    """The task system reports on the task it made of a clue: accepted, dispatched,
+    rectified, closed, or rejected (a false positive: the incident is resolved). Once per
+    clue and status; a retry answers ``recorded: false``."""
+    with domain_errors():
+        _, site, _ = await actions.clue_site(conn, clue_id)
+        if not caller.allows(site):
+            raise NotFound(f"clue {clue_id} not found")
+        recorded = await actions.record_feedback(
+            conn, clue_id, body.status, caller.actor, body.at, body.task_id, body.note,
+            policy=policy)
+    return FeedbackOut(recorded=recorded)
