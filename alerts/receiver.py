@@ -8,8 +8,10 @@ lists what it took at ``GET /clues``: the events in arrival order (``clues``, th
 task per clue (``tasks``): ``clue.created`` opens the task, ``clue.updated`` and
 ``clue.escalated`` refresh it (members, severity), ``clue.reopened`` opens it again and
 ``clue.resolved`` attaches the rectification (its ``resolution`` and ``links.evidence``)
-and closes it. ``answer_with`` makes it answer every delivery with one status (503, 401...)
-before looking at it, to play a receiver in trouble.
+and closes it. With a :class:`~alerts.feedback_reporter.FeedbackReporter` it reports
+back on each clue like a task system (``ganzhi receiver`` does when
+``GANZHI_DEMO__FEEDBACK_TOKEN`` is set). ``answer_with`` makes it answer every delivery
+with one status (503, 401...) before looking at it, to play a receiver in trouble.
 
 An event it does not know (a later platform version) is answered 200 and ignored, so it
 is not retried until it dies; a body whose ``event`` or ``clue_id`` contradicts the
@@ -25,6 +27,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from alerts.feedback_reporter import FeedbackReporter
 from alerts.signing import (
     EVENT_HEADER,
     EVENT_NAMES,
@@ -39,8 +42,10 @@ log = get_logger("receiver")
 
 
 class ClueReceiver:
-    def __init__(self, secret: bytes, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, secret: bytes, port: int = 0, host: str = "127.0.0.1",
+                 feedback: FeedbackReporter | None = None) -> None:
         self.secret = secret
+        self.feedback = feedback
         self.accepted: dict[str, dict[str, Any]] = {}  # Idempotency-Key -> body
         self.tasks: dict[str, dict[str, Any]] = {}  # clue_id -> task
         self.ignored = 0  # deliveries of events this receiver does not know
@@ -129,6 +134,8 @@ class ClueReceiver:
                 return 400, {"error": "body does not match X-Ganzhi-Event / Idempotency-Key"}
             self.accepted[key] = clue
             self._apply(event, clue)
+            if self.feedback is not None:
+                self.feedback.on_event(event, clue_id)
             log.info(
                 "clue_received", key=key, clue_event=event, alert_id=clue.get("alert_id"),
                 site=clue.get("site_id"), device=clue.get("device_id"),
@@ -167,12 +174,19 @@ class ClueReceiver:
 
 def run(settings: Settings, port: int) -> int:
     configure_logging(settings.log_level, settings.log_json)
-    receiver = ClueReceiver(webhook_secret(settings.webhook), port).start()
+    token = settings.demo.feedback_token
+    feedback = None
+    if token is not None:
+        api = f"http://{settings.api.host}:{settings.api.port}"
+        feedback = FeedbackReporter(api, token.get_secret_value()).start()
+    receiver = ClueReceiver(webhook_secret(settings.webhook), port, feedback=feedback).start()
     log.info("receiver_started", url=receiver.url)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     receiver.stop()
+    if feedback is not None:
+        feedback.stop()
     log.info("receiver_stopped", accepted=len(receiver.accepted))
     return 0

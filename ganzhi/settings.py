@@ -269,6 +269,8 @@ class ApiSettings(BaseModel):
 class DemoSettings(BaseModel):
     # The stand-in task system that receives and verifies clue webhooks in the demo.
     receiver_port: int = 8099
+    # Its API key (scope feedback): it then reports accepted ... closed on each clue.
+    feedback_token: SecretStr | None = None
 
 
 class Settings(BaseSettings):

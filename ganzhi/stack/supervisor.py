@@ -20,8 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ganzhi import apikeys
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import configure_logging, get_logger
@@ -184,6 +186,27 @@ def write_demo_env(stack: Stack) -> Path:
     return path
 
 
+def demo_api_keys(stack: Stack) -> Path:
+    """Two API keys for the demo: the stand-in task system's (scope ``feedback``, handed
+    to the receiver) and one for the person trying it (staff, silences, operator), written
+    to ``var/demo-keys.env`` (mode 600). The database is fresh each run, so are they."""
+
+    async def make() -> tuple[str, str]:
+        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
+            _, feedback = await apikeys.create(conn, "demo-task-system", ["feedback"])
+            _, staff = await apikeys.create(conn, "demo-staff",
+                                            ["staff", "silences", "operator"])
+        return feedback, staff
+
+    feedback, staff = asyncio.run(make())
+    stack.extra_env["GANZHI_DEMO__FEEDBACK_TOKEN"] = feedback
+    path = stack.root / "demo-keys.env"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(f"GANZHI_DEMO_STAFF_TOKEN={staff}\n")
+    return path
+
+
 def run_demo(
     settings: Settings,
     data_dir: str = "var",
@@ -208,6 +231,7 @@ def run_demo(
         stack.start_infrastructure(fresh_database=not keep_data)
         applied = migrate(stack.dsn)
         log.info("migrated", applied=applied)
+        keys_file = demo_api_keys(stack)
         asyncio.run(ensure_topics(stack.bootstrap, settings.kafka.partitions))
         if not keep_data:
             for suffix in ("", "-wal", "-shm"):
@@ -228,6 +252,8 @@ def run_demo(
             f"{stack.bootstrap}   PostgreSQL: 127.0.0.1:{ports.postgres}\n"
             f"  logs:        {stack.logs}\n"
             f"  addresses:   {env_file} (for the ganzhi commands)\n"
+            f"  API keys:    {keys_file} (staff: ack, assign, comment, resolve, silences;"
+            f" the stand-in task system reports back on each clue with its own)\n"
             f"One simulated cold room's compressor fails for a minute: its alert shows here"
             f" within a minute, and resolves about a minute after the repair."
             f"\nCtrl-C stops everything.\n",

@@ -24,7 +24,9 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from alerts.feedback_reporter import FeedbackReporter
 from alerts.receiver import ClueReceiver
+from ganzhi import apikeys
 from ganzhi.contracts import Channel, DeviceClass, KafkaTopic, Reading, Telemetry, new_id
 from ganzhi.settings import MqttSettings
 from ganzhi.stack.infra import Managed, free_port, port_open
@@ -57,12 +59,21 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     wait_for(predicate, timeout, what, interval=0.25)
 
 
+async def _feedback_key(dsn: str) -> str:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        _, token = await apikeys.create(conn, "e2e-task-system", ["feedback"])
+    return token
+
+
 @pytest.fixture
 def stack(
     mqtt_broker: Managed, kafka_bootstrap: str, pg_dsn: str, tmp_path: Path
 ) -> Iterator[Stack]:
-    receiver = ClueReceiver(SECRET.encode()).start()
     ports = {name: free_port() for name in ("ingest", "stream", "alerts", "api", "web")}
+    # The stand-in task system reports back on each clue, with its own API key.
+    token = asyncio.run(_feedback_key(pg_dsn))
+    feedback = FeedbackReporter(f"http://127.0.0.1:{ports['api']}", token).start()
+    receiver = ClueReceiver(SECRET.encode(), feedback=feedback).start()
     env = {
         **os.environ,
         "GANZHI_LOG_JSON": "true",
@@ -114,6 +125,7 @@ def stack(
                 proc.kill()
                 codes[name] = "killed"
         receiver.stop()
+        feedback.stop()
         for name in procs:
             print(f"--- {name} (exit {codes[name]}) ---")
             print((logs / f"{name}.log").read_text()[-2000:])
@@ -266,3 +278,18 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     assert _scalar(stack.dsn, "SELECT count(*) FROM clue_outbox") == 2
     assert len(stack.receiver.accepted) == 2
     assert stack.receiver.deliveries == 2
+
+    # The task system reported back on its task: the incident's history shows it, and
+    # the supervision office's figures count it.
+    incident_id = clue["incident_id"]
+    _wait(lambda: _scalar(stack.dsn, "SELECT task_status FROM incidents WHERE id = %s",
+                          incident_id) == "closed", 30, "the task system's feedback")
+    detail = httpx.get(f"{stack.api_url}/api/v1/incidents/{incident_id}").json()
+    feedback = [h for h in detail["history"] if h["action"].startswith("feedback.")]
+    assert [h["action"] for h in feedback] == [
+        "feedback.accepted", "feedback.dispatched", "feedback.rectified", "feedback.closed"]
+    assert {h["actor"] for h in feedback} == {"key:e2e-task-system"}
+    figures = httpx.get(f"{stack.api_url}/api/v1/stats/handling",
+                        params={"group_by": "site"}).json()["items"]
+    [row] = [r for r in figures if r["key"] == SITE]
+    assert row["incidents"] == 1 and row["close_median_s"] is not None
