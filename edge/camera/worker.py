@@ -72,6 +72,8 @@ class CameraWorker:
                  violations: Mapping[str, str], source: VideoSource | None = None) -> None:
         self.site_id, self.cfg, self.spool = site_id, cfg, spool
         self.detector = detector
+        card = getattr(detector, "card", None)
+        self.model = f"{card.name}@{card.version}" if card is not None else None
         self.by_violation: dict[str, set[str]] = {}
         for label, violation in violations.items():
             self.by_violation.setdefault(violation, set()).add(label)
@@ -117,7 +119,7 @@ class CameraWorker:
         score = max((b.score for b in boxes if b.label in labels), default=0.0)
         self._spool(Channel.DETECTION, Detection(
             msg_id=new_id(), violation=violation, state=change.value, score=score,
-            boxes=shown[:100], snapshot_sha256=sha, **common))
+            boxes=shown[:100], snapshot_sha256=sha, model=self.model, **common))
         metrics.CAMERA_CHANGES.labels(camera=self.cfg.device_id, violation=violation,
                                       state=change.value).inc()
         self.counters.published.append((violation, change.value))

@@ -156,6 +156,9 @@ class Detection(Envelope):
     score: float = Field(ge=0, le=1)
     boxes: list[BoundingBox] = Field(default_factory=list, max_length=BOXES_MAX)
     snapshot_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    model: Label | None = Field(
+        default=None, description="The detector that saw it, <model card name>@<version>:"
+        " false positives are counted per model.")
 
 
 class Evidence(Envelope):
