@@ -37,6 +37,7 @@ class Action(StrEnum):
     OPEN = "open"  # a new alert (and a clue for the task system)
     ATTACH = "attach"  # record the transition on the alert already open; nothing new
     RESOLVE = "resolve"  # close the open alert
+    REFIRE = "refire"  # a resolved alert fires again from the same start (after a retraction)
     NOOP = "noop"  # nothing to change (replay, stale or unmatched transition)
 
 
@@ -62,6 +63,10 @@ def decide(
     """What ``transition`` does, given the alert with the same fingerprint and started_at
     (``same_start``) and the fingerprint's open alert (``open_alert``), either may be None."""
     if transition.kind is TransitionKind.FIRING:
+        if same_start is not None and not same_start.open and open_alert is None:
+            # The stream retracted a speculative FIRING (RESOLVED) and fires the same
+            # episode again: a new transition id (its generation) for the same start.
+            return Decision(Action.REFIRE, same_start.id, "refired")
         if same_start is not None:
             return Decision(Action.NOOP, same_start.id, "alert_exists")
         if open_alert is not None:

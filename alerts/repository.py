@@ -145,6 +145,9 @@ async def apply_transition(conn: AnyConn, t: AlertTransition, policy: Policy,
             if decision.action is Action.RESOLVE:
                 incident_id = await _resolve_alert(conn, t, decision.alert_id, policy, now)
                 return ApplyResult("resolved", decision.alert_id, decision.reason, incident_id)
+            if decision.action is Action.REFIRE:
+                incident_id = await _refire(conn, t, decision.alert_id, policy, now)
+                return ApplyResult("refired", decision.alert_id, decision.reason, incident_id)
             if decision.action is Action.ATTACH:
                 await conn.execute(
                     "UPDATE alerts SET updated_at = now() WHERE id = %s", (decision.alert_id,))
@@ -253,6 +256,30 @@ async def _resolve_alert(conn: AnyConn, t: AlertTransition, alert_id: int, polic
     resolution = {"summary": t.summary, "values": t.values, "transition_id": t.transition_id,
                   "by": SYSTEM}
     await reconcile(conn, incident_id, policy, now, resolution=resolution)
+    return int(incident_id)
+
+
+async def _refire(conn: AnyConn, t: AlertTransition, alert_id: int, policy: Policy,
+                 now: datetime) -> int | None:
+    """The alert opens again; its incident too if it had resolved (``reopened`` to the
+    receivers that heard it resolved)."""
+    cur = await conn.execute(
+        "UPDATE alerts SET status = 'open', ended_at = NULL, resolved_by = NULL,"
+        " resolve_reason = NULL, updated_at = now() WHERE id = %s AND status = 'resolved'"
+        " RETURNING incident_id", (alert_id,))
+    row = await cur.fetchone()
+    incident_id = row[0] if row else None
+    if incident_id is None:
+        return None
+    cur = await conn.execute(
+        "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_by = NULL,"
+        " resolve_reason = NULL, reopen_count = reopen_count + 1, notify_state = 'held',"
+        " held_reason = 'reopened', updated_at = now() WHERE id = %s AND status = 'resolved'"
+        " RETURNING id", (incident_id,))
+    reopened = await cur.fetchone() is not None
+    await history(conn, incident_id, SYSTEM, "reopened" if reopened else "alert_refired",
+                  {"rule_id": t.rule_id, "summary": t.summary, "refired": True}, alert_id)
+    await reconcile(conn, incident_id, policy, now)
     return int(incident_id)
 
 

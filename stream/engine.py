@@ -222,7 +222,8 @@ class RuleEngine:
         key = state_key(msg.site_id, msg.device_id, VISION)
         st = view.load(key, vision.VisionState) or vision.VisionState()
         st, trs = vision.step(st, msg.site_id, msg.device_id, vision.Finding(
-            msg.violation, msg.state, msg.ts, msg.score, msg.boxes, msg.snapshot_sha256))
+            msg.violation, msg.state, msg.ts, msg.score, msg.boxes, msg.snapshot_sha256,
+            msg.model))
         out.transitions.extend(trs)
         view.save(key, st, partition)
         self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)

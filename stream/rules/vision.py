@@ -71,7 +71,7 @@ class Finding:
     score: float
     boxes: Sequence[BoundingBox]
     snapshot_sha256: str | None
-
+    model: str | None = None  # the detector, <card name>@<version>
 
 
 def step(state: VisionState, site_id: str, device_id: str, f: Finding
@@ -101,6 +101,6 @@ def step(state: VisionState, site_id: str, device_id: str, f: Finding
         device_id=device_id, started_at=start, at=f.ts, summary=summary,
         values={"violation": name, "score": f.score,
                 "labels": sorted({b.label for b in f.boxes}), "boxes": len(f.boxes),
-                "snapshot_sha256": f.snapshot_sha256},
+                "snapshot_sha256": f.snapshot_sha256, "model": f.model or "unknown"},
     )
     return new, [tr]

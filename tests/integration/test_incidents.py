@@ -309,3 +309,23 @@ async def test_a_receiver_may_not_want_resolutions(pg_dsn: str, conn: AsyncConne
                     tr(RESOLVED, "elevator.overspeed", start=T0, at=T0 + MIN))
     assert sorted((r[0], r[1]) for r in outbox_rows(pg_dsn)) == [
         ("ops-board", "created"), ("task-system", "created"), ("task-system", "resolved")]
+
+
+async def test_fire_retract_fire_of_one_episode_reopens_it(
+        pg_dsn: str, conn: AsyncConnection[Any]) -> None:
+    """The stream fires speculatively, retracts (RESOLVED) when late data disproves it,
+    then fires the same episode again under a new generation of its transition id."""
+    p = policy()
+    rule = "cold_chain.door_open"
+    first = tr(FIRING, rule, start=T0, at=T0 + MIN)
+    retract = tr(RESOLVED, rule, start=T0, at=T0 + 2 * MIN)
+    again = first.model_copy(update={"transition_id": first.transition_id + "|g1",
+                                     "at": T0 + 3 * MIN, "values": {"generation": 1}})
+    assert await apply_all(conn, p, first, retract, again) == ["opened", "resolved", "refired"]
+    with psycopg.connect(pg_dsn) as c:
+        assert c.execute("SELECT count(*), min(status) FROM alerts").fetchone() == (1, "open")
+    [(iid, _, status, state, *_rest)] = incidents(pg_dsn)
+    assert (status, state) == ("open", "notified")
+    assert events(pg_dsn) == [("created", 0), ("resolved", 1), ("reopened", 2)]
+    assert history_actions(pg_dsn, iid)[-2:] == ["reopened", "clue_reopened"]
+    assert await apply_all(conn, p, again) == ["duplicate"]

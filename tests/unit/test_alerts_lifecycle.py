@@ -55,7 +55,13 @@ def test_firing_opens_a_new_alert() -> None:
 def test_firing_replayed_is_a_noop() -> None:
     d = decide(transition(), ref(7), ref(7))
     assert (d.action, d.alert_id) == (Action.NOOP, 7)
+    # (a replay with the same transition id never gets here: alert_events has it)
+
+
+def test_firing_again_from_the_same_start_after_a_retraction_refires() -> None:
     d = decide(transition(), ref(7, open=False), None)
+    assert (d.action, d.alert_id) == (Action.REFIRE, 7)
+    d = decide(transition(), ref(7, open=False), ref(8, started_at=T0 + timedelta(hours=1)))
     assert (d.action, d.alert_id) == (Action.NOOP, 7)
 
 
