@@ -181,10 +181,15 @@ def _clues_requeue(s: Settings, a: argparse.Namespace) -> int:
 def _clues_status(s: Settings, _a: argparse.Namespace) -> int:
     from alerts import outbox
 
+    configured = ["task-system", *(r.name for r in s.alerts.receivers)]
+
     async def work(conn: AsyncConnection[Any]) -> int:
         print("receiver\tpending\theld\tdead\toldest_pending_s")
-        for f in await outbox.figures(conn):
-            print(f"{f.receiver}\t{f.pending}\t{f.held}\t{f.dead}\t{f.oldest_pending_s:.0f}")
+        figures = {f.receiver: f for f in await outbox.figures(conn)}
+        for name in [*configured, *sorted(set(figures) - set(configured))]:
+            f = figures.get(name) or outbox.ReceiverFigures(name, 0, 0, 0, 0.0)
+            note = "" if name in configured else "\t(not configured: drop its clues)"
+            print(f"{name}\t{f.pending}\t{f.held}\t{f.dead}\t{f.oldest_pending_s:.0f}{note}")
         return 0
 
     return _with_db(s, "clues status", work)
