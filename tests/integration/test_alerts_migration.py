@@ -61,7 +61,7 @@ async def test_incidents_migration_keeps_every_clue_and_alert(
                         " attempts) VALUES (%s, %s, %s, %s, %s, 1)",
                         (clue_ids[i], row[0], event, Jsonb({"clue_id": clue_ids[i]}), st))
 
-    assert migrate(dsn) == [INCIDENTS_MIGRATION]
+    assert migrate(dsn)[0] == INCIDENTS_MIGRATION
     with psycopg.connect(dsn, autocommit=True) as conn:
         incidents = conn.execute(
             "SELECT clue_id::text, status, notify_state, event_seq FROM incidents ORDER BY id"
