@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.set_defaults(fn=_demo)
     _admin_parsers(sub)
+    from ganzhi.broker.cli import add_device_parsers
+
+    add_device_parsers(sub)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["credentials"]:
         from ganzhi.mqtt_auth import main as credentials_main

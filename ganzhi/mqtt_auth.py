@@ -46,13 +46,14 @@ PASSWORD_BYTES = 32
 DEFAULT_INGEST_USER = "ganzhi-ingest"
 DEFAULT_SHARE_GROUP = "ganzhi-ingest"  # a guessable name (the old default); services refuse it
 DEFAULT_MONITOR_USER = "ganzhi-monitor"
+DEFAULT_ADMIN_USER = "ganzhi-admin"  # the dynamic-security plugin's admin (provisioning)
 
 # Service account names: no '/', so device patterns (%u) never reach the device tree;
 # no '+', '#' (Mosquitto denies them) and no ':' (the password file separator).
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
-class CredentialError(Exception):
+class CredentialError(ValueError):
     """A provisioning request that cannot be carried out (the message says why)."""
 
 
@@ -403,12 +404,46 @@ def build_parser(prog: str = "ganzhi credentials") -> argparse.ArgumentParser:
 
     sub.add_parser("share-group", help="print a new random share group name for ingest")
 
+    ds = sub.add_parser("dynsec-init", help="first file of the broker's dynamic-security "
+                        "plugin: admin and service accounts, deny by default")
+    ds.add_argument("--out", type=Path, required=True, help="plugin_opt_config_file")
+    ds.add_argument("--secrets-dir", type=Path, required=True)
+    ds.add_argument("--admin-user", default=DEFAULT_ADMIN_USER)
+    ds.add_argument("--ingest-user", default=DEFAULT_INGEST_USER)
+    ds.add_argument("--monitor-user", default=DEFAULT_MONITOR_USER)
+    ds.add_argument("--no-monitor", action="store_true")
+
     acl = sub.add_parser("acl", help="write the ACL file")
     acl.add_argument("--out", type=Path, required=True)
     acl.add_argument("--ingest-user", default=DEFAULT_INGEST_USER)
     acl.add_argument("--monitor-user", default=DEFAULT_MONITOR_USER)
     acl.add_argument("--no-monitor", action="store_true")
     return parser
+
+
+def _dynsec_init(args: argparse.Namespace) -> int:
+    """Random passwords for the admin and service accounts (0600 files, never printed)
+    and the plugin's first file holding their hashes."""
+    from ganzhi.broker import dynsec
+
+    users = [(args.admin_user, dynsec.ADMIN_ROLE), (args.ingest_user, dynsec.INGEST_ROLE)]
+    if not args.no_monitor:
+        users.append((args.monitor_user, dynsec.MONITOR_ROLE))
+    if args.out.exists():
+        raise CredentialError(f"{args.out} exists; the broker owns it now")
+    accounts = []
+    for user, role in users:
+        password = generate_password()
+        path = service_secret_path(args.secrets_dir, check_service_username(user))
+        _private_dirs(args.secrets_dir, path.parent)
+        _atomic_write(path, password + "\n", 0o600)
+        accounts.append(dynsec.Account(user, password, role))
+    dynsec.write_initial_config(args.out, accounts[0], accounts[1:])
+    for account in accounts:
+        print(f"{account.username}\t{account.role}\tpassword in "
+              f"{service_secret_path(args.secrets_dir, account.username)}")
+    print(f"wrote {args.out}; start Mosquitto with the plugin and this file")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -431,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.action == "share-group":
             print(generate_share_group())
             return 0
+        elif args.action == "dynsec-init":
+            return _dynsec_init(args)
         elif args.action == "list":
             for user in read_password_file(args.passwd_file):
                 kind = "device" if parse_device_username(user) else "service"

@@ -35,6 +35,17 @@ class MqttSettings(BaseModel):
     # Bound on QoS 1 messages received but not yet acknowledged (paho loses
     # messages past 65,535 outstanding ones; the broker honours receive_maximum).
     receive_maximum: int = 1000
+    # Device provisioning (Mosquitto's dynamic-security plugin): the broker's admin
+    # account, which may only use $CONTROL/dynamic-security/#. Needed only by provisioning
+    # (API, CLI); it reaches the broker at host:port above, so use TLS or loopback.
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
+    # The broker as edge boxes reach it, for the config snippet provisioning hands out.
+    edge_host: str | None = None  # default: host
+    edge_port: int = Field(default=8883, ge=1, le=65535)
+    edge_tls: bool = True
+    edge_ca_file: str = "/etc/ganzhi-edge/ca.crt"
+    edge_secrets_dir: str = "/etc/ganzhi-edge/secrets"
 
 
 class KafkaSettings(BaseModel):

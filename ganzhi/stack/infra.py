@@ -154,6 +154,18 @@ def _tls_listener_lines(tls: TlsListener, host: str) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class DynsecPlugin:
+    """Mosquitto's dynamic-security plugin: clients, roles and ACLs changed at run time
+    over ``$CONTROL/dynamic-security/v1`` (:mod:`ganzhi.broker.dynsec`), kept by the
+    plugin in ``config_file`` (write its first version with
+    :func:`ganzhi.broker.dynsec.write_initial_config`). Replaces password and ACL files.
+    """
+
+    config_file: Path
+    plugin: Path = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+
+
 def mosquitto_config(
     data_dir: Path,
     host: str,
@@ -162,7 +174,10 @@ def mosquitto_config(
     password_file: Path | None = None,
     acl_file: Path | None = None,
     tls: TlsListener | None = None,
+    dynsec: DynsecPlugin | None = None,
 ) -> str:
+    if dynsec is not None and (password_file is not None or acl_file is not None):
+        raise ValueError("the dynamic-security plugin replaces password_file and acl_file")
     lines = [
         f"listener {port} {host}",
         "persistence true",
@@ -175,7 +190,10 @@ def mosquitto_config(
         "max_inflight_messages 1000",
         "max_queued_messages 1000000",
     ]
-    if password_file is None:
+    if dynsec is not None:
+        lines += ["allow_anonymous false", f"plugin {dynsec.plugin}",
+                  f"plugin_opt_config_file {dynsec.config_file}"]
+    elif password_file is None:
         lines.append("allow_anonymous true")
     else:
         lines += ["allow_anonymous false", f"password_file {password_file}"]
@@ -199,8 +217,10 @@ def start_mosquitto(
     password_file: Path | None = None,
     acl_file: Path | None = None,
     tls: TlsListener | None = None,
+    dynsec: DynsecPlugin | None = None,
 ) -> Managed:
-    """Mosquitto on ``host:port`` (plain), plus a TLS listener when ``tls`` is given.
+    """Mosquitto on ``host:port`` (plain), plus a TLS listener when ``tls`` is given,
+    with the dynamic-security plugin when ``dynsec`` is given.
 
     The TLS port is in ``extra["tls_port"]`` of the returned handle.
     """
@@ -214,7 +234,8 @@ def start_mosquitto(
         tls = replace(tls, port=free_port(host))
     conf.write_text(
         mosquitto_config(
-            data_dir, host, port, password_file=password_file, acl_file=acl_file, tls=tls
+            data_dir, host, port, password_file=password_file, acl_file=acl_file, tls=tls,
+            dynsec=dynsec,
         )
     )
     part = _spawn("mosquitto", [binary, "-c", str(conf)], data_dir / "mosquitto.log", host, port)
