@@ -3,12 +3,19 @@
 Errors name the place in the file (``devices.1.source.registers.0.type: …``) so a
 technician can fix a box's file without reading code. Passwords are ``SecretStr`` (never
 printed); ``password_file`` keeps them out of the YAML altogether.
+
+``params`` per device or camera declares what the platform's rules need to judge it (a
+cold room's variant, an elevator's rated speed and top landing, a camera's scenarios;
+:mod:`ganzhi.device_params`), checked here when the box starts. The agent does not send
+them: the registry is where the stream reads them, and :meth:`AgentConfig.registry_entries`
+gives the rows to import from a box file (docs/rules.md "Device parameters from the
+registry").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -16,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.simulated import SimulatorSourceConfig
 from edge.spool import WhenFull
+from ganzhi import device_params
 from ganzhi.contracts import DeviceClass, Violation
 from ganzhi.contracts.topics import ID_PATTERN
 
@@ -74,11 +82,25 @@ class _Credentials(_Strict):
         return self.password.get_secret_value() if self.password else None
 
 
+def _checked_params(device_class: DeviceClass, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return device_params.dump(device_params.validate(device_class, params))
+    except ValueError as exc:
+        raise ValueError(f"params: {exc}") from None
+
+
 class DeviceConfig(_Credentials):
     device_class: DeviceClass
     sample_interval_s: float = Field(default=10.0, gt=0)
     report: ReportConfig = Field(default_factory=ReportConfig)
     source: SourceConfig
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="what the platform's rules need (registry)")
+
+    @model_validator(mode="after")
+    def _params(self) -> DeviceConfig:
+        self.params = _checked_params(self.device_class, self.params)
+        return self
 
 
 class ConfirmConfig(_Strict):
@@ -128,11 +150,14 @@ class CameraConfig(_Credentials):
     snapshot_quality: int = Field(default=85, ge=30, le=100)
     report_period_s: float = Field(default=60.0, gt=0, description="heartbeat telemetry")
     threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime threads")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="what the platform's rules need (registry)")
 
     @model_validator(mode="after")
     def _polygons(self) -> CameraConfig:
         if any(len(p) < 3 for p in self.rois):
             raise ValueError("each roi needs at least 3 points")
+        self.params = _checked_params(DeviceClass.KITCHEN_CAMERA, self.params)
         return self
 
 
@@ -154,6 +179,15 @@ class AgentConfig(_Strict):
         if dupes:
             raise ValueError(f"device ids must be unique: {dupes}")
         return self
+
+    def registry_entries(self) -> list[tuple[str, str, DeviceClass, dict[str, Any]]]:
+        """``(site_id, device_id, device_class, params)`` of every device and camera of
+        the box: the rows for the registry's ``devices`` table (params validated)."""
+        rows = [(self.site_id, d.device_id, d.device_class, dict(d.params))
+                for d in self.devices]
+        rows += [(self.site_id, c.device_id, DeviceClass.KITCHEN_CAMERA, dict(c.params))
+                 for c in self.cameras]
+        return rows
 
 
 class ConfigError(Exception):

@@ -8,7 +8,9 @@ rule-state store), so it runs the same under Faust and in tests. Per device it k
 * ``{site}/{device}/health`` - :mod:`stream.rules.device_health` plus the device's
   partition, so the timer knows which worker owns it and where its changelog goes;
 * ``{site}/{device}/events`` - :mod:`stream.rules.device_events` (alarm button, power,
-  source errors) plus the partition, written only once the device sent such an event.
+  source errors) plus the partition, written only once the device sent such an event;
+* ``{site}/{device}/config`` - :mod:`stream.rules.device_config` (``device.incomplete_config``)
+  plus the partition, written only once the device was heard incompletely configured.
 
 Parameters come from the rules model in force at each call (``rules()``), so a rules
 change applies at the next evaluation without touching state.
@@ -31,11 +33,13 @@ from ganzhi.contracts import (
     DeviceEvent,
     DeviceStatus,
     Telemetry,
+    TransitionKind,
 )
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.rules import cold_chain, device_events, device_health, elevator, vision
+from stream.rules import cold_chain, device_config, device_events, device_health, elevator, vision
 from stream.rules.cold_chain import ColdChainState
+from stream.rules.device_config import ConfigState
 from stream.rules.device_events import DeviceEventsState
 from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
@@ -56,6 +60,7 @@ ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotR
 HEALTH = "health"
 VISION = "vision"
 EVENTS = "events"
+CONFIG = "config"
 
 
 def state_key(site_id: str, device_id: str, name: str) -> str:
@@ -84,6 +89,13 @@ class EventsEntry(BaseModel):
 
     partition: int
     state: DeviceEventsState
+
+
+class ConfigEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    partition: int
+    state: ConfigState
 
 
 def event_label(name: str) -> str:
@@ -172,8 +184,42 @@ class RuleEngine:
             ecfg = rules.elevator(msg.site_id, msg.device_id)
             self._feed(view, partition, msg, "elevator", ELEVATOR_RULES, ecfg.params,
                        snaps, ecfg.allowed_lateness_s, out)
+        self._config(view, partition, msg.device_class, msg.site_id, msg.device_id,
+                     snaps[-1][0], rules, out)
         self.heard(view, partition, msg.site_id, msg.device_id, snaps[-1][0], received_at, out)
         self._events_telemetry(view, partition, msg, snaps, received_at, out)
+
+    def _config(self, view: StateView, partition: int, device_class: DeviceClass,
+                site_id: str, device_id: str, ts: datetime, rules: Rules,
+                out: Evaluation) -> None:
+        """``device.incomplete_config``: raised when the device is heard lacking the
+        parameters its class needs, resolved once it has them."""
+        missing = rules.missing(device_class, site_id, device_id)
+        key = state_key(site_id, device_id, CONFIG)
+        entry = view.load(key, ConfigEntry)
+        before = entry.state if entry else None
+        if not missing and (before is None or before.open_since is None):
+            return  # the usual case: nothing read or written beyond the lookup
+        new, trs = device_config.observe(before, device_class, site_id, device_id,
+                                         missing, ts)
+        if trs:
+            self._log_config(trs[0], device_class, missing)
+        out.transitions.extend(trs)
+        state = new or ConfigState(device_class=device_class)
+        if state != before:
+            view.save(key, ConfigEntry(partition=partition, state=state), partition)
+
+    @staticmethod
+    def _log_config(tr: AlertTransition, device_class: DeviceClass,
+                    missing: tuple[str, ...] | list[str]) -> None:
+        if tr.kind is TransitionKind.FIRING:
+            log.warning("device_incomplete_config", site_id=tr.site_id,
+                        device_id=tr.device_id, device_class=device_class.value,
+                        missing=list(missing),
+                        detail="rules needing these parameters are not run")
+        else:
+            log.info("device_config_complete", site_id=tr.site_id, device_id=tr.device_id,
+                     device_class=device_class.value)
 
     def _feed(
         self, view: StateView, partition: int, msg: Telemetry, name: str,
@@ -308,6 +354,7 @@ class RuleEngine:
         owned its partition for longer than its offline limit."""
         rules = self._rules()
         seen: set[tuple[str, str]] = set()
+        incomplete: dict[str, int] = {c.value: 0 for c in DeviceClass}
         for key in list(view.store.keys()):
             site_id, device_id, name = key.split("/", 2)
             if name == HEALTH:
@@ -315,6 +362,17 @@ class RuleEngine:
                 check = self._tick_one
             elif name == EVENTS:
                 check = self._tick_events
+            elif name == CONFIG:
+                try:
+                    cls = self._tick_config(view, rules, site_id, device_id, clocks, out)
+                except Exception:
+                    metrics.RULE_ERRORS.inc()
+                    log.exception("config_check_failed", site_id=site_id,
+                                  device_id=device_id)
+                    continue
+                if cls is not None:
+                    incomplete[cls.value] += 1
+                continue
             else:
                 continue
             mark = len(out.transitions)
@@ -328,6 +386,8 @@ class RuleEngine:
                 log.exception("offline_check_failed" if name == HEALTH
                               else "device_events_check_failed",
                               site_id=site_id, device_id=device_id)
+        for cls_name, n in incomplete.items():
+            metrics.DEVICES_INCOMPLETE.labels(cls_name).set(n)
         for site_id, device_id in rules.expected_devices():
             if (site_id, device_id) in seen:
                 continue
@@ -354,6 +414,27 @@ class RuleEngine:
             out.transitions.extend(r.transitions)
             self._save_health(view, HealthEntry(partition=entry.partition, state=r.state))
 
+
+    def _tick_config(self, view: StateView, rules: Rules, site_id: str, device_id: str,
+                     clocks: Mapping[int, datetime], out: Evaluation) -> DeviceClass | None:
+        """An open ``device.incomplete_config`` whose device is complete now (the
+        registry or the rules changed) is resolved without waiting for the device.
+        Returns the device's class while it stays incomplete (for the gauge)."""
+        key = state_key(site_id, device_id, CONFIG)
+        entry = view.load(key, ConfigEntry)
+        if entry is None or entry.state.open_since is None or entry.partition not in clocks:
+            return None
+        st = entry.state
+        if rules.missing(st.device_class, site_id, device_id):
+            return st.device_class
+        trs = device_config.complete(st, site_id, device_id, clocks[entry.partition])
+        for tr in trs:
+            self._log_config(tr, st.device_class, [])
+        out.transitions.extend(trs)
+        view.save(key, ConfigEntry(partition=entry.partition,
+                                   state=ConfigState(device_class=st.device_class)),
+                  entry.partition)
+        return None
 
     def _tick_events(self, view: StateView, rules: Rules, site_id: str, device_id: str,
                      clocks: Mapping[int, datetime], active_since: datetime,

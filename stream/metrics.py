@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 READINGS_WRITTEN = Counter(
     "ganzhi_stream_readings_written_total", "Readings inserted into PostgreSQL")
@@ -50,3 +50,8 @@ EVENTS = Counter(
     "Device events read (ganzhi.event.v1), by event name (the names a rule reads; any "
     "other is 'other') and outcome (fired, extended, resolved, stale, unknown)",
     ["event", "outcome"])
+DEVICES_INCOMPLETE = Gauge(
+    "ganzhi_stream_devices_incomplete",
+    "Devices heard whose class needs parameters nobody set (device.incomplete_config "
+    "open), of the partitions this worker owns; set by the offline timer",
+    ["device_class"])

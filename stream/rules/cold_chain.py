@@ -50,7 +50,10 @@ from stream.rules import excursion
 from stream.rules.excursion import ExcursionParams, ExcursionState, from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
 
-Variant = Literal["chilled", "frozen"]
+# chilled / frozen: GB/T 24616 bands (below); other: neither, the band rules only where
+# their limits are configured. ``None`` (ColdChainParams.variant): not configured, so no
+# band rule runs (stream/rules/model.py reports the device as incompletely configured).
+Variant = Literal["chilled", "frozen", "other"]
 
 AIR = "temperature"
 PRODUCT = "temperature_product"
@@ -149,7 +152,7 @@ class DefrostParams:
 
 @dataclass(frozen=True)
 class ColdChainParams:
-    variant: Variant = "chilled"
+    variant: Variant | None = "chilled"
     temperature_high: ExcursionParams | None = None
     frozen_rebound: ExcursionParams | None = None
     temperature_low: LowParams | None = None
@@ -161,9 +164,16 @@ class ColdChainParams:
     defrost: DefrostParams = field(default_factory=DefrostParams)
 
 
-def default_params(variant: Variant = "chilled", **overrides: Any) -> ColdChainParams:
-    """Defaults per variant; ``overrides`` replace whole rule parameter objects (or None)."""
-    if variant == "chilled":
+def default_params(variant: Variant | None = "chilled", **overrides: Any) -> ColdChainParams:
+    """Defaults per variant; ``overrides`` replace whole rule parameter objects (or None).
+
+    ``other`` and ``None`` (not configured) have no band rule (temperature_high,
+    frozen_rebound, temperature_low): a band guessed for the wrong kind of room is wrong
+    for good. The rules that need no band (rate of rise, door, humidity, probe,
+    compressor) run for every room."""
+    if variant is None or variant == "other":
+        p = ColdChainParams(variant=variant)
+    elif variant == "chilled":
         p = ColdChainParams(
             variant="chilled",
             # GB/T 24616: chilled goods below 8 °C.
@@ -327,6 +337,31 @@ def _rise(history: list[tuple[int, float]], ts: int, window_s: float,
     return history[-1][1] - v0
 
 
+def _resolve_switched_off(state: ColdChainState, params: ColdChainParams, ctx: _Ctx,
+                          out: list[AlertTransition], upd: dict[str, Any]) -> None:
+    """A rule off (``None``) whose alert is open: resolve it now. Without this an alert
+    raised under parameters that no longer apply (a frozen room judged as chilled, then
+    configured frozen: ``temperature_low`` open since) would stay open for good."""
+    opened: list[tuple[str, str, Severity, int]] = []
+    for name, rule_id, sev in _EXCURSIONS:
+        x: ExcursionState = getattr(state, name)
+        if getattr(params, name) is None and x.open is not None:
+            opened.append((name, rule_id, sev, x.open.started_at))
+            upd[name] = ExcursionState()
+    for name, rule_id in _HOLDS.items():
+        h: Hold = getattr(state, name)
+        if getattr(params, name) is None and h.phase in (Phase.FIRING, Phase.CLEARING):
+            opened.append((name, rule_id, _HOLD_SEVERITY[name],
+                           h.started_at if h.started_at is not None else ctx.ts))
+            upd[name] = Hold()
+    for name, rule_id, sev, started in opened:
+        out.append(_make(
+            TransitionKind.RESOLVED, rule_id, sev, ctx.site_id, ctx.device_id, started,
+            max(ctx.ts, started), f"rule {name} no longer applies to this room "
+            f"(variant {params.variant or 'not configured'})",
+            {"reason": "rule_off", "variant": params.variant}))
+
+
 # --------------------------------------------------------------------------- the step
 
 
@@ -342,6 +377,7 @@ def step(
     ctx = _Ctx(site_id, device_id, t)
     out: list[AlertTransition] = []
     upd: dict[str, Any] = {"last_ts": t}
+    _resolve_switched_off(state, params, ctx, out, upd)
     pp = params.probe_failure
     valid_min = pp.valid_min if pp else -60.0
     valid_max = pp.valid_max if pp else 60.0
@@ -525,6 +561,13 @@ _HOLDS = {
     "door_open": RULE_DOOR_OPEN, "humidity": RULE_HUMIDITY,
     "probe_failure": RULE_PROBE_FAILURE, "compressor": RULE_COMPRESSOR,
 }
+_HOLD_SEVERITY = {
+    "temperature_low": LowParams.severity, "rate_of_rise": RateParams.severity,
+    "door_open": DoorParams.severity, "humidity": HumidityParams.severity,
+    "probe_failure": ProbeParams.severity, "compressor": CompressorParams.severity,
+}
+_EXCURSIONS = (("temperature_high", RULE_TEMPERATURE_HIGH, Severity.MAJOR),
+               ("frozen_rebound", RULE_FROZEN_REBOUND, Severity.CRITICAL))
 
 
 def open_fingerprints(state: ColdChainState, site_id: str, device_id: str) -> set[str]:

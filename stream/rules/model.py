@@ -19,9 +19,15 @@ A :class:`RulesDoc` is what a rules file or the ``rule_config`` table holds::
         site-a/cold-room-01: {expected_interval_s: 30}  # listed: expected even if never heard
 
 Precedence, later wins: code defaults (per variant) < settings / environment < ``defaults``
-< ``sites.<site>`` < ``devices.<site>/<device>``. Unknown keys and ill-typed values are
-errors naming the place (``cold_store.devices.site-b/freezer-1.door_open: ...``), raised
+< ``sites.<site>`` < the registry's device parameters (``devices.params``, see
+:mod:`ganzhi.device_params`; translated by :func:`registry_layer`) < ``devices.<site>/<device>``
+(an explicit rule for one device overrides everything). Unknown keys and ill-typed values
+are errors naming the place (``cold_store.devices.site-b/freezer-1.door_open: ...``), raised
 when the document is compiled, so a bad edit is refused whole and the last good rules stay.
+
+A cold room's variant is never guessed: set nowhere, the room has no band rule and
+:meth:`Rules.missing` names ``variant`` (the stream raises ``device.incomplete_config``).
+``variant: chilled`` in ``defaults`` or a site is an explicit choice and counts as set.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ganzhi.contracts import Severity
+from ganzhi import device_params as dp
+from ganzhi.contracts import DeviceClass, Severity
 from ganzhi.settings import ColdChainRuleSettings, HealthRuleSettings
 from stream.rules import cold_chain, elevator
 from stream.rules.cold_chain import ColdChainParams, Variant
@@ -60,11 +67,15 @@ class Section(BaseModel):
     sites: dict[str, dict[str, Any]] = {}
     devices: dict[str, dict[str, Any]] = {}
 
-    def layers(self, site_id: str, device_id: str) -> list[tuple[str, Mapping[str, Any]]]:
+    def layers(self, site_id: str, device_id: str,
+               registry: Mapping[str, Any] | None = None
+               ) -> list[tuple[str, Mapping[str, Any]]]:
         out: list[tuple[str, Mapping[str, Any]]] = [("defaults", self.defaults)]
         if site_id in self.sites:
             out.append((f"sites.{site_id}", self.sites[site_id]))
         key = f"{site_id}/{device_id}"
+        if registry:
+            out.append((f"registry.{key}", registry))
         if key in self.devices:
             out.append((f"devices.{key}", self.devices[key]))
         return out
@@ -137,7 +148,8 @@ _COLD_RULES: dict[str, tuple[str, Any]] = {
 _EXCURSION_FIXED = frozenset({"allowed_lateness_s", "rule_id"})
 
 
-def _cold_rule(params: ColdChainParams, key: str, value: Any, where: str) -> ColdChainParams:
+def _cold_rule(params: ColdChainParams, key: str, value: Any, where: str,
+               high_fallback: ExcursionParams) -> ColdChainParams:
     """One rule's override: ``false``/``null`` off, ``true`` on, a mapping patches it."""
     fname, fallback = _COLD_RULES[key]
     current = getattr(params, fname)
@@ -146,8 +158,7 @@ def _cold_rule(params: ColdChainParams, key: str, value: Any, where: str) -> Col
         new = None
     else:
         start = current if current is not None else (
-            fallback if fallback is not None
-            else cold_chain.default_params("chilled").temperature_high)
+            fallback if fallback is not None else high_fallback)
         forbidden = _EXCURSION_FIXED if isinstance(start, ExcursionParams) else frozenset()
         new = start if value is True else _patch(start, value, where, forbidden)
     changes: dict[str, Any] = {fname: new}
@@ -158,6 +169,8 @@ def _cold_rule(params: ColdChainParams, key: str, value: Any, where: str) -> Col
 class ColdStoreConfig:
     params: ColdChainParams
     allowed_lateness_s: float
+    # Registry parameter names this room's rules need and nobody set (docs/rules.md).
+    missing: tuple[str, ...] = ()
 
 
 def _settings_temperature_high(p: ExcursionParams, variant: Variant,
@@ -176,19 +189,25 @@ def _settings_temperature_high(p: ExcursionParams, variant: Variant,
 
 
 def resolve_cold_store(section: Section, base: ColdChainRuleSettings, site_id: str,
-                       device_id: str) -> ColdStoreConfig:
-    layers = section.layers(site_id, device_id)
-    variant: Variant = "chilled"
+                       device_id: str, registry: Mapping[str, Any] | None = None
+                       ) -> ColdStoreConfig:
+    layers = section.layers(site_id, device_id, registry)
+    variant: Variant | None = None  # never guessed: see missing
     for where, layer in layers:
         if "variant" in layer:
-            if layer["variant"] not in ("chilled", "frozen"):
-                raise RulesError(f"cold_store.{where}.variant: expected chilled or frozen, "
-                                 f"got {layer['variant']!r}")
+            if layer["variant"] not in ("chilled", "frozen", "other"):
+                raise RulesError(f"cold_store.{where}.variant: expected chilled, frozen or "
+                                 f"other, got {layer['variant']!r}")
             variant = layer["variant"]
     params = cold_chain.default_params(variant)
-    assert params.temperature_high is not None
-    params = replace(params, temperature_high=_settings_temperature_high(
-        params.temperature_high, variant, base))
+    chilled_high = cold_chain.default_params("chilled").temperature_high
+    assert chilled_high is not None
+    # A band switched on for a room without one (other, not configured): the chilled
+    # rule's timings, the environment's timings, the layer's limit.
+    high_fallback = _settings_temperature_high(chilled_high, "other", base)
+    if params.temperature_high is not None:
+        params = replace(params, temperature_high=_settings_temperature_high(
+            params.temperature_high, variant or "other", base))
     lateness = base.allowed_lateness_s
     for where, layer in layers:
         for key, value in layer.items():
@@ -200,12 +219,17 @@ def resolve_cold_store(section: Section, base: ColdChainRuleSettings, site_id: s
             elif key == "defrost_recovery_s":
                 params = replace(params, defrost=cold_chain.DefrostParams(_number(value, here)))
             elif key in _COLD_RULES:
-                params = _cold_rule(params, key, value, here)
+                params = _cold_rule(params, key, value, here, high_fallback)
             else:
                 known = sorted(["variant", "allowed_lateness_s", "defrost_recovery_s",
                                 *_COLD_RULES])
                 raise RulesError(f"{here}: unknown key (known: {known})")
-    return ColdStoreConfig(params, lateness)
+    missing: tuple[str, ...] = ()
+    if variant is None:
+        missing = ("variant",)
+    elif variant == "other" and params.temperature_high is None:
+        missing = ("high_limit_c",)
+    return ColdStoreConfig(params, lateness, missing)
 
 
 # --------------------------------------------------------------------------- elevator
@@ -232,11 +256,12 @@ def _rule_id(name: str, where: str) -> str:
     return rid
 
 
-def resolve_elevator(section: Section, site_id: str, device_id: str) -> ElevatorConfig:
+def resolve_elevator(section: Section, site_id: str, device_id: str,
+                     registry: Mapping[str, Any] | None = None) -> ElevatorConfig:
     params = ElevatorParams()
     lateness = ELEVATOR_DEFAULT_LATENESS_S
     quiet = DEFAULT_ALARM_QUIET_S
-    for where, layer in section.layers(site_id, device_id):
+    for where, layer in section.layers(site_id, device_id, registry):
         geometry = {k: v for k, v in layer.items() if k in _ELEVATOR_FIELDS}
         params = _patch(params, geometry, f"elevator.{where}", frozenset({"rules"}))
         for key, value in layer.items():
@@ -266,6 +291,46 @@ def resolve_elevator(section: Section, site_id: str, device_id: str) -> Elevator
                                 "alarm_button_quiet_s", "rules"])
                 raise RulesError(f"{here}: unknown key (known: {known})")
     return ElevatorConfig(params, lateness, quiet)
+
+
+def elevator_missing(cfg: ElevatorConfig) -> tuple[str, ...]:
+    """Registry parameter names the elevator's rules need and nobody set."""
+    p = cfg.params
+    return tuple(name for name, v in (("rated_speed_mps", p.rated_speed_mps),
+                                      ("top_landing_m", p.top_landing_m)) if v is None)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class RegisteredDevice:
+    """One row of the registry's ``devices`` table, its params validated."""
+
+    device_class: DeviceClass
+    params: dp.DeviceParams
+
+
+Registry = Mapping[tuple[str, str], RegisteredDevice]
+
+
+def registry_layer(params: dp.DeviceParams) -> dict[str, Any]:
+    """A device's registry parameters as a layer of the rules model (its keys)."""
+    out: dict[str, Any] = {}
+    if isinstance(params, dp.ColdStoreParams):
+        if params.variant is not None:
+            out["variant"] = params.variant
+        for src, rule in (("high_limit_c", "temperature_high"),
+                          ("low_limit_c", "temperature_low"),
+                          ("rebound_limit_c", "frozen_rebound")):
+            limit = getattr(params, src)
+            if limit is not None:
+                out[rule] = {"limit": limit}
+    elif isinstance(params, dp.ElevatorParams):
+        for key in ("rated_speed_mps", "top_landing_m", "bottom_landing_m"):
+            if getattr(params, key) is not None:
+                out[key] = getattr(params, key)
+    return out
 
 
 # --------------------------------------------------------------------------- device health
@@ -304,8 +369,10 @@ class Rules:
     """A validated rules document with per-device lookups (cached)."""
 
     def __init__(self, doc: RulesDoc, cold_base: ColdChainRuleSettings | None = None,
-                 health_base: HealthRuleSettings | None = None) -> None:
+                 health_base: HealthRuleSettings | None = None,
+                 registry: Registry | None = None) -> None:
         self.doc = doc
+        self.registry: Registry = registry or {}
         self._cold_base = cold_base or ColdChainRuleSettings()
         self._health_base = health_base or HealthRuleSettings()
         self._cold: dict[tuple[str, str], ColdStoreConfig] = {}
@@ -326,19 +393,42 @@ class Rules:
                 if not sep or not site or not device:
                     raise RulesError(f"{cls}.devices.{key}: expected 'site/device'")
                 resolve(site, device)
+        for site, device in self.registry:
+            self.cold_store(site, device)
+            self.elevator(site, device)
+
+    def _registry(self, cls: DeviceClass, site_id: str, device_id: str
+                  ) -> dict[str, Any] | None:
+        reg = self.registry.get((site_id, device_id))
+        if reg is None or reg.device_class is not cls:
+            return None
+        return registry_layer(reg.params)
 
     def cold_store(self, site_id: str, device_id: str) -> ColdStoreConfig:
         key = (site_id, device_id)
         if key not in self._cold:
-            self._cold[key] = resolve_cold_store(self.doc.cold_store, self._cold_base,
-                                                 site_id, device_id)
+            self._cold[key] = resolve_cold_store(
+                self.doc.cold_store, self._cold_base, site_id, device_id,
+                self._registry(DeviceClass.COLD_STORE, site_id, device_id))
         return self._cold[key]
 
     def elevator(self, site_id: str, device_id: str) -> ElevatorConfig:
         key = (site_id, device_id)
         if key not in self._lift:
-            self._lift[key] = resolve_elevator(self.doc.elevator, site_id, device_id)
+            self._lift[key] = resolve_elevator(
+                self.doc.elevator, site_id, device_id,
+                self._registry(DeviceClass.ELEVATOR, site_id, device_id))
         return self._lift[key]
+
+    def missing(self, device_class: DeviceClass, site_id: str, device_id: str
+                ) -> tuple[str, ...]:
+        """Parameters the device's class needs and neither the registry nor the rules
+        documents set for it (``()``: completely configured)."""
+        if device_class is DeviceClass.COLD_STORE:
+            return self.cold_store(site_id, device_id).missing
+        if device_class is DeviceClass.ELEVATOR:
+            return elevator_missing(self.elevator(site_id, device_id))
+        return ()
 
     def device_events(self, site_id: str, device_id: str) -> EventParams:
         """Device-event parameters (the alarm button's quiet period is an elevator key,

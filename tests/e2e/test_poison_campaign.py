@@ -53,8 +53,12 @@ PER_DEVICE = 150
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
+    # The rooms are chilled: a variant is never guessed (docs/rules.md).
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("cold_store: {defaults: {variant: chilled}}\n")
     stack = Stack(tmp_path / "stack", Ports.choose(), Secrets.generate(), fast_unsafe=True,
-                  extra_env={"GANZHI_STREAM__COLD_CHAIN__DURATION_S": "60",
+                  extra_env={"GANZHI_STREAM__RULES_FILE": str(rules),
+                             "GANZHI_STREAM__COLD_CHAIN__DURATION_S": "60",
                              "GANZHI_STREAM__COLD_CHAIN__CLEAR_DURATION_S": "60",
                              "GANZHI_STREAM__BATCH_WITHIN_S": "0.2",
                              "GANZHI_WEBHOOK__POLL_INTERVAL_S": "0.2"})

@@ -90,6 +90,12 @@ class Worker:
             self.proc.wait(10)
 
 
+def chilled_rules(folder: Path) -> Path:
+    path = folder / "rules.yaml"
+    path.write_text("cold_store: {defaults: {variant: chilled}}\n")
+    return path
+
+
 @pytest.fixture
 async def worker_env(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     # Topics first: a producer racing the worker would auto-create them with the
@@ -104,6 +110,8 @@ async def worker_env(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> dict[
         "GANZHI_STREAM__DATA_DIR": str(tmp_path / "stream"),
         "GANZHI_STREAM__WEB_PORT": str(free_port()),
         "GANZHI_STREAM__BATCH_WITHIN_S": "0.2",
+        # The test's rooms are chilled: a variant is never guessed (docs/rules.md).
+        "GANZHI_STREAM__RULES_FILE": str(chilled_rules(tmp_path)),
         "GANZHI_STREAM__COLD_CHAIN__DURATION_S": "300",
         "GANZHI_STREAM__COLD_CHAIN__ALLOWED_LATENESS_S": "60",
         "GANZHI_OPS__STREAM": str(free_port()),

@@ -43,7 +43,11 @@ def rules(doc: dict[str, object] = DOC, **env: object) -> Rules:
 def test_cold_store_precedence_device_over_site_over_defaults() -> None:
     r = rules()
     a = r.cold_store("site-a", "cr-1").params
-    assert a.variant == "chilled" and a.door_open is not None and a.door_open.limit_s == 600
+    # configured nowhere: no variant guessed, no band rule, the rest as configured
+    assert a.variant is None and a.temperature_high is None and a.temperature_low is None
+    assert a.door_open is not None and a.door_open.limit_s == 600
+    assert r.cold_store("site-a", "cr-1").missing == ("variant",)
+    assert r.cold_store("site-b", "freezer-1").missing == ()
     b = r.cold_store("site-b", "cr-9").params
     assert b.humidity is None and b.door_open is not None and b.door_open.limit_s == 900
     fz = r.cold_store("site-b", "freezer-1").params
@@ -56,7 +60,7 @@ def test_cold_store_precedence_device_over_site_over_defaults() -> None:
 
 
 def test_environment_knobs_sit_between_code_and_document() -> None:
-    r = rules({}, duration_s=120, limit_c=5.0)
+    r = rules({"cold_store": {"defaults": {"variant": "chilled"}}}, duration_s=120, limit_c=5.0)
     chilled = r.cold_store("s", "d").params.temperature_high
     assert chilled is not None and (chilled.limit, chilled.duration_s) == (5.0, 120)
     frozen = rules({"cold_store": {"defaults": {"variant": "frozen"}}}, duration_s=120,
@@ -99,7 +103,8 @@ def test_health_intervals_switches_and_expected_devices() -> None:
      r"cold_store\.devices\.s/d\.door_open: unknown keys \['limit'\]"),
     ({"cold_store": {"sites": {"s": {"door_open": {"limit_s": "soon"}}}}},
      r"cold_store\.sites\.s\.door_open: .*limit_s"),
-    ({"cold_store": {"defaults": {"variant": "warm"}}}, r"variant: expected chilled or frozen"),
+    ({"cold_store": {"defaults": {"variant": "warm"}}},
+     r"variant: expected chilled, frozen or other"),
     ({"cold_store": {"defaults": {"temperature_high": {"rule_id": "x"}}}}, "unknown keys"),
     ({"elevator": {"defaults": {"rules": {"overspeeed": {"timer_s": 1}}}}},
      "unknown elevator rule 'overspeeed'"),

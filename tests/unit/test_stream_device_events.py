@@ -54,8 +54,9 @@ class Harness(MemoryAdapters):
     def alerts(self) -> list[tuple[str, TransitionKind, float, float]]:
         return [(t.rule_id, t.kind, (t.started_at - T0).total_seconds(),
                  (t.at - T0).total_seconds())
-                for t in self.transitions if not t.rule_id.startswith("elevator.") or
-                t.rule_id == "elevator.alarm_button"]
+                for t in self.transitions if t.rule_id != "device.incomplete_config" and (
+                    not t.rule_id.startswith("elevator.") or
+                    t.rule_id == "elevator.alarm_button")]
 
 
 def event(name: str, second: float, severity: Severity = Severity.INFO,

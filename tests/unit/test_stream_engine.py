@@ -43,6 +43,15 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
 
+# Cold rooms here are chilled unless a test says otherwise: the variant is never guessed
+# (a room configured nowhere raises device.incomplete_config, tests/unit/test_rules_registry.py).
+BASE = RulesDoc.model_validate({"cold_store": {"defaults": {"variant": "chilled"}}})
+
+
+def configured(doc: dict[str, Any]) -> Rules:
+    return Rules(BASE.overlay(RulesDoc.model_validate(doc)), ColdChainRuleSettings())
+
+
 class Harness(MemoryAdapters):
     """Processor, in-memory state store (a stand-in for the Faust table), recorded sends."""
 
@@ -50,7 +59,7 @@ class Harness(MemoryAdapters):
         super().__init__()
         self.doc = doc or {}
         self.now = T0
-        self.rules = Rules(RulesDoc.model_validate(self.doc), ColdChainRuleSettings())
+        self.rules = configured(self.doc)
         engine = RuleEngine(lambda: self.rules, lambda site, device: 0)
         self.proc = BatchProcessor(engine, self, self, self.send, dead_letter=self.dead_letter,
                                    clock=lambda: self.now)
@@ -60,7 +69,7 @@ class Harness(MemoryAdapters):
         return self.transitions
 
     def set_rules(self, doc: dict[str, Any]) -> None:
-        self.rules = Rules(RulesDoc.model_validate(doc), ColdChainRuleSettings())
+        self.rules = configured(doc)
 
     async def telemetry(self, *msgs: Telemetry, received_at: datetime | None = None) -> None:
         await self.proc.process([Incoming(0, m.model_dump_json().encode(), received_at)
