@@ -44,7 +44,7 @@ T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
 
 # Cold rooms here are chilled unless a test says otherwise: the variant is never guessed
-# (a room configured nowhere raises device.incomplete_config, tests/unit/test_rules_registry_traces.py).
+# (a room configured nowhere raises device.incomplete_config: test_rules_registry_traces.py).
 BASE = RulesDoc.model_validate({"cold_store": {"defaults": {"variant": "chilled"}}})
 
 
