@@ -300,6 +300,69 @@ def _admin_parsers(sub: Any) -> None:
     end.set_defaults(fn=_silences_end)
 
 
+# --- registry: spreadsheet imports --------------------------------------------------------
+
+
+def _registry_import(s: Settings, a: argparse.Namespace) -> int:
+    """Import a CSV or XLSX file of sites (or of one site's devices) with every site in
+    scope; a refused file lists its problems by row and column and writes nothing."""
+    from pathlib import Path
+
+    from ganzhi.access import EVERYTHING
+    from ganzhi.registry import RegistryError, bulk
+    from ganzhi.registry.tabular import FileRefused, read_table
+
+    command = f"registry {a.action}"
+    try:
+        table = read_table(Path(a.file).read_bytes(), a.file)
+    except FileRefused as exc:
+        return _refused(command, tuple(exc.errors))
+    except OSError as exc:
+        print(f"ganzhi {command}: {exc}", file=sys.stderr)
+        return 1
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        try:
+            if a.action == "import-sites":
+                report = await bulk.import_sites(conn, EVERYTHING, _actor(a), table,
+                                                 dry_run=a.dry_run)
+            else:
+                report = await bulk.import_devices(conn, EVERYTHING, _actor(a), a.site,
+                                                   table, dry_run=a.dry_run)
+        except FileRefused as exc:
+            return _refused(command, tuple(exc.errors))
+        except RegistryError as exc:
+            print(f"ganzhi {command}: {exc}", file=sys.stderr)
+            return 1
+        what = "would be" if report.dry_run else "were"
+        print(f"{report.rows} rows: {len(report.created)} {what} created,"
+              f" {len(report.updated)} updated, {report.unchanged} unchanged")
+        return 0
+
+    return _with_db(s, command, work)
+
+
+def _refused(command: str, errors: tuple[object, ...]) -> int:
+    print(f"ganzhi {command}: the file was refused, nothing was written:", file=sys.stderr)
+    for error in errors:
+        print(f"  {error}", file=sys.stderr)
+    return 1
+
+
+def _registry_parsers(sub: Any) -> None:
+    reg = sub.add_parser("registry", help="import sites and devices from CSV or XLSX files")
+    rsub = reg.add_subparsers(dest="action", required=True)
+    sites = rsub.add_parser("import-sites", help="sites, all or nothing; again: no change")
+    sites.add_argument("file", help="CSV or XLSX (see deploy/registry/sites.example.csv)")
+    devices = rsub.add_parser("import-devices", help="one site's devices, all or nothing")
+    devices.add_argument("site")
+    devices.add_argument("file", help="CSV or XLSX: device_id, device_class, params...")
+    for p in (sites, devices):
+        p.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
+        p.add_argument("--by", default=None, help="who, in the audit log (default: cli:<user>)")
+        p.set_defaults(fn=_registry_import)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganzhi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.set_defaults(fn=_demo)
     _admin_parsers(sub)
+    _registry_parsers(sub)
     from ganzhi.broker.cli import add_device_parsers
 
     add_device_parsers(sub)
