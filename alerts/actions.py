@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from alerts.policy import MATCHER_KEYS
 from alerts.repository import Conflict, NotFound, Policy, history, lock_site, resolve_by_hand
+from ganzhi.access import EVERYTHING, Scope
 from ganzhi.contracts import utcnow
 
 AnyConn = AsyncConnection[Any]
@@ -287,11 +288,18 @@ async def create_silence(conn: AnyConn, kind: str, matchers: dict[str, Any],
 
 _SILENCE_COLUMNS = ("id, kind, matchers, starts_at, ends_at, created_by, reason, created_at,"
                     " ended_at, ended_by")
+# A scoped caller sees the silences whose site_id matcher is one of its sites (a glob or
+# no site matcher at all may reach other jurisdictions' sites: not theirs to see).
+_SILENCE_SITE = "(matchers->>'site_id')"
 
 
-async def get_silence(conn: AnyConn, silence_id: int) -> SilenceRow:
+async def get_silence(conn: AnyConn, silence_id: int,
+                      scope: Scope = EVERYTHING) -> SilenceRow:
+    """The silence, or NotFound (unknown, or outside ``scope``)."""
+    cond, params = scope.site_filter(_SILENCE_SITE)
     cur = await conn.execute(
-        f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s", (silence_id,))
+        f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s AND {cond}",
+        [silence_id, *params])
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"silence {silence_id} not found")
@@ -316,11 +324,14 @@ async def end_silence(conn: AnyConn, silence_id: int, actor: str) -> datetime:
 
 
 async def list_silences(conn: AnyConn, active_only: bool = True,
-                        now: datetime | None = None) -> list[SilenceRow]:
+                        now: datetime | None = None,
+                        scope: Scope = EVERYTHING) -> list[SilenceRow]:
     """Silences, newest first; ``active_only``: those not ended nor run out (the ones in
-    force now and the ones scheduled)."""
-    where = "WHERE ended_at IS NULL AND ends_at > %s" if active_only else ""
-    params = (now or utcnow(),) if active_only else ()
+    force now and the ones scheduled); only those of ``scope`` (see _SILENCE_SITE)."""
+    cond, params = scope.site_filter(_SILENCE_SITE)
+    if active_only:
+        cond += " AND ended_at IS NULL AND ends_at > %s"
+        params.append(now or utcnow())
     cur = await conn.execute(
-        f"SELECT {_SILENCE_COLUMNS} FROM silences {where} ORDER BY id DESC", params)
+        f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE {cond} ORDER BY id DESC", params)
     return [SilenceRow(*r) for r in await cur.fetchall()]

@@ -10,12 +10,13 @@ held counts as handled at once (0 s), not as a negative time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
+
+from ganzhi.access import EVERYTHING, Scope
 
 AnyConn = AsyncConnection[Any]
 GroupBy = Literal["site", "rule"]
@@ -63,20 +64,20 @@ def _float(v: Any) -> float | None:
 
 async def handling_figures(conn: AnyConn, since: datetime, until: datetime,
                            group_by: GroupBy = "site",
-                           site_ids: Iterable[str] | None = None) -> list[HandlingFigures]:
+                           scope: Scope = EVERYTHING) -> list[HandlingFigures]:
     """Per site or per rule (of the primary alert): incidents notified, acknowledged,
-    median and p90 seconds to acknowledge, dispatch and close, false positives."""
+    median and p90 seconds to acknowledge, dispatch and close, false positives. Only
+    the incidents of sites in ``scope`` count (a district sees its own figures)."""
     if group_by not in _KEYS:
         raise ValueError(f"group_by must be one of {sorted(_KEYS)}")
-    sites = None if site_ids is None else sorted(site_ids)
+    cond, params = scope.site_filter("i.site_id")
     cur = await conn.execute(
         f"SELECT {_KEYS[group_by]} AS key, count(*), count(i.acknowledged_at),"
         f" {_percentiles('acknowledged_at')}, {_percentiles('dispatched_at')},"
         f" {_percentiles('closed_at')}, count(*) FILTER (WHERE i.false_positive)"
         " FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
         " WHERE i.notified_at IS NOT NULL AND i.opened_at >= %s AND i.opened_at < %s"
-        " AND (%s::text[] IS NULL OR i.site_id = ANY(%s::text[]))"
-        " GROUP BY key ORDER BY key", (since, until, sites, sites))
+        f" AND {cond} GROUP BY key ORDER BY key", [since, until, *params])
     return [
         HandlingFigures(r[0], r[1], r[2], Latency(_float(r[3]), _float(r[4])),
                         Latency(_float(r[5]), _float(r[6])),
@@ -86,17 +87,16 @@ async def handling_figures(conn: AnyConn, since: datetime, until: datetime,
 
 
 async def false_positive_counts(conn: AnyConn, since: datetime, until: datetime,
-                                site_ids: Iterable[str] | None = None
-                                ) -> list[FalsePositives]:
+                                scope: Scope = EVERYTHING) -> list[FalsePositives]:
     """False positives (clues the task system rejected) of incidents opened in the
-    period, per rule and camera model of the primary alert: which detector to re-tune."""
-    sites = None if site_ids is None else sorted(site_ids)
+    period and of sites in ``scope``, per rule and camera model of the primary alert:
+    which detector to re-tune."""
+    cond, params = scope.site_filter("i.site_id")
     cur = await conn.execute(
         "SELECT COALESCE(a.rule_id, i.family) AS rule_id,"
         " COALESCE(a.\"values\"->>'model', 'unknown') AS model, count(*)"
         " FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
         " WHERE i.false_positive AND i.notified_at IS NOT NULL"
         " AND i.opened_at >= %s AND i.opened_at < %s"
-        " AND (%s::text[] IS NULL OR i.site_id = ANY(%s::text[]))"
-        " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2", (since, until, sites, sites))
+        f" AND {cond} GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2", [since, until, *params])
     return [FalsePositives(r[0], r[1], r[2]) for r in await cur.fetchall()]

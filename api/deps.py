@@ -1,13 +1,16 @@
-"""Request dependencies: settings, a database connection from the pool, the caller's scope
-(read routes: :func:`get_jurisdiction`; changes: an API key with a scope,
-:func:`require_scope`), the alerts policy, and the mapping of domain errors to HTTP."""
+"""Request dependencies: settings, a database connection from the pool, the caller
+(:func:`get_caller`: a staff access token or an API key) and what it may do
+(:func:`require`), the alerts policy, and the mapping of domain errors to HTTP.
+
+Every route but ``/healthz``, ``/metrics``, the schema and the sign-in endpoints needs a
+caller; each filters its queries by the caller's :class:`ganzhi.access.Scope` in SQL."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,8 +18,8 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.repository import Conflict, NotFound, Policy
-from ganzhi import apikeys
-from ganzhi.apikeys import Scope
+from ganzhi import accounts, apikeys
+from ganzhi.access import Permission, Role, Scope, permissions_of
 from ganzhi.settings import Settings
 
 
@@ -37,68 +40,93 @@ async def get_conn(
         yield conn
 
 
-@dataclass(frozen=True)
-class Jurisdiction:
-    """Which sites the caller may see. ``site_ids`` None means every site."""
-
-    site_ids: frozenset[str] | None = None
-
-    def allows(self, site_id: str) -> bool:
-        return self.site_ids is None or site_id in self.site_ids
-
-
-async def get_jurisdiction(request: Request) -> Jurisdiction:
-    """The seam for jurisdiction-scoped staff auth (city / district / station).
-
-    NOT IMPLEMENTED YET: there is no authentication, every caller sees every site, so the
-    API must only be reachable from a trusted network. The auth issue replaces this body
-    (verify the staff token, map it to the sites of the staff member's jurisdiction, 401
-    without one); every route already filters its queries by the returned scope.
-    """
-    return Jurisdiction(site_ids=None)
+Kind = Literal["user", "key"]
 
 
 @dataclass(frozen=True)
 class Caller:
-    """The API key behind a request that changes something."""
+    """Who is calling: a signed-in staff member or an API key, what they may do, and the
+    sites they see. Every query of every route filters by ``scope`` in SQL."""
 
-    name: str
-    key_id: str
-    scopes: frozenset[str]
-    site_ids: frozenset[str] | None  # None: every site
+    actor: str  # user:<username> or key:<name>, in incident history and the audit log
+    permissions: frozenset[Permission]
+    scope: Scope
+    kind: Kind
+    user_id: int | None = None
+    role: Role | None = None
 
-    @property
-    def actor(self) -> str:
-        """Who did it, in incident history and on dropped outbox rows."""
-        return f"key:{self.name}"
-
-    def allows(self, site_id: str) -> bool:
-        return self.site_ids is None or site_id in self.site_ids
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
 
 
 # auto_error=False: a missing or non-Bearer header is answered 401 below, not 403.
-_bearer = HTTPBearer(auto_error=False, description="An API key: gzk_<id>_<secret>")
+_bearer = HTTPBearer(auto_error=False, description=(
+    "A staff access token (JWT from POST /api/v1/auth/login) or an API key"
+    " (gzk_<id>_<secret>)"))
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def require_scope(scope: Scope) -> Callable[..., Awaitable[Caller]]:
-    """A dependency: the caller's live API key (401 without one: missing, malformed,
-    unknown, wrong secret or revoked, all alike so a guess learns nothing) that has
-    ``scope`` (403 otherwise)."""
+def unauthorized(reason: str) -> HTTPException:
+    return HTTPException(401, reason, headers=_UNAUTHORIZED)
 
-    async def caller(
-        conn: Annotated[AsyncConnection[Any], Depends(get_conn)],
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Caller:
-        key = await apikeys.lookup(conn, credentials.credentials) if credentials else None
-        if key is None:
-            raise HTTPException(401, "a valid API key is required (Authorization: Bearer)",
-                                headers=_UNAUTHORIZED)
-        if scope not in key.scopes:
-            raise HTTPException(403, f"this API key lacks the {scope!r} scope")
-        return Caller(key.name, key.id, key.scopes, key.site_ids)
+
+def jwt_secret_of(request: Request) -> str:
+    secret: str = request.app.state.jwt_secret
+    return secret
+
+
+async def _from_access_token(conn: AsyncConnection[Any], token: str, request: Request
+                             ) -> Caller:
+    settings: Settings = request.app.state.settings
+    try:
+        user_id = accounts.decode_access(token, jwt_secret_of(request), settings.auth)
+    except accounts.InvalidToken:
+        raise unauthorized("invalid or expired access token: sign in again") from None
+    user = await accounts.active_user(conn, user_id)
+    if user is None:
+        raise unauthorized("this account is disabled or no longer exists")
+    return Caller(user.actor, permissions_of(user.role), user.scope, "user", user.id,
+                  user.role)
+
+
+async def get_caller(
+    request: Request,
+    conn: Annotated[AsyncConnection[Any], Depends(get_conn)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The caller behind ``Authorization: Bearer``: an access token (its account loaded
+    again, so a disabled one is refused at once) or an API key. 401 without a valid one:
+    missing, malformed, unknown, wrong secret, expired or revoked all alike."""
+    if credentials is None:
+        raise unauthorized("sign in (POST /api/v1/auth/login) or use an API key:"
+                           " Authorization: Bearer <token>")
+    token = credentials.credentials
+    if accounts.looks_like_jwt(token):
+        return await _from_access_token(conn, token, request)
+    key = await apikeys.lookup(conn, token)
+    if key is None:
+        raise unauthorized("invalid, expired or revoked API key")
+    return Caller(key.actor, key.permissions, key.scope, "key")
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the authenticated caller (401 otherwise) holding ``permission``
+    (403 otherwise, saying which)."""
+
+    async def caller(who: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not who.can(permission):
+            what = "role" if who.kind == "user" else "API key"
+            raise HTTPException(403, f"this {what} lacks the {permission.value!r} permission")
+        return who
 
     return caller
+
+
+def require_everything(caller: Caller, what: str) -> None:
+    """403 unless the caller sees every site: ``what`` acts across jurisdictions."""
+    if not caller.scope.everything:
+        raise HTTPException(403, f"{what} needs access to every site (an account at a"
+                                 " root node, or a key without a node or site limit)")
 
 
 def get_policy(request: Request) -> Policy:
@@ -129,9 +157,21 @@ def domain_errors() -> Iterator[None]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection[Any], Depends(get_conn)]
 PoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_pool)]
-JurisdictionDep = Annotated[Jurisdiction, Depends(get_jurisdiction)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
-StaffDep = Annotated[Caller, Depends(require_scope("staff"))]
-FeedbackDep = Annotated[Caller, Depends(require_scope("feedback"))]
-SilencesDep = Annotated[Caller, Depends(require_scope("silences"))]
-OperatorDep = Annotated[Caller, Depends(require_scope("operator"))]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+ReaderDep = Annotated[Caller, Depends(require(Permission.READ))]
+StaffDep = Annotated[Caller, Depends(require(Permission.WORK_INCIDENTS))]
+FeedbackDep = Annotated[Caller, Depends(require(Permission.FEEDBACK))]
+SilencesDep = Annotated[Caller, Depends(require(Permission.SILENCE))]
+OperatorDep = Annotated[Caller, Depends(require(Permission.OPERATE_RECEIVERS))]
+AuditorDep = Annotated[Caller, Depends(require(Permission.READ_AUDIT))]
+AccountsDep = Annotated[Caller, Depends(require(Permission.MANAGE_ACCOUNTS))]
+
+
+async def site_visible(conn: AsyncConnection[Any], scope: Scope, site_id: str) -> bool:
+    """Whether ``site_id`` is in ``scope``, asked of the database like every other scope
+    check (a path scope needs the registry)."""
+    cond, params = scope.site_filter("x.site_id")
+    cur = await conn.execute(f"SELECT 1 FROM (SELECT %s::text AS site_id) x WHERE {cond}",
+                             [site_id, *params])
+    return await cur.fetchone() is not None

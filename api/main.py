@@ -14,9 +14,23 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.repository import Policy
-from api.routes import alerts, devices, evidence, health, incidents, receivers, silences, stats
+from api.routes import (
+    accounts,
+    alerts,
+    audit,
+    auth,
+    devices,
+    evidence,
+    health,
+    incidents,
+    provisioning,
+    receivers,
+    registry,
+    silences,
+    stats,
+)
 from ganzhi.observability import configure_logging, get_logger
-from ganzhi.settings import InsecureSettingError, Settings
+from ganzhi.settings import InsecureSettingError, Settings, jwt_secret
 
 log = get_logger("api")
 
@@ -66,6 +80,10 @@ def _policy(settings: Settings) -> tuple[Policy | None, str | None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The API; InsecureSettingError without a usable GANZHI_AUTH__JWT_SECRET (a weak key
+    would let anyone mint tokens, and without one nobody could sign in)."""
+    secret = jwt_secret(settings.auth)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -78,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Start even when the database is down: /healthz then answers 503 until it is back.
         await pool.open(wait=False)
         app.state.settings = settings
+        app.state.jwt_secret = secret
         app.state.pool = pool
         app.state.policy, app.state.policy_error = _policy(settings)
         if app.state.policy_error:
@@ -90,11 +109,16 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="ganzhi API",
         version="1",
-        summary="Alerts and incidents, their clues, silences and device readings.",
+        summary="Alerts and incidents, their clues, silences and device readings."
+        " Authenticate with Authorization: Bearer <access token or API key>; see"
+        " docs/access.md.",
         lifespan=lifespan,
     )
     app.middleware("http")(_observe)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(accounts.router)
+    app.include_router(audit.router)
     app.include_router(alerts.router)
     app.include_router(devices.router)
     app.include_router(evidence.router)
@@ -103,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(silences.router)
     app.include_router(receivers.router)
     app.include_router(stats.router)
+    app.include_router(provisioning.router)
+    app.include_router(registry.router)
     return app
 
 
@@ -110,8 +136,9 @@ def run(settings: Settings) -> int:
     """Entry point of ``ganzhi api``: uvicorn until SIGTERM/SIGINT (uvicorn drains)."""
     configure_logging(settings.log_level, settings.log_json)
     log.info("api_starting", host=settings.api.host, port=settings.api.port)
+    app = create_app(settings)  # InsecureSettingError: the CLI says what to set
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.api.host,
         port=settings.api.port,
         log_config=None,

@@ -16,6 +16,8 @@ from alerts.actions import (
     SilenceKind,
     check_matchers,
 )
+from ganzhi.access import Role
+from ganzhi.accounts import DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN
 from ganzhi.contracts import Severity, TransitionKind
 
 AlertStatus = Literal["open", "resolved"]
@@ -323,3 +325,82 @@ class FalsePositiveStats(_Out):
     since: datetime
     until: datetime
     items: list[FalsePositiveRow]
+
+
+# --- sign-in, accounts, audit ---------------------------------------------------------------
+
+
+class _Secrets(BaseModel):
+    """Bodies carrying a password or token: unknown fields refused, nothing stripped (a
+    password may begin or end with a space)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(_Secrets):
+    username: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX)]
+
+
+class RefreshIn(_Secrets):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TokenOut(_Out):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds the access token lives.")
+    refresh_token: str = Field(description="Opaque; single use: each refresh answers a new"
+                                           " one, and using an old one ends the session.")
+    username: str
+    role: Role
+    jurisdiction_path: str
+
+
+class UserOut(_Out):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    jurisdiction_id: str
+    jurisdiction_path: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class UserIn(_Secrets):
+    username: Annotated[str, Field(min_length=2, max_length=64)]
+    display_name: Annotated[str, Field(max_length=DISPLAY_NAME_MAX)] = ""
+    password: Annotated[str, Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
+    role: Role
+    jurisdiction_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class UserPatch(_Secrets):
+    display_name: Annotated[str | None, Field(max_length=DISPLAY_NAME_MAX)] = None
+    role: Role | None = None
+    jurisdiction_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
+    disabled: bool | None = Field(default=None, description="True disables the account and"
+                                                           " ends its sessions.")
+    password: Annotated[str | None, Field(min_length=PASSWORD_MIN,
+                                          max_length=PASSWORD_MAX)] = Field(
+        default=None, description="A new password; ends the account's sessions.")
+
+
+class AuditEntry(_Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    site_id: str | None
+    jurisdiction_path: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPage(_Out):
+    items: list[AuditEntry]
+    next_before_id: int | None = Field(
+        description="Pass as before_id for the next (older) page; null on the last page.")

@@ -5,10 +5,14 @@ A token reads ``gzk_<id>_<secret>``: the id finds the key's row, and only the SH
 the secret is stored, so a copy of the database does not let anyone call the API. The
 token is shown once, when the key is made; a lost token is revoked and replaced.
 
-Scopes: ``feedback`` (the task system reports on its clues), ``staff`` (acknowledge,
-assign, comment on and resolve incidents), ``silences`` (create and end silences),
-``operator`` (drop and re-queue receivers' clue events). ``site_ids`` None: every site;
-otherwise the key only acts on those sites.
+Scopes (what each allows: :data:`ganzhi.access.KEY_SCOPES`): ``feedback`` (the task
+system reports on its clues), ``staff`` (read, and acknowledge, assign, comment on and
+resolve incidents), ``silences`` (read, create and end silences), ``operator`` (read,
+drop and re-queue receivers' clue events), ``export`` (read only), ``provisioning``
+(read, provision devices). A key may be limited to a node of the jurisdiction tree
+(``jurisdiction_id``: the sites registered under it) and to a list of sites
+(``site_ids``); neither: every site. A key may expire (``expires_at``); an expired or
+revoked key is refused like an unknown one. Keys never manage accounts or keys.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any
 
 from psycopg import AsyncConnection
 
+from ganzhi.access import EVERYTHING, KEY_SCOPES, Permission, Scope, key_permissions
+from ganzhi.audit import audit
+
 AnyConn = AsyncConnection[Any]
-Scope = Literal["feedback", "staff", "silences", "operator"]
-SCOPES: frozenset[str] = frozenset(get_args(Scope))
+SCOPES: frozenset[str] = frozenset(KEY_SCOPES)
 PREFIX = "gzk"
 ID_LENGTH = 12
 NAME_MAX = 100
@@ -44,11 +50,34 @@ class ApiKey:
     site_ids: frozenset[str] | None
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    jurisdiction_id: str | None = None
+    jurisdiction_path: str | None = None
 
     @property
     def actor(self) -> str:
         """Who the key is in incident history and on dropped outbox rows."""
         return f"key:{self.name}"
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return key_permissions(self.scopes)
+
+    @property
+    def scope(self) -> Scope:
+        """The sites the key acts on: its node's subtree (a root node: every site),
+        narrowed to its site list when it has one."""
+        path = self.jurisdiction_path
+        if path is not None and path.count("/") == 2:
+            path = None
+        return Scope(path=path, site_ids=self.site_ids)
+
+    def public(self) -> dict[str, Any]:
+        """The key as the audit log records it (never its secret)."""
+        return {"id": self.id, "name": self.name, "scopes": sorted(self.scopes),
+                "site_ids": sorted(self.site_ids) if self.site_ids is not None else None,
+                "jurisdiction_id": self.jurisdiction_id, "expires_at": self.expires_at,
+                "revoked_at": self.revoked_at}
 
 
 # --- pure --------------------------------------------------------------------------------
@@ -98,50 +127,87 @@ def check_key(name: str, scopes: Iterable[str], site_ids: Iterable[str] | None
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
-_COLUMNS = "id, name, scopes, site_ids, created_at, revoked_at"
+_COLUMNS = ("k.id, k.name, k.scopes, k.site_ids, k.created_at, k.revoked_at, k.expires_at,"
+            " k.jurisdiction_id, j.path")
+_FROM = "FROM api_keys k LEFT JOIN jurisdictions j ON j.id = k.jurisdiction_id"
 
 
 def _row(r: tuple[Any, ...]) -> ApiKey:
     return ApiKey(r[0], r[1], frozenset(r[2]), None if r[3] is None else frozenset(r[3]),
-                  r[4], r[5])
+                  r[4], r[5], r[6], r[7], r[8])
+
+
+async def _get(conn: AnyConn, key_id: str) -> ApiKey | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE k.id = %s", (key_id,))
+    row = await cur.fetchone()
+    return _row(row) if row else None
 
 
 async def create(conn: AnyConn, name: str, scopes: Iterable[str],
-                 site_ids: Iterable[str] | None = None) -> tuple[ApiKey, str]:
-    """Make a key; returns it and its token (the only time the token exists in clear)."""
+                 site_ids: Iterable[str] | None = None, *,
+                 expires_at: datetime | None = None, jurisdiction_id: str | None = None,
+                 actor: str = "system") -> tuple[ApiKey, str]:
+    """Make a key; returns it and its token (the only time the token exists in clear).
+    Audited as ``api_key.create``. ValueError: bad name, scopes, expiry or node."""
     name, wanted, sites = check_key(name, scopes, site_ids)
+    if expires_at is not None and (expires_at.tzinfo is None
+                                   or expires_at <= datetime.now(expires_at.tzinfo)):
+        raise ValueError("expires_at must be in the future, with a time zone")
     key_id, secret, token = new_token()
+    async with conn.transaction():
+        if jurisdiction_id is not None:
+            cur = await conn.execute("SELECT 1 FROM jurisdictions WHERE id = %s",
+                                     (jurisdiction_id,))
+            if await cur.fetchone() is None:
+                raise ValueError(f"no jurisdiction {jurisdiction_id}")
+        await conn.execute(
+            "INSERT INTO api_keys (id, name, secret_hash, scopes, site_ids, expires_at,"
+            " jurisdiction_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (key_id, name, hash_secret(secret), wanted, sites, expires_at, jurisdiction_id))
+        key = await _get(conn, key_id)
+        assert key is not None
+        await audit(conn, actor, "api_key.create", "api_key", key.id, after=key.public(),
+                    jurisdiction_path=key.jurisdiction_path)
+    return key, token
+
+
+async def list_keys(conn: AnyConn, within: Scope = EVERYTHING) -> list[ApiKey]:
+    """Keys; ``within`` a subtree: only the keys limited to a node of it."""
+    cond, params = within.path_filter("j.path")
+    if not within.everything:
+        cond = f"j.path IS NOT NULL AND {cond}"
     cur = await conn.execute(
-        f"INSERT INTO api_keys (id, name, secret_hash, scopes, site_ids)"
-        f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (key_id, name, hash_secret(secret), wanted, sites))
-    row = await cur.fetchone()
-    assert row is not None
-    return _row(row), token
-
-
-async def list_keys(conn: AnyConn) -> list[ApiKey]:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+        f"SELECT {_COLUMNS} {_FROM} WHERE {cond} ORDER BY k.created_at, k.id", params)
     return [_row(r) for r in await cur.fetchall()]
 
 
-async def revoke(conn: AnyConn, key_id: str) -> bool:
-    """Revoke a key; False when there is no such key or it was revoked before."""
-    cur = await conn.execute(
-        "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
-        (key_id,))
-    return cur.rowcount == 1
+async def revoke(conn: AnyConn, key_id: str, actor: str = "system") -> bool:
+    """Revoke a key; False when there is no such key or it was revoked before. Audited
+    as ``api_key.revoke``."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
+            (key_id,))
+        if cur.rowcount != 1:
+            return False
+        key = await _get(conn, key_id)
+        assert key is not None
+        await audit(conn, actor, "api_key.revoke", "api_key", key_id, after=key.public(),
+                    jurisdiction_path=key.jurisdiction_path)
+    return True
 
 
 async def lookup(conn: AnyConn, token: str) -> ApiKey | None:
-    """The live key of ``token``, or None (malformed, unknown, wrong secret, revoked)."""
+    """The live key of ``token``, or None (malformed, unknown, wrong secret, revoked,
+    expired)."""
     parsed = parse_token(token)
     if parsed is None:
         return None
     key_id, secret = parsed
     cur = await conn.execute(
-        f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE id = %s", (key_id,))
+        f"SELECT {_COLUMNS}, k.secret_hash, k.expires_at <= now() {_FROM} WHERE k.id = %s",
+        (key_id,))
     row = await cur.fetchone()
-    if row is None or not secret_matches(secret, row[6]) or row[5] is not None:
+    if row is None or not secret_matches(secret, row[9]) or row[5] is not None or row[10]:
         return None
-    return _row(row[:6])
+    return _row(row[:9])

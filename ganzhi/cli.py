@@ -106,12 +106,23 @@ def _with_db(s: Settings, command: str,
 
 
 def _key_create(s: Settings, a: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from ganzhi import apikeys
+    from ganzhi.contracts import utcnow
 
     async def work(conn: AsyncConnection[Any]) -> int:
-        key, token = await apikeys.create(conn, a.name, a.scope, a.site)
+        if a.expires_in_days is not None and a.expires_in_days <= 0:
+            raise ValueError("--expires-in-days must be positive")
+        expires = (utcnow() + timedelta(days=a.expires_in_days)
+                   if a.expires_in_days is not None else None)
+        key, token = await apikeys.create(conn, a.name, a.scope, a.site, expires_at=expires,
+                                          jurisdiction_id=a.jurisdiction,
+                                          actor=_actor(a))
         print(f"created key {key.id} ({key.name}), scopes {','.join(sorted(key.scopes))},"
-              f" sites {','.join(sorted(key.site_ids)) if key.site_ids else 'all'}")
+              f" sites {','.join(sorted(key.site_ids)) if key.site_ids else 'all'},"
+              f" jurisdiction {key.jurisdiction_id or 'all'},"
+              f" expires {key.expires_at.isoformat() if key.expires_at else 'never'}")
         print("token (shown only this once; keep it secret):", file=sys.stderr)
         print(token)
         return 0
@@ -123,12 +134,14 @@ def _key_list(s: Settings, _a: argparse.Namespace) -> int:
     from ganzhi import apikeys
 
     async def work(conn: AsyncConnection[Any]) -> int:
-        print("id\tname\tscopes\tsites\tcreated\trevoked")
+        print("id\tname\tscopes\tsites\tcreated\trevoked\tjurisdiction\texpires")
         for k in await apikeys.list_keys(conn):
             sites = ",".join(sorted(k.site_ids)) if k.site_ids is not None else "all"
             revoked = k.revoked_at.isoformat() if k.revoked_at else "-"
+            expires = k.expires_at.isoformat() if k.expires_at else "-"
             print(f"{k.id}\t{k.name}\t{','.join(sorted(k.scopes))}\t{sites}"
-                  f"\t{k.created_at.isoformat()}\t{revoked}")
+                  f"\t{k.created_at.isoformat()}\t{revoked}\t{k.jurisdiction_id or 'all'}"
+                  f"\t{expires}")
         return 0
 
     return _with_db(s, "api-keys list", work)
@@ -138,7 +151,7 @@ def _key_revoke(s: Settings, a: argparse.Namespace) -> int:
     from ganzhi import apikeys
 
     async def work(conn: AsyncConnection[Any]) -> int:
-        if not await apikeys.revoke(conn, a.id):
+        if not await apikeys.revoke(conn, a.id, actor=_actor(a)):
             print(f"ganzhi api-keys revoke: no live key {a.id}", file=sys.stderr)
             return 1
         print(f"revoked {a.id}")
@@ -148,7 +161,86 @@ def _key_revoke(s: Settings, a: argparse.Namespace) -> int:
 
 
 def _actor(a: argparse.Namespace) -> str:
-    return str(a.by) if a.by else f"cli:{getpass.getuser()}"
+    by = getattr(a, "by", None)
+    return str(by) if by else f"cli:{getpass.getuser()}"
+
+
+def _read_password(a: argparse.Namespace) -> str:
+    """From stdin (--password-stdin: the first line, for scripts) or asked twice on the
+    terminal; never an argument (it would show in the process list and shell history)."""
+    if a.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the passwords differ")
+    return first
+
+
+def _users_add(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi import accounts
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        password = _read_password(a)
+        if a.create_root and await accounts.ensure_root(conn, _actor(a), a.jurisdiction,
+                                                        a.create_root):
+            print(f"created root jurisdiction {a.jurisdiction} ({a.create_root})")
+        user = await accounts.create_user(
+            conn, _actor(a), username=a.username, password=password, role=a.role,
+            jurisdiction_id=a.jurisdiction, display_name=a.display_name or "")
+        print(f"created user {user.username} (id {user.id}), {user.role.value} at"
+              f" {user.jurisdiction_path}")
+        return 0
+
+    return _with_db(s, "users add", work)
+
+
+def _users_list(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi import accounts
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        print("id\tusername\trole\tjurisdiction\tdisplay_name\tcreated\tdisabled")
+        for u in await accounts.list_users(conn):
+            disabled = u.disabled_at.isoformat() if u.disabled_at else "-"
+            print(f"{u.id}\t{u.username}\t{u.role.value}\t{u.jurisdiction_path}"
+                  f"\t{u.display_name}\t{u.created_at.isoformat()}\t{disabled}")
+        return 0
+
+    return _with_db(s, "users list", work)
+
+
+def _users_disable(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi import accounts
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        user = await accounts.user_by_name(conn, a.username)
+        await accounts.update_user(conn, _actor(a), user.id, disabled=True)
+        print(f"disabled {user.username}; its sessions are ended")
+        return 0
+
+    return _with_db(s, "users disable", work)
+
+
+def _users_parsers(sub: Any) -> None:
+    """``users``: staff accounts, including the first administrator on an empty database."""
+    from ganzhi.access import Role
+
+    users = sub.add_parser("users", help="staff accounts (sign-in to the API)")
+    usub = users.add_subparsers(dest="action", required=True)
+    add = usub.add_parser("add", help="make an account (the first one: see --create-root)")
+    add.add_argument("--username", required=True)
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--jurisdiction", required=True, help="the node it is bound to")
+    add.add_argument("--display-name", default=None)
+    add.add_argument("--create-root", metavar="NAME", default=None,
+                     help="make --jurisdiction a root node named NAME if it does not exist"
+                          " (bootstrap of an empty database)")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of stdin")
+    add.set_defaults(fn=_users_add)
+    usub.add_parser("list", help="every account").set_defaults(fn=_users_list)
+    dis = usub.add_parser("disable", help="refuse the account's sign-in and tokens at once")
+    dis.add_argument("username")
+    dis.set_defaults(fn=_users_disable)
 
 
 def _clues_drop(s: Settings, a: argparse.Namespace) -> int:
@@ -262,6 +354,10 @@ def _admin_parsers(sub: Any) -> None:
                         choices=sorted(SCOPES))
     create.add_argument("--site", action="extend", nargs="+", default=None,
                         help="only these sites (default: every site)")
+    create.add_argument("--jurisdiction", default=None,
+                        help="only the sites under this node (default: every site)")
+    create.add_argument("--expires-in-days", type=float, default=None,
+                        help="refused after this many days (default: never)")
     create.set_defaults(fn=_key_create)
     ksub.add_parser("list", help="keys, never their secrets").set_defaults(fn=_key_list)
     revoke = ksub.add_parser("revoke", help="a revoked key is refused at once")
@@ -397,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=_demo)
     _admin_parsers(sub)
     _registry_parsers(sub)
+    _users_parsers(sub)
     from ganzhi.broker.cli import add_device_parsers
 
     add_device_parsers(sub)

@@ -277,6 +277,21 @@ class ApiSettings(BaseModel):
     port: int = 8000
 
 
+class AuthSettings(BaseModel):
+    """Staff sign-in: the access tokens' signing key and lifetimes, and login throttling."""
+
+    # HMAC key (HS256) of the access tokens; at least 32 characters. The API refuses to
+    # start without it: a guessable key would let anyone mint an administrator's token.
+    jwt_secret: SecretStr | None = None
+    issuer: str = "ganzhi"
+    access_ttl_s: int = Field(default=900, ge=60, le=3600)
+    refresh_ttl_s: int = Field(default=7 * 86_400, ge=600, le=90 * 86_400)
+    # Failed logins counted over this window: per username, and per client address.
+    login_window_s: int = Field(default=900, ge=60)
+    max_failures_per_user: int = Field(default=5, ge=1)
+    max_failures_per_ip: int = Field(default=20, ge=1)
+
+
 class DemoSettings(BaseModel):
     # The stand-in task system that receives and verifies clue webhooks in the demo.
     receiver_port: int = 8099
@@ -302,6 +317,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     ops: OpsPorts = Field(default_factory=OpsPorts)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
 
@@ -313,6 +329,7 @@ class InsecureSettingError(ValueError):
 _KNOWN_DEFAULTS = {"change-me", "changeme", "secret", "ganzhi-ingest", "password"}
 SHARE_GROUP_MIN = 16
 WEBHOOK_SECRET_MIN = 32
+JWT_SECRET_MIN = 32
 
 
 def require_secret(variable: str, value: SecretStr | None, min_length: int) -> str:
@@ -335,6 +352,10 @@ def share_group(s: MqttSettings) -> str:
 
 def webhook_secret(s: WebhookSettings) -> bytes:
     return require_secret("GANZHI_WEBHOOK__SECRET", s.secret, WEBHOOK_SECRET_MIN).encode()
+
+
+def jwt_secret(s: AuthSettings) -> str:
+    return require_secret("GANZHI_AUTH__JWT_SECRET", s.jwt_secret, JWT_SECRET_MIN)
 
 
 @lru_cache

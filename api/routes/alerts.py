@@ -1,4 +1,5 @@
-"""Alerts: newest first with keyset pagination, and one alert with its timeline."""
+"""Alerts: newest first with keyset pagination, and one alert with its timeline. Only
+the alerts of sites in the caller's scope, filtered in SQL; another site's alert is 404."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
 
 from alerts.routing import DEFAULT_RECEIVER
-from api.deps import ConnDep, JurisdictionDep
+from api.deps import ConnDep, ReaderDep
 from api.schemas import (
     AlertDetail,
     AlertEventOut,
@@ -31,7 +32,7 @@ _COLUMNS = (
 @router.get("", response_model=AlertPage)
 async def list_alerts(
     conn: ConnDep,
-    scope: JurisdictionDep,
+    caller: ReaderDep,
     status: AlertStatus | None = None,
     site_id: Annotated[str | None, Query(pattern=_ID)] = None,
     device_id: Annotated[str | None, Query(pattern=_ID)] = None,
@@ -49,10 +50,10 @@ async def list_alerts(
     if before_id is not None:
         where.append("id < %s")
         params.append(before_id)
-    if scope.site_ids is not None:
-        where.append("site_id = ANY(%s)")
-        params.append(sorted(scope.site_ids))
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    cond, scope_params = caller.scope.site_filter("site_id")
+    where.append(cond)
+    params.extend(scope_params)
+    clause = f"WHERE {' AND '.join(where)}"
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {_COLUMNS} FROM alerts {clause} ORDER BY id DESC LIMIT %s",
@@ -68,12 +69,14 @@ async def list_alerts(
     "/{alert_id}", response_model=AlertDetail, responses={404: {"description": "No such alert"}}
 )
 async def get_alert(
-    conn: ConnDep, scope: JurisdictionDep, alert_id: Annotated[int, Path(ge=1)]
+    conn: ConnDep, caller: ReaderDep, alert_id: Annotated[int, Path(ge=1)]
 ) -> AlertDetail:
+    cond, params = caller.scope.site_filter("site_id")
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
+        await cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s AND {cond}",
+                          [alert_id, *params])
         alert = await cur.fetchone()
-        if alert is None or not scope.allows(alert["site_id"]):
+        if alert is None:
             raise HTTPException(status_code=404, detail=f"alert {alert_id} not found")
         await cur.execute(
             "SELECT transition_id, kind, at, received_at, payload->>'summary' AS summary,"

@@ -1,4 +1,5 @@
-"""A device's readings over a time range: raw samples or one-minute rollups."""
+"""A device's readings over a time range: raw samples or one-minute rollups. A device of
+a site outside the caller's scope is 404, and the readings query carries the scope too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime
 
-from api.deps import ConnDep, JurisdictionDep
+from api.deps import ConnDep, ReaderDep, site_visible
 from api.schemas import ReadingSeries, Resolution, SeriesPoint
 from ganzhi.contracts.topics import ID_PATTERN
 
@@ -38,7 +39,7 @@ _ROLLUP_TABLE = {"1m": "rollups_1m", "1h": "rollups_1h"}
 )
 async def readings(
     conn: ConnDep,
-    scope: JurisdictionDep,
+    caller: ReaderDep,
     site_id: Annotated[str, Path(pattern=_ID)],
     device_id: Annotated[str, Path(pattern=_ID)],
     metric: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] = None,
@@ -49,7 +50,7 @@ async def readings(
     resolution: Resolution = "raw",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
 ) -> ReadingSeries:
-    if not scope.allows(site_id):
+    if not await site_visible(conn, caller.scope, site_id):
         raise HTTPException(status_code=404, detail=f"device {site_id}/{device_id} not found")
     end = to or datetime.now(UTC)
     start = from_ or end - DEFAULT_SPAN
@@ -59,6 +60,9 @@ async def readings(
         )
     query = _RAW if resolution == "raw" else _ROLLUP.format(table=_ROLLUP_TABLE[resolution])
     params: list[Any] = [site_id, device_id, start, end]
+    cond, scope_params = caller.scope.site_filter("site_id")
+    query += f" AND {cond}"
+    params.extend(scope_params)
     if metric is not None:
         query += " AND metric = %s"
         params.append(metric)

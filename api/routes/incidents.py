@@ -1,9 +1,10 @@
 """Incidents (related alerts; one clue each): read them with their alerts, history and
-clue deliveries; act on them (staff key); the task system's feedback on clues
-(feedback key).
+clue deliveries; act on them (permission ``work_incidents``); the task system's feedback
+on clues (permission ``feedback``).
 
-Every action answers the incident as it is afterwards. A key limited to some sites gets
-404 for an incident of another site, as if it did not exist.
+Every query carries the caller's scope in SQL: an incident (or clue) of a site outside
+it is 404 for reads and actions alike, as if it did not exist. Every action answers the
+incident as it is afterwards.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from api.deps import (
     Caller,
     ConnDep,
     FeedbackDep,
-    JurisdictionDep,
     PolicyDep,
+    ReaderDep,
     StaffDep,
     domain_errors,
 )
@@ -40,6 +41,7 @@ from api.schemas import (
     NotifyState,
     ResolveIn,
 )
+from ganzhi.access import Scope
 from ganzhi.contracts.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
@@ -49,8 +51,8 @@ _ID = f"^{ID_PATTERN}$"
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such incident"}}
 _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     **_NOT_FOUND,
-    401: {"description": "No valid API key"},
-    403: {"description": "The key lacks the scope"},
+    401: {"description": "No valid access token or API key"},
+    403: {"description": "The caller lacks the permission"},
     409: {"description": "The incident's state does not allow it"},
 }
 _COLUMNS = (
@@ -72,7 +74,7 @@ _ALERT_COLUMNS = (
 @router.get("", response_model=IncidentPage)
 async def list_incidents(
     conn: ConnDep,
-    scope: JurisdictionDep,
+    caller: ReaderDep,
     status: AlertStatus | None = None,
     site_id: Annotated[str | None, Query(pattern=_ID)] = None,
     notify_state: NotifyState | None = None,
@@ -92,10 +94,10 @@ async def list_incidents(
     if before_id is not None:
         where.append("i.id < %s")
         params.append(before_id)
-    if scope.site_ids is not None:
-        where.append("i.site_id = ANY(%s)")
-        params.append(sorted(scope.site_ids))
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    cond, scope_params = caller.scope.site_filter("i.site_id")
+    where.append(cond)
+    params.extend(scope_params)
+    clause = f"WHERE {' AND '.join(where)}"
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {_COLUMNS} {_FROM} {clause} ORDER BY i.id DESC LIMIT %s",
@@ -107,9 +109,11 @@ async def list_incidents(
     return IncidentPage(items=items, next_before_id=items[-1].id if more and items else None)
 
 
-async def _detail(conn: ConnDep, incident_id: int) -> IncidentDetail | None:
+async def _detail(conn: ConnDep, incident_id: int, scope: Scope) -> IncidentDetail | None:
+    cond, params = scope.site_filter("i.site_id")
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} {_FROM} WHERE i.id = %s", (incident_id,))
+        await cur.execute(f"SELECT {_COLUMNS} {_FROM} WHERE i.id = %s AND {cond}",
+                          [incident_id, *params])
         incident = await cur.fetchone()
         if incident is None:
             return None
@@ -133,25 +137,26 @@ async def _detail(conn: ConnDep, incident_id: int) -> IncidentDetail | None:
 
 @router.get("/{incident_id}", response_model=IncidentDetail, responses=_NOT_FOUND)
 async def get_incident(
-    conn: ConnDep, scope: JurisdictionDep, incident_id: Annotated[int, Path(ge=1)]
+    conn: ConnDep, caller: ReaderDep, incident_id: Annotated[int, Path(ge=1)]
 ) -> IncidentDetail:
     """The incident, its alerts, its full history and its clue events per receiver."""
-    detail = await _detail(conn, incident_id)
-    if detail is None or not scope.allows(detail.site_id):
+    detail = await _detail(conn, incident_id, caller.scope)
+    if detail is None:
         raise HTTPException(404, f"incident {incident_id} not found")
     return detail
 
 
 async def _visible(conn: ConnDep, caller: Caller, incident_id: int) -> None:
-    """404 for an unknown incident and for one outside the key's sites alike."""
-    with domain_errors():
-        site = await actions.site_of(conn, incident_id)
-    if not caller.allows(site):
+    """404 for an unknown incident and for one outside the caller's scope alike."""
+    cond, params = caller.scope.site_filter("site_id")
+    cur = await conn.execute(f"SELECT 1 FROM incidents WHERE id = %s AND {cond}",
+                             [incident_id, *params])
+    if await cur.fetchone() is None:
         raise HTTPException(404, f"incident {incident_id} not found")
 
 
-async def _answer(conn: ConnDep, incident_id: int) -> IncidentDetail:
-    detail = await _detail(conn, incident_id)
+async def _answer(conn: ConnDep, caller: Caller, incident_id: int) -> IncidentDetail:
+    detail = await _detail(conn, incident_id, caller.scope)
     assert detail is not None  # incidents are never deleted
     return detail
 
@@ -163,7 +168,7 @@ async def acknowledge(conn: ConnDep, caller: StaffDep, body: AckIn,
     await _visible(conn, caller, incident_id)
     with domain_errors():
         await actions.acknowledge(conn, incident_id, caller.actor, body.note)
-    return await _answer(conn, incident_id)
+    return await _answer(conn, caller, incident_id)
 
 
 @router.post("/{incident_id}/assign", response_model=IncidentDetail,
@@ -174,7 +179,7 @@ async def assign(conn: ConnDep, caller: StaffDep, body: AssignIn,
     await _visible(conn, caller, incident_id)
     with domain_errors():
         await actions.assign(conn, incident_id, caller.actor, body.assignee)
-    return await _answer(conn, incident_id)
+    return await _answer(conn, caller, incident_id)
 
 
 @router.post("/{incident_id}/comments", response_model=IncidentDetail,
@@ -184,7 +189,7 @@ async def comment(conn: ConnDep, caller: StaffDep, body: CommentIn,
     await _visible(conn, caller, incident_id)
     with domain_errors():
         await actions.comment(conn, incident_id, caller.actor, body.text)
-    return await _answer(conn, incident_id)
+    return await _answer(conn, caller, incident_id)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentDetail,
@@ -196,7 +201,7 @@ async def resolve(conn: ConnDep, caller: StaffDep, policy: PolicyDep, body: Reso
     await _visible(conn, caller, incident_id)
     with domain_errors():
         await actions.resolve(conn, incident_id, caller.actor, body.reason, policy)
-    return await _answer(conn, incident_id)
+    return await _answer(conn, caller, incident_id)
 
 
 @clues.post("/{clue_id}/feedback", response_model=FeedbackOut,
@@ -208,8 +213,11 @@ async def feedback(conn: ConnDep, caller: FeedbackDep, policy: PolicyDep, body: 
     rectified, closed, or rejected (a false positive: the incident is resolved). Once per
     clue and status; a retry answers ``recorded: false``."""
     with domain_errors():
-        _, site, _ = await actions.clue_site(conn, clue_id)
-        if not caller.allows(site):
+        incident_id, _, _ = await actions.clue_site(conn, clue_id)
+        cond, params = caller.scope.site_filter("site_id")
+        cur = await conn.execute(f"SELECT 1 FROM incidents WHERE id = %s AND {cond}",
+                                 [incident_id, *params])
+        if await cur.fetchone() is None:
             raise NotFound(f"clue {clue_id} not found")
         recorded = await actions.record_feedback(
             conn, clue_id, body.status, caller.actor, body.at, body.task_id, body.note,

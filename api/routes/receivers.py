@@ -1,8 +1,9 @@
 """Receivers of clues: their outbox figures and last delivery attempts, and the
 operator's way out of a stuck outbox (drop clue events, re-queue dead ones).
 
-Drop and re-queue act on every site's clues of a receiver, so only an operator key valid
-for every site may use them.
+A receiver takes clues of every site (its figures and attempts mix them), so all of it
+needs the ``operate_receivers`` permission (administrators, ``operator`` keys) and a
+caller that sees every site: 403 otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from psycopg.rows import dict_row
 
 from alerts import outbox
 from alerts.routing import DEFAULT_RECEIVER
-from api.deps import Caller, ConnDep, JurisdictionDep, OperatorDep, SettingsDep
+from api.deps import Caller, ConnDep, OperatorDep, SettingsDep, require_everything
 from api.schemas import DeliveryAttempt, DropIn, ReceiverOut, RequeueIn, RowsOut
 from ganzhi.settings import Settings
 
@@ -22,8 +23,8 @@ router = APIRouter(prefix="/api/v1/receivers", tags=["receivers"])
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid API key"},
-    403: {"description": "The key lacks the scope or is limited to some sites"},
+    401: {"description": "No valid access token or API key"},
+    403: {"description": "The caller lacks the permission or is limited to some sites"},
     404: {"description": "No such receiver"},
 }
 
@@ -52,15 +53,16 @@ async def _attempts(conn: ConnDep, names: list[str], limit: int
     return out
 
 
-@router.get("", response_model=list[ReceiverOut])
+@router.get("", response_model=list[ReceiverOut], responses=_ERRORS)
 async def list_receivers(
     conn: ConnDep,
     settings: SettingsDep,
-    _scope: JurisdictionDep,
+    caller: OperatorDep,
     attempts: Annotated[int, Query(ge=0, le=50, description="Last attempts per receiver.")] = 5,
 ) -> list[ReceiverOut]:
     """Per receiver: pending, held, dead, age of the oldest pending event, last attempts.
     A receiver no longer configured shows while rows of it wait in the outbox."""
+    require_everything(caller, "the receivers' figures")
     figures = {f.receiver: f for f in await outbox.figures(conn)}
     configured = _configured(settings)
     names = [*configured, *sorted(set(figures) - set(configured))]
@@ -75,9 +77,7 @@ async def list_receivers(
 
 
 async def _operable(conn: ConnDep, settings: Settings, caller: Caller, name: str) -> None:
-    if caller.site_ids is not None:
-        raise HTTPException(403, "dropping or re-queuing clue events needs a key valid for"
-                                 " every site")
+    require_everything(caller, "dropping or re-queuing clue events")
     if name in _configured(settings):
         return
     cur = await conn.execute("SELECT 1 FROM clue_outbox WHERE receiver = %s LIMIT 1", (name,))

@@ -1,5 +1,6 @@
 """Handling figures for the supervision office: response times and false positives of
-the incidents opened in a period (see :mod:`alerts.figures`)."""
+the incidents opened in a period (see :mod:`alerts.figures`), of the sites in the
+caller's scope only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
 from alerts.figures import false_positive_counts, handling_figures
-from api.deps import ConnDep, JurisdictionDep
+from api.deps import ConnDep, ReaderDep
 from api.schemas import FalsePositiveRow, FalsePositiveStats, HandlingRow, HandlingStats
 from ganzhi.contracts import utcnow
 
@@ -30,14 +31,14 @@ def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, d
 
 
 @router.get("/handling", response_model=HandlingStats)
-async def handling(conn: ConnDep, scope: JurisdictionDep, since: Since = None,
+async def handling(conn: ConnDep, caller: ReaderDep, since: Since = None,
                    until: Until = None, group_by: Literal["site", "rule"] = "site"
                    ) -> HandlingStats:
     """Per site or rule: incidents whose clue went out, how many were acknowledged,
     median and p90 seconds from the clue to acknowledgement, dispatch and closing (null
     when none got there), false positives."""
     since, until = _period(since, until)
-    rows = await handling_figures(conn, since, until, group_by, scope.site_ids)
+    rows = await handling_figures(conn, since, until, group_by, caller.scope)
     items = [
         HandlingRow(key=r.key, incidents=r.incidents, acknowledged=r.acknowledged,
                     ack_median_s=r.to_acknowledge.median_s, ack_p90_s=r.to_acknowledge.p90_s,
@@ -50,11 +51,11 @@ async def handling(conn: ConnDep, scope: JurisdictionDep, since: Since = None,
 
 
 @router.get("/false-positives", response_model=FalsePositiveStats)
-async def false_positives(conn: ConnDep, scope: JurisdictionDep, since: Since = None,
+async def false_positives(conn: ConnDep, caller: ReaderDep, since: Since = None,
                           until: Until = None) -> FalsePositiveStats:
     """Clues the task system rejected, per rule and camera model of the primary alert."""
     since, until = _period(since, until)
-    rows = await false_positive_counts(conn, since, until, scope.site_ids)
+    rows = await false_positive_counts(conn, since, until, caller.scope)
     items = [FalsePositiveRow(rule_id=r.rule_id, camera_model=r.camera_model, count=r.count)
              for r in rows]
     return FalsePositiveStats(since=since, until=until, items=items)

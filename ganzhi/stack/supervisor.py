@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import time
 import urllib.request
@@ -23,7 +24,9 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ganzhi import apikeys
+from alerts.repository import Conflict
+from ganzhi import accounts, apikeys
+from ganzhi.access import Role
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import configure_logging, get_logger
@@ -151,10 +154,11 @@ def demo_edge_config(ports: Ports, data_dir: Path) -> Path:
     return path
 
 
-def _print_new_alerts(api_port: int, seen: set[tuple[int, str]]) -> None:
+def _print_new_alerts(api_port: int, seen: set[tuple[int, str]], token: str) -> None:
     url = f"http://127.0.0.1:{api_port}/api/v1/alerts?limit=20"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(request, timeout=2) as resp:
             body = json.load(resp)
     except Exception:
         return
@@ -186,25 +190,52 @@ def write_demo_env(stack: Stack) -> Path:
     return path
 
 
+DEMO_ROOT = "demo-city"
+DEMO_ADMIN = "demo-admin"
+
+
 def demo_api_keys(stack: Stack) -> Path:
-    """Two API keys for the demo: the stand-in task system's (scope ``feedback``, handed
-    to the receiver) and one for the person trying it (staff, silences, operator), written
-    to ``var/demo-keys.env`` (mode 600). The database is fresh each run, so are they."""
+    """The demo's credentials: the stand-in task system's key (scope ``feedback``, handed
+    to the receiver), a key for the person trying it (staff, silences, operator), a
+    read-only ``export`` key (the demo prints new alerts with it), and an administrator
+    account at the root node of a one-node jurisdiction tree, with a random password.
+    Written to ``var/demo-keys.env`` (mode 600). The database is fresh each run, so are
+    they."""
+    password = secrets.token_urlsafe(12)
 
-    async def make() -> tuple[str, str]:
+    async def make() -> tuple[str, str, str]:
         async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
-            _, feedback = await apikeys.create(conn, "demo-task-system", ["feedback"])
+            _, feedback = await apikeys.create(conn, "demo-task-system", ["feedback"],
+                                               actor="demo")
             _, staff = await apikeys.create(conn, "demo-staff",
-                                            ["staff", "silences", "operator"])
-        return feedback, staff
+                                            ["staff", "silences", "operator"], actor="demo")
+            _, export = await apikeys.create(conn, "demo-export", ["export"], actor="demo")
+            await accounts.ensure_root(conn, "demo", DEMO_ROOT, "Demo city")
+            try:
+                await accounts.create_user(
+                    conn, "demo", username=DEMO_ADMIN, password=password,
+                    role=Role.ADMINISTRATOR, jurisdiction_id=DEMO_ROOT,
+                    display_name="Demo administrator")
+            except Conflict:  # --keep-data: the account of an earlier run; new password
+                user = await accounts.user_by_name(conn, DEMO_ADMIN)
+                await accounts.update_user(conn, "demo", user.id, password=password)
+        return feedback, staff, export
 
-    feedback, staff = asyncio.run(make())
+    feedback, staff, export = asyncio.run(make())
     stack.extra_env["GANZHI_DEMO__FEEDBACK_TOKEN"] = feedback
     path = stack.root / "demo-keys.env"
     path.touch(mode=0o600)
     path.chmod(0o600)
-    path.write_text(f"GANZHI_DEMO_STAFF_TOKEN={staff}\n")
+    path.write_text(f"GANZHI_DEMO_STAFF_TOKEN={staff}\n"
+                    f"GANZHI_DEMO_EXPORT_TOKEN={export}\n"
+                    f"GANZHI_DEMO_ADMIN_USER={DEMO_ADMIN}\n"
+                    f"GANZHI_DEMO_ADMIN_PASSWORD={password}\n")
     return path
+
+
+def _demo_token(keys_file: Path, name: str) -> str:
+    values = dict(line.split("=", 1) for line in keys_file.read_text().split() if "=" in line)
+    return values[name]
 
 
 def run_demo(
@@ -232,6 +263,7 @@ def run_demo(
         applied = migrate(stack.dsn)
         log.info("migrated", applied=applied)
         keys_file = demo_api_keys(stack)
+        export_token = _demo_token(keys_file, "GANZHI_DEMO_EXPORT_TOKEN")
         asyncio.run(ensure_topics(stack.bootstrap, settings.kafka.partitions))
         if not keep_data:
             for suffix in ("", "-wal", "-shm"):
@@ -253,7 +285,8 @@ def run_demo(
             f"  logs:        {stack.logs}\n"
             f"  addresses:   {env_file} (for the ganzhi commands)\n"
             f"  API keys:    {keys_file} (staff: ack, assign, comment, resolve, silences;"
-            f" the stand-in task system reports back on each clue with its own)\n"
+            f" export: read only; the stand-in task system reports back on each clue with"
+            f" its own; and the demo administrator's sign-in)\n"
             f"One simulated cold room's compressor fails for a minute: its alert shows here"
             f" within a minute, and resolves about a minute after the repair."
             f"\nCtrl-C stops everything.\n",
@@ -269,7 +302,7 @@ def run_demo(
                 if not svc.alive():
                     _restart(stack, svc)
             if time.monotonic() - last_poll > 2:
-                _print_new_alerts(ports.api, seen)
+                _print_new_alerts(ports.api, seen, export_token)
                 last_poll = time.monotonic()
             time.sleep(0.2)
         return 0

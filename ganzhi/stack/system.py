@@ -79,27 +79,37 @@ class Ports:
 
 @dataclass(frozen=True)
 class Secrets:
-    """The secrets every deployment must set: the ingest share group and the webhook key."""
+    """The secrets every deployment must set: the ingest share group, the webhook key and
+    the API's access-token signing key."""
 
     share_group: str
     webhook_secret: str
+    jwt_secret: str
 
     @classmethod
     def generate(cls) -> Secrets:
-        return cls(f"ingest-{secrets.token_hex(16)}", secrets.token_urlsafe(32))
+        return cls(f"ingest-{secrets.token_hex(16)}", secrets.token_urlsafe(32),
+                   secrets.token_urlsafe(32))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
         """Kept in ``path`` (mode 0600), so a restarted stack keeps its ingest session."""
         if path.exists():
             values = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
-            return cls(values["GANZHI_MQTT__SHARE_GROUP"], values["GANZHI_WEBHOOK__SECRET"])
-        made = cls.generate()
+            if "GANZHI_AUTH__JWT_SECRET" in values:
+                return cls(values["GANZHI_MQTT__SHARE_GROUP"],
+                           values["GANZHI_WEBHOOK__SECRET"], values["GANZHI_AUTH__JWT_SECRET"])
+            # Written before the API had sign-in: keep the others, add the new key.
+            made = cls(values["GANZHI_MQTT__SHARE_GROUP"], values["GANZHI_WEBHOOK__SECRET"],
+                       secrets.token_urlsafe(32))
+        else:
+            made = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"GANZHI_MQTT__SHARE_GROUP={made.share_group}\n"
-                    f"GANZHI_WEBHOOK__SECRET={made.webhook_secret}\n")
+                    f"GANZHI_WEBHOOK__SECRET={made.webhook_secret}\n"
+                    f"GANZHI_AUTH__JWT_SECRET={made.jwt_secret}\n")
         return made
 
 
@@ -231,6 +241,7 @@ class Stack:
             "GANZHI_DB__DSN": self.dsn,
             "GANZHI_WEBHOOK__URL": f"http://{HOST}:{p.receiver}/clues",
             "GANZHI_WEBHOOK__SECRET": s.webhook_secret,
+            "GANZHI_AUTH__JWT_SECRET": s.jwt_secret,
             "GANZHI_WEBHOOK__PUBLIC_BASE_URL": f"http://{HOST}:{p.api}",
             "GANZHI_API__PORT": str(p.api),
             "GANZHI_DEMO__RECEIVER_PORT": str(p.receiver),

@@ -4,7 +4,9 @@ The video is made in the test from validation images of the mask dataset: five s
 of faces without masks, then five of masked faces. The shipped mask model runs on it in
 the real agent (spool, per-device MQTT connection), ingest verifies and stores each
 snapshot and puts a reference on Kafka, and the API serves the file: one ``no_mask``
-raised and then cleared, each with evidence whose SHA-256 matches what is served.
+raised and then cleared, each with evidence whose SHA-256 matches what is served to a
+caller who may see the alert that names it (the stream and alerts services, not run
+here, would make that alert: the test applies the stream rule's transitions itself).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer
+from psycopg import AsyncConnection
 from pydantic import SecretStr
 
-from api.main import create_app
+from alerts.repository import apply_transition
 from edge.agent import run_agent
 from edge.config import AgentConfig
+from ganzhi import apikeys
 from ganzhi.contracts import (
     Channel,
     Detection,
@@ -39,6 +42,7 @@ from ganzhi.contracts import (
 )
 from ganzhi.kafka import ensure_topics
 from ganzhi.settings import (
+    AuthSettings,
     DatabaseSettings,
     EvidenceSettings,
     IngestSettings,
@@ -48,7 +52,10 @@ from ganzhi.settings import (
 )
 from ganzhi.stack.infra import Managed
 from ingest.bridge import Bridge
+from stream.rules import vision
 
+from access_fixtures import JWT_SECRET, api_client
+from alerting import policy
 from mqtt_device import MqttDevice, service_mqtt
 
 pytestmark = pytest.mark.e2e
@@ -143,20 +150,41 @@ async def test_video_to_one_violation_with_evidence_served_by_the_api(
     assert raised.ts < cleared.ts and raised.snapshot_sha256 != cleared.snapshot_sha256
     assert {r.sha256 for r in refs} == {raised.snapshot_sha256, cleared.snapshot_sha256}
 
-    app = create_app(ingest.model_copy(update={
-        "db": DatabaseSettings(dsn=SecretStr(pg_dsn), pool_min=0)}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            for d in found:
-                r = await client.get(f"/api/v1/evidence/{d.snapshot_sha256}")
-                assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
-                assert hashlib.sha256(r.content).hexdigest() == d.snapshot_sha256
-                image = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
-                assert image.shape == (360, 480, 3)
-            missing = await client.get("/api/v1/evidence/" + "0" * 64)
-            assert missing.status_code == 404 and "no evidence" in missing.json()["detail"]
-            assert (await client.get("/api/v1/evidence/not-a-hash")).status_code == 422
+    reader, other_site = await alert_of(pg_dsn, found)
+    app_settings = ingest.model_copy(update={
+        "db": DatabaseSettings(dsn=SecretStr(pg_dsn), pool_min=0),
+        "auth": AuthSettings(jwt_secret=SecretStr(JWT_SECRET))})
+    async with api_client(app_settings, reader) as client:
+        for d in found:
+            r = await client.get(f"/api/v1/evidence/{d.snapshot_sha256}")
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["cache-control"].startswith("private")
+            assert hashlib.sha256(r.content).hexdigest() == d.snapshot_sha256
+            image = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape == (360, 480, 3)
+            # A key for another site: the hash alone is no permission.
+            denied = await client.get(f"/api/v1/evidence/{d.snapshot_sha256}",
+                                      headers={"Authorization": f"Bearer {other_site}"})
+            assert denied.status_code == 404
+        missing = await client.get("/api/v1/evidence/" + "0" * 64)
+        assert missing.status_code == 404 and "no evidence" in missing.json()["detail"]
+        assert (await client.get("/api/v1/evidence/not-a-hash")).status_code == 422
+
+
+async def alert_of(dsn: str, found: list[Detection]) -> tuple[str, str]:
+    """The alert the stream and alerts services would make of the findings (raised, then
+    cleared); returns an export key's token for every site and one for another site."""
+    state = vision.VisionState()
+    async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for d in found:
+            state, transitions = vision.step(state, d.site_id, d.device_id, vision.Finding(
+                d.violation, d.state, d.ts, d.score, d.boxes, d.snapshot_sha256, d.model))
+            for t in transitions:
+                await apply_transition(conn, t, policy())
+        _, reader = await apikeys.create(conn, "reader", ["export"])
+        _, other = await apikeys.create(conn, "other-site", ["export"], ["site-elsewhere"])
+    return reader, other
 
 
 async def test_evidence_with_a_wrong_hash_is_dead_lettered_not_stored(

@@ -53,16 +53,22 @@ class Stack:
     bootstrap: str
     receiver: ClueReceiver
     mqtt: MqttSettings
+    reader: dict[str, str]  # headers of an export key: the API needs a caller
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return httpx.get(f"{self.api_url}{path}", params=params, headers=self.reader)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     wait_for(predicate, timeout, what, interval=0.25)
 
 
-async def _feedback_key(dsn: str) -> str:
+async def _keys(dsn: str) -> tuple[str, str]:
+    """The task system's feedback key and a read-only export key."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        _, token = await apikeys.create(conn, "e2e-task-system", ["feedback"])
-    return token
+        _, feedback = await apikeys.create(conn, "e2e-task-system", ["feedback"])
+        _, export = await apikeys.create(conn, "e2e-reader", ["export"])
+    return feedback, export
 
 
 @pytest.fixture
@@ -71,7 +77,7 @@ def stack(
 ) -> Iterator[Stack]:
     ports = {name: free_port() for name in ("ingest", "stream", "alerts", "api", "web")}
     # The stand-in task system reports back on each clue, with its own API key.
-    token = asyncio.run(_feedback_key(pg_dsn))
+    token, export = asyncio.run(_keys(pg_dsn))
     feedback = FeedbackReporter(f"http://127.0.0.1:{ports['api']}", token).start()
     receiver = ClueReceiver(SECRET.encode(), feedback=feedback).start()
     env = {
@@ -85,6 +91,7 @@ def stack(
         "GANZHI_DB__DSN": pg_dsn,
         "GANZHI_WEBHOOK__URL": receiver.url,
         "GANZHI_WEBHOOK__SECRET": SECRET,
+        "GANZHI_AUTH__JWT_SECRET": "e2e-jwt-signing-key-0123456789abcdefgh",
         "GANZHI_WEBHOOK__BACKOFF_BASE_S": "0.2",
         "GANZHI_OPS__INGEST": str(ports["ingest"]),
         "GANZHI_OPS__STREAM": str(ports["stream"]),
@@ -113,7 +120,8 @@ def stack(
                   60, f"{name} to listen")
             assert procs[name].poll() is None, (logs / f"{name}.log").read_text()[-3000:]
         yield Stack(env, procs, f"http://127.0.0.1:{ports['api']}", pg_dsn, kafka_bootstrap,
-                    receiver, MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port))
+                    receiver, MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+                    {"Authorization": f"Bearer {export}"})
     finally:
         codes: dict[str, int | str] = {}
         for proc in procs.values():
@@ -243,7 +251,7 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     ) == pytest.approx(12.0)
 
     # The API shows it.
-    body = httpx.get(f"{stack.api_url}/api/v1/alerts", params={"site_id": SITE}).json()
+    body = stack.get("/api/v1/alerts", site_id=SITE).json()
     items = body["items"] if isinstance(body, dict) else body
     assert [a["id"] for a in items] == [alert_id]
 
@@ -284,12 +292,11 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     incident_id = clue["incident_id"]
     _wait(lambda: _scalar(stack.dsn, "SELECT task_status FROM incidents WHERE id = %s",
                           incident_id) == "closed", 30, "the task system's feedback")
-    detail = httpx.get(f"{stack.api_url}/api/v1/incidents/{incident_id}").json()
+    detail = stack.get(f"/api/v1/incidents/{incident_id}").json()
     feedback = [h for h in detail["history"] if h["action"].startswith("feedback.")]
     assert [h["action"] for h in feedback] == [
         "feedback.accepted", "feedback.dispatched", "feedback.rectified", "feedback.closed"]
     assert {h["actor"] for h in feedback} == {"key:e2e-task-system"}
-    figures = httpx.get(f"{stack.api_url}/api/v1/stats/handling",
-                        params={"group_by": "site"}).json()["items"]
+    figures = stack.get("/api/v1/stats/handling", group_by="site").json()["items"]
     [row] = [r for r in figures if r["key"] == SITE]
     assert row["incidents"] == 1 and row["close_median_s"] is not None

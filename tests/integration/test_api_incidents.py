@@ -21,9 +21,18 @@ from alerts.figures import Latency, false_positive_counts, handling_figures
 from alerts.repository import Conflict, Policy, apply_transition
 from api.main import create_app
 from ganzhi import apikeys
+from ganzhi.access import Scope
 from ganzhi.cli import main
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind, utcnow
-from ganzhi.settings import DatabaseSettings, Settings, WebhookSettings, get_settings
+from ganzhi.settings import (
+    AuthSettings,
+    DatabaseSettings,
+    Settings,
+    WebhookSettings,
+    get_settings,
+)
+
+from access_fixtures import JWT_SECRET, anonymous, api_client
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +45,7 @@ FP_REASON = "false positive (task system)"
 def settings(dsn: str, secret: str | None = "x" * 40) -> Settings:
     return Settings(
         db=DatabaseSettings(dsn=SecretStr(dsn), pool_max=2),
+        auth=AuthSettings(jwt_secret=SecretStr(JWT_SECRET)),
         webhook=WebhookSettings(url="http://127.0.0.1:9/clues",
                                 secret=SecretStr(secret) if secret else None),
     )
@@ -87,6 +97,7 @@ class Env:
 
 
 KEYS: dict[str, tuple[list[str], list[str] | None]] = {
+    "reader": (["export"], None),  # the client's default: reads every site
     "staff": (["staff"], None),
     "staff_s2": (["staff"], ["site-2"]),
     "feedback": (["feedback"], None),
@@ -118,12 +129,8 @@ async def env(pg_dsn: str) -> AsyncIterator[Env]:
         firing("site-2", "fridge-9", T0 + timedelta(minutes=7)),
     )
     tokens = await make_keys(pg_dsn)
-    app = create_app(settings(pg_dsn))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
-            yield Env(c, pg_dsn, {"fridge": fridge, "camera": camera, "other": other},
-                      tokens)
+    async with api_client(settings(pg_dsn), tokens["reader"]) as c:
+        yield Env(c, pg_dsn, {"fridge": fridge, "camera": camera, "other": other}, tokens)
 
 
 async def detail(env: Env, incident_id: int) -> dict[str, Any]:
@@ -220,16 +227,22 @@ async def test_ack_of_a_resolved_incident_is_409(env: Env) -> None:
 
 async def test_auth_401_403_404(env: Env) -> None:
     url = f"/api/v1/incidents/{env.incidents['fridge']}/ack"
-    for headers in ({}, {"Authorization": "Bearer nonsense"},
+    nobody = await anonymous(env.client, "POST", url, json={})
+    assert nobody.status_code == 401 and nobody.headers["www-authenticate"] == "Bearer"
+    for headers in ({"Authorization": "Bearer nonsense"},
                     {"Authorization": "Basic dXNlcjpwYXNz"},
                     {"Authorization": f"Bearer {env.tokens['staff']}x"},
                     {"Authorization": "Bearer gzk_abcdefghijkl_" + "s" * 43},
+                    {"Authorization": "Bearer a.b.c"},
                     env.auth("revoked")):
         response = await env.client.post(url, json={}, headers=headers)
         assert response.status_code == 401, headers
         assert response.headers["www-authenticate"] == "Bearer"
     wrong = await env.post(url, "feedback")
-    assert wrong.status_code == 403 and "'staff' scope" in wrong.json()["detail"]
+    assert wrong.status_code == 403
+    assert "'work_incidents' permission" in wrong.json()["detail"]
+    reader = await env.post(url, "reader")
+    assert reader.status_code == 403
     other_site = await env.post(url, "staff_s2")
     assert other_site.status_code == 404
     assert other_site.json() == {"detail": f"incident {env.incidents['fridge']} not found"}
@@ -343,7 +356,8 @@ async def test_feedback_refusals(env: Env) -> None:
         assert response.status_code == 404 and response.json() == {
             "detail": f"clue {bad} not found"}
     assert (await env.post(url, "staff", {"status": "accepted"})).status_code == 403
-    assert (await env.client.post(url, json={"status": "accepted"})).status_code == 401
+    assert (await anonymous(env.client, "POST", url, json={"status": "accepted"})
+            ).status_code == 401
 
 
 def fp_count(rule: str, model: str) -> float:
@@ -427,7 +441,8 @@ async def test_handling_figures_by_site_and_rule(pg_dsn: str) -> None:
     async with await AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         by_site = {f.key: f for f in await handling_figures(conn, since, until, "site")}
         by_rule = {f.key: f for f in await handling_figures(conn, since, until, "rule")}
-        only_s2 = await handling_figures(conn, since, until, "site", ["site-2"])
+        only_s2 = await handling_figures(conn, since, until, "site",
+                                         Scope(site_ids=frozenset({"site-2"})))
         fps = await false_positive_counts(conn, since, until)
         with pytest.raises(ValueError):
             await handling_figures(conn, since, until, "device")  # type: ignore[arg-type]
@@ -453,19 +468,18 @@ async def test_handling_figures_by_site_and_rule(pg_dsn: str) -> None:
 
 async def test_handling_figures_over_http(pg_dsn: str) -> None:
     await seed_figures(pg_dsn)
-    app = create_app(settings(pg_dsn))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
-            params = {"since": "2025-01-01T07:00:00Z", "until": "2025-01-02T08:00:00+08:00",
-                      "group_by": "rule"}
-            response = await c.get("/api/v1/stats/handling", params=params)
-            assert response.status_code == 200, response.text
-            body = response.json()
-            bad = [{"group_by": "device"}, {"since": "yesterday"},
-                   {"since": "2025-01-02T00:00:00Z", "until": "2025-01-01T00:00:00Z"}]
-            codes = [(await c.get("/api/v1/stats/handling", params=p)).status_code
-                     for p in bad]
+    async with await AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        _, token = await apikeys.create(conn, "reader", ["export"])
+    async with api_client(settings(pg_dsn), token) as c:
+        params = {"since": "2025-01-01T07:00:00Z", "until": "2025-01-02T08:00:00+08:00",
+                  "group_by": "rule"}
+        response = await c.get("/api/v1/stats/handling", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        bad = [{"group_by": "device"}, {"since": "yesterday"},
+               {"since": "2025-01-02T00:00:00Z", "until": "2025-01-01T00:00:00Z"}]
+        codes = [(await c.get("/api/v1/stats/handling", params=p)).status_code
+                 for p in bad]
     assert codes == [422, 422, 422]
     assert body["group_by"] == "rule" and [r["key"] for r in body["items"]] == [COLD, MASK]
     cold = body["items"][0]
@@ -565,7 +579,11 @@ async def test_receivers_figures_drop_and_requeue(env: Env) -> None:
                      " outcome, latency_ms, error) VALUES (%s, 'task-system', 1, 422, 'dead',"
                      " 12.5, 'unprocessable')", (rows[0],))
 
-    (receiver,) = (await env.client.get("/api/v1/receivers")).json()
+    assert (await env.client.get("/api/v1/receivers")).status_code == 403  # a reader
+    listed = await env.client.get("/api/v1/receivers", headers=env.auth("operator_s2"))
+    assert listed.status_code == 403  # not every site
+    (receiver,) = (await env.client.get("/api/v1/receivers", headers=env.auth("operator"))
+                   ).json()
     assert (receiver["name"], receiver["configured"], receiver["pending"], receiver["dead"]) == (
         "task-system", True, 1, 2)
     (attempt,) = receiver["last_attempts"]
@@ -589,7 +607,8 @@ async def test_receivers_figures_drop_and_requeue(env: Env) -> None:
                           {"before": (utcnow() + timedelta(minutes=1)).isoformat()})
     assert rest.json()["rows"] == 2  # the re-queued one and the one never dead
 
-    (receiver,) = (await env.client.get("/api/v1/receivers")).json()
+    (receiver,) = (await env.client.get("/api/v1/receivers", headers=env.auth("operator"))
+                   ).json()
     assert (receiver["pending"], receiver["dead"]) == (0, 0)
     with psycopg.connect(env.dsn) as conn:
         by = conn.execute("SELECT DISTINCT dropped_by FROM clue_outbox").fetchall()

@@ -63,7 +63,8 @@ def test_cli_create_list_revoke(cli_dsn: str, capsys: pytest.CaptureFixture[str]
     code, listing, _ = run(capsys, "api-keys", "list")
     assert code == 0
     lines = listing.strip().splitlines()
-    assert lines[0].split("\t") == ["id", "name", "scopes", "sites", "created", "revoked"]
+    assert lines[0].split("\t") == ["id", "name", "scopes", "sites", "created", "revoked",
+                                    "jurisdiction", "expires"]
     assert [line.split("\t")[1:4] for line in lines[1:]] == [
         ["task-system", "feedback", "all"], ["futian desk", "silences,staff", "sz-ft-1,sz-ft-2"]]
     with psycopg.connect(cli_dsn) as conn:
@@ -81,7 +82,7 @@ def test_cli_create_list_revoke(cli_dsn: str, capsys: pytest.CaptureFixture[str]
     assert code == 1 and "no live key" in err
     code, listing, _ = run(capsys, "api-keys", "list")
     revoked = [line.split("\t") for line in listing.splitlines() if line.startswith(key.id)]
-    assert revoked[0][-1] != "-"
+    assert revoked[0][5] != "-"
 
 
 def test_cli_refuses_bad_keys(cli_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:

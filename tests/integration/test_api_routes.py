@@ -15,8 +15,15 @@ from pydantic import SecretStr
 from alerts.repository import apply_transition
 from api.main import create_app
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from ganzhi.settings import DatabaseSettings, Settings
+from ganzhi.settings import (
+    AuthSettings,
+    DatabaseSettings,
+    InsecureSettingError,
+    Settings,
+    jwt_secret,
+)
 
+from access_fixtures import JWT_SECRET, anonymous, api_client, root_reader_token, settings
 from alerting import policy
 
 pytestmark = pytest.mark.integration
@@ -93,12 +100,30 @@ async def seed(dsn: str) -> None:
 
 @pytest.fixture
 async def client(pg_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API, called with an export key valid for every site."""
     await seed(pg_dsn)
-    app = create_app(Settings(db=DatabaseSettings(dsn=SecretStr(pg_dsn), pool_max=2)))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
-            yield c
+    async with api_client(settings(pg_dsn), await root_reader_token(pg_dsn)) as c:
+        yield c
+
+
+async def test_every_read_needs_a_caller(client: httpx.AsyncClient) -> None:
+    for url in ("/api/v1/alerts", "/api/v1/alerts/1", "/api/v1/incidents",
+                "/api/v1/devices/site-1/fridge-0/readings", "/api/v1/silences",
+                "/api/v1/stats/handling", "/api/v1/receivers", "/api/v1/evidence/" + "a" * 64,
+                "/api/v1/audit", "/api/v1/users"):
+        response = await anonymous(client, "GET", url)
+        assert response.status_code == 401, url
+        assert response.headers["www-authenticate"] == "Bearer"
+    for url in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+        assert (await anonymous(client, "GET", url)).status_code == 200, url
+
+
+def test_the_api_refuses_to_start_without_a_signing_key() -> None:
+    for value in (None, "short", "change-me"):
+        auth = AuthSettings(jwt_secret=SecretStr(value) if value else None)
+        with pytest.raises(InsecureSettingError, match="GANZHI_AUTH__JWT_SECRET"):
+            create_app(Settings(auth=auth))
+    assert jwt_secret(AuthSettings(jwt_secret=SecretStr(JWT_SECRET))) == JWT_SECRET
 
 
 async def ids(client: httpx.AsyncClient, **params: Any) -> list[int]:
@@ -229,7 +254,8 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
 
 async def test_health_is_503_when_db_is_down() -> None:
     dsn = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1"
-    app = create_app(Settings(db=DatabaseSettings(dsn=SecretStr(dsn), pool_min=0)))
+    app = create_app(Settings(db=DatabaseSettings(dsn=SecretStr(dsn), pool_min=0),
+                              auth=AuthSettings(jwt_secret=SecretStr(JWT_SECRET))))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:

@@ -50,7 +50,7 @@ def test_check_key_normalises_and_refuses() -> None:
     assert check_key(" tasks ", ["feedback", "feedback"], None) == ("tasks", ["feedback"], None)
     assert check_key("s", ["staff", "silences"], ["s2", "s1", " "]) == (
         "s", ["silences", "staff"], ["s1", "s2"])
-    assert {"feedback", "staff", "silences", "operator"} == SCOPES
+    assert {"feedback", "staff", "silences", "operator", "export", "provisioning"} == SCOPES
     for name, scopes, sites, why in (
         ("", ["staff"], None, "name"),
         ("x" * 101, ["staff"], None, "name"),
