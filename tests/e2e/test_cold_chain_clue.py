@@ -78,6 +78,9 @@ def stack(
     ports = {name: free_port() for name in ("ingest", "stream", "alerts", "api", "web")}
     # The stand-in task system reports back on each clue, with its own API key.
     token, export = asyncio.run(_keys(pg_dsn))
+    # The fridge is chilled: a cold room's variant is never guessed (docs/rules.md).
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("cold_store: {defaults: {variant: chilled}}\n")
     feedback = FeedbackReporter(f"http://127.0.0.1:{ports['api']}", token).start()
     receiver = ClueReceiver(SECRET.encode(), feedback=feedback).start()
     env = {
@@ -99,6 +102,7 @@ def stack(
         "GANZHI_API__PORT": str(ports["api"]),
         "GANZHI_STREAM__WEB_PORT": str(ports["web"]),
         "GANZHI_STREAM__DATA_DIR": str(tmp_path / "stream"),
+        "GANZHI_STREAM__RULES_FILE": str(rules),
         "GANZHI_STREAM__COLD_CHAIN__LIMIT_C": str(LIMIT_C),
         "GANZHI_STREAM__COLD_CHAIN__DURATION_S": "120",
         "GANZHI_STREAM__COLD_CHAIN__CLEAR_DURATION_S": "60",
