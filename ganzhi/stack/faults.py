@@ -63,6 +63,8 @@ STEP_S = 10  # event time between two messages of one device
 PERIOD = 60  # messages per excursion cycle (ten minutes of event time)
 EXCURSION = range(20, 34)  # positions in the cycle above the limit (140 s)
 RULE_TIMERS = {"duration_s": 60.0, "clear_duration_s": 60.0}
+# The workload's rooms are chilled; a variant is never guessed (docs/rules.md).
+RULES_DOC = {"cold_store": {"defaults": {"variant": "chilled"}}}
 FAULTS = ("ingest", "stream", "alerts", "api", "postgres", "mosquitto")
 RESUME_LIMIT_S = 30.0
 
@@ -113,7 +115,7 @@ def expected_alerts(messages: Sequence[Telemetry]) -> set[AlertKey]:
     from stream.rules.model import Rules, RulesDoc
 
     mem = MemoryAdapters()
-    rules = Rules(RulesDoc(), ColdChainRuleSettings(**RULE_TIMERS))
+    rules = Rules(RulesDoc.model_validate(RULES_DOC), ColdChainRuleSettings(**RULE_TIMERS))
     proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send,
                           dead_letter=mem.dead_letter)
 
@@ -292,6 +294,10 @@ class FaultRun:
             "GANZHI_WEBHOOK__BACKOFF_BASE_S": "0.2", "GANZHI_WEBHOOK__BACKOFF_MAX_S": "5",
             "GANZHI_WEBHOOK__POLL_INTERVAL_S": "0.2", "GANZHI_KAFKA__PARTITIONS": "4",
         })
+        root.mkdir(parents=True, exist_ok=True)
+        rules_file = root / "fault-rules.yaml"
+        rules_file.write_text(json.dumps(RULES_DOC) + "\n")  # JSON is YAML
+        env["GANZHI_STREAM__RULES_FILE"] = str(rules_file)
         self.stack = Stack(root, Ports.choose(), Secrets.generate(), extra_env=env)
         self.killed: set[str] = set()
         self.started = 0.0
