@@ -18,6 +18,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.repository import Conflict, NotFound, Policy
+from api.errors import unprocessable
 from ganzhi import accounts, apikeys
 from ganzhi.access import Permission, Role, Scope, permissions_of
 from ganzhi.settings import Settings
@@ -151,7 +152,7 @@ def domain_errors() -> Iterator[None]:
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc)) from None
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from alerts.repository import Policy
+from api.errors import AUTH_RESPONSES
 from api.routes import (
     accounts,
     alerts,
@@ -117,18 +118,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(_observe)
     app.include_router(health.router)
     app.include_router(auth.router)
-    app.include_router(accounts.router)
-    app.include_router(audit.router)
-    app.include_router(alerts.router)
-    app.include_router(devices.router)
-    app.include_router(evidence.router)
-    app.include_router(incidents.router)
-    app.include_router(incidents.clues)
-    app.include_router(silences.router)
-    app.include_router(receivers.router)
-    app.include_router(stats.router)
-    app.include_router(provisioning.router)
-    app.include_router(registry.router)
+    app.include_router(accounts.router, responses=AUTH_RESPONSES)
+    app.include_router(audit.router, responses=AUTH_RESPONSES)
+    app.include_router(alerts.router, responses=AUTH_RESPONSES)
+    app.include_router(devices.router, responses=AUTH_RESPONSES)
+    app.include_router(evidence.router, responses=AUTH_RESPONSES)
+    app.include_router(incidents.router, responses=AUTH_RESPONSES)
+    app.include_router(incidents.clues, responses=AUTH_RESPONSES)
+    app.include_router(silences.router, responses=AUTH_RESPONSES)
+    app.include_router(receivers.router, responses=AUTH_RESPONSES)
+    app.include_router(stats.router, responses=AUTH_RESPONSES)
+    app.include_router(provisioning.router, responses=AUTH_RESPONSES)
+    app.include_router(registry.router, responses=AUTH_RESPONSES)
     return app
 
 

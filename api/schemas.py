@@ -193,20 +193,33 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# Text a person writes: at least one visible character (whitespace is stripped first, so
+# the schema says so too, and a client generating from it never sends "   ").
+_VISIBLE = r"[^\s\x00-\x1f\x7f]"
+
+
+AssigneeText = Annotated[str, StringConstraints(min_length=1, max_length=ASSIGNEE_MAX,
+                                                pattern=_VISIBLE)]
+CommentText = Annotated[str, StringConstraints(min_length=1, max_length=COMMENT_MAX,
+                                               pattern=_VISIBLE)]
+ReasonText = Annotated[str, StringConstraints(min_length=1, max_length=REASON_MAX,
+                                              pattern=_VISIBLE)]
+
+
 class AckIn(_In):
     note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
 
 
 class AssignIn(_In):
-    assignee: Annotated[str, StringConstraints(min_length=1, max_length=ASSIGNEE_MAX)]
+    assignee: AssigneeText
 
 
 class CommentIn(_In):
-    text: Annotated[str, StringConstraints(min_length=1, max_length=COMMENT_MAX)]
+    text: CommentText
 
 
 class ResolveIn(_In):
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=REASON_MAX)]
+    reason: ReasonText
 
 
 class FeedbackIn(_In):
@@ -224,18 +237,35 @@ class FeedbackOut(_Out):
 # --- silences ------------------------------------------------------------------------------
 
 
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_VISIBLE)]
+
+
+class MatchersIn(_In):
+    """Globs (``*``, ``?``, ``[…]``) on the alert's fields; at least one."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    site_id: Glob | None = None
+    device_id: Glob | None = None
+    rule_id: Glob | None = None
+    severity: Glob | None = None
+
+
 class SilenceIn(_In):
     kind: SilenceKind = "silence"
-    matchers: dict[str, str] = Field(
-        description="Globs on site_id, device_id, rule_id, severity; at least one.")
+    matchers: MatchersIn
     starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
     ends_at: AwareDatetime
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=REASON_MAX)]
+    reason: ReasonText
 
-    @field_validator("matchers")
+    @field_validator("matchers", mode="after")
     @classmethod
-    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
-        return check_matchers(v)
+    def _matchers(cls, v: MatchersIn) -> MatchersIn:
+        check_matchers(v.model_dump(exclude_none=True))
+        return v
+
+    def matcher_dict(self) -> dict[str, str]:
+        return check_matchers(self.matchers.model_dump(exclude_none=True))
 
 
 class SilenceOut(_Out):

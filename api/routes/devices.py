@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from pydantic import AwareDatetime
 
 from api.deps import ConnDep, ReaderDep, site_visible
+from api.errors import unprocessable
 from api.schemas import ReadingSeries, Resolution, SeriesPoint
 from ganzhi.contracts.topics import ID_PATTERN
 
@@ -55,9 +56,8 @@ async def readings(
     end = to or datetime.now(UTC)
     start = from_ or end - DEFAULT_SPAN
     if start >= end:
-        raise HTTPException(
-            status_code=422, detail=f"'from' ({start.isoformat()}) must be before 'to'"
-        )
+        raise unprocessable(f"'from' ({start.isoformat()}) must be before 'to'",
+                            ("query", "from"))
     query = _RAW if resolution == "raw" else _ROLLUP.format(table=_ROLLUP_TABLE[resolution])
     params: list[Any] = [site_id, device_id, start, end]
     cond, scope_params = caller.scope.site_filter("site_id")

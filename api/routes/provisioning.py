@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import Caller, ConnDep, SettingsDep, require
+from api.errors import unprocessable
 from ganzhi import provisioning
 from ganzhi.access import Permission
 
@@ -58,7 +59,7 @@ def _errors() -> Iterator[None]:
     except provisioning.ProvisioningConflict as exc:
         raise HTTPException(409, str(exc)) from None
     except provisioning.InvalidDevice as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), ("path",)) from None
     except provisioning.BrokerUnavailable as exc:
         raise HTTPException(503, f"provisioning unavailable: {exc}") from None
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, UploadFile
 
 from api.deps import Caller, ConnDep, ReaderDep, SettingsDep, require
+from api.errors import unprocessable, unprocessable_rows
 from ganzhi.access import Permission
 from ganzhi.registry import Conflict, Forbidden, NotFound, store
 from ganzhi.registry.bulk import ImportReport, import_devices, import_sites
@@ -73,10 +74,10 @@ def registry_errors() -> Iterator[None]:
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from None
     except FileRefused as exc:
-        raise HTTPException(422, {"message": "the file was refused, nothing was written",
-                                  "errors": [vars(e) for e in exc.errors]}) from None
+        raise unprocessable_rows("the file was refused, nothing was written",
+                                 [vars(e) for e in exc.errors]) from None
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc)) from None
 
 
 def _health(settings: Settings) -> store.Health:

@@ -43,14 +43,14 @@ async def list_silences(
 @router.post("", response_model=SilenceOut, status_code=201, responses=_ERRORS)
 async def create_silence(conn: ConnDep, caller: SilencesDep, body: SilenceIn) -> SilenceOut:
     """A silence (or maintenance window) of at most 30 days, ending in the future."""
-    site = body.matchers.get("site_id")
+    site = body.matcher_dict().get("site_id")
     if not caller.scope.everything and (
             site is None or not await site_visible(conn, caller.scope, site)):
         raise HTTPException(403, "you may only silence sites of your own scope: set"
                                  " matchers.site_id to one of them (no glob)")
     with domain_errors():
         silence_id = await actions.create_silence(
-            conn, body.kind, body.matchers, body.starts_at, body.ends_at, caller.actor,
+            conn, body.kind, body.matcher_dict(), body.starts_at, body.ends_at, caller.actor,
             body.reason)
         return _out(await actions.get_silence(conn, silence_id))
 

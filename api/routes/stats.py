@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from alerts.figures import false_positive_counts, handling_figures
 from api.deps import ConnDep, ReaderDep
+from api.errors import unprocessable
 from api.schemas import FalsePositiveRow, FalsePositiveStats, HandlingRow, HandlingStats
 from ganzhi.contracts import utcnow
 
@@ -26,7 +27,7 @@ def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     until = until or utcnow()
     since = since or until - DEFAULT_PERIOD
     if since >= until:
-        raise HTTPException(422, "since must be before until")
+        raise unprocessable("since must be before until", ("query", "since"))
     return since, until
 
 

@@ -532,9 +532,10 @@ async def test_bad_silences_are_422(env: Env) -> None:
     past = utcnow() - timedelta(days=2)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"matchers": {}}, "at least one"),
-        ({"matchers": {"camera": "x"}}, "unknown matcher keys"),
-        ({"matchers": {"rule_id": ""}}, "1 to 200"),
-        ({"matchers": {"rule_id": "x" * 201}}, "1 to 200"),
+        ({"matchers": {"camera": "x"}}, "Extra inputs are not permitted"),
+        ({"matchers": {"rule_id": ""}}, "at least 1 character"),
+        ({"matchers": {"rule_id": "x" * 201}}, "at most 200 characters"),
+        ({"matchers": {"rule_id": " \t "}}, "at least 1 character"),
         ({"kind": "forever"}, ""),
         ({"reason": ""}, ""),
         ({"unknown": 1}, ""),

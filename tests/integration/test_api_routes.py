@@ -236,7 +236,7 @@ async def test_bad_readings_params_are_422_with_reason(client: httpx.AsyncClient
         url, params={"from": "2025-01-02T00:00:00Z", "to": "2025-01-01T00:00:00Z"}
     )
     assert response.status_code == 422
-    assert "must be before" in response.json()["detail"]
+    assert "must be before" in response.json()["detail"][0]["msg"]
     assert (await client.get("/api/v1/devices/BAD/fridge-0/readings")).status_code == 422
 
 

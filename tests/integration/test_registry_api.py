@@ -120,7 +120,7 @@ async def test_site_and_device_crud_are_audited(api: Api) -> None:
     assert device["incomplete"] == [] and device["params"]["variant"] == "frozen"
     bad = await api.call("PATCH", "/api/v1/sites/ft-2/devices/cold-1", FUTIAN,
                          json={"params": {"variant": "chilled", "set_point_c": -20}})
-    assert bad.status_code == 422 and "chilled" in bad.json()["detail"]
+    assert bad.status_code == 422 and "chilled" in bad.json()["detail"][0]["msg"]
     assert (await api.call("DELETE", "/api/v1/sites/ft-2", FUTIAN)).status_code == 409
     await api.ok("DELETE", "/api/v1/sites/ft-2/devices/cold-1", FUTIAN, 204)
     await api.ok("DELETE", "/api/v1/sites/ft-2", FUTIAN, 204)
@@ -346,10 +346,10 @@ async def test_a_bad_file_imports_nothing_and_says_why(api: Api) -> None:
     rows[40] = rows[40].replace("imp-0039", "imp-0001")
     response = await upload(api, "/api/v1/sites/import", "\n".join(rows).encode(), FUTIAN)
     assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert "nothing was written" in detail["message"]
-    assert {(e["row"], e["column"]) for e in detail["errors"]} == {
+    detail = response.json()["detail"]  # shaped like FastAPI's validation errors
+    assert {tuple(e["loc"][1:]) for e in detail} == {
         (11, "category"), (21, "id"), (41, "id")}
+    assert all(e["loc"][0] == "file" and e["msg"] and e["type"] for e in detail)
     assert api.sql("SELECT count(*) FROM sites") == [(2,)]
     # Once the fields are right, the scope is checked: still nothing written.
     rows[10] = rows[10].replace(",bar,", ",canteen,")
@@ -357,14 +357,14 @@ async def test_a_bad_file_imports_nothing_and_says_why(api: Api) -> None:
     rows[40] = rows[40].replace("imp-0001", "imp-0039")
     response = await upload(api, "/api/v1/sites/import", "\n".join(rows).encode(), FUTIAN)
     assert response.status_code == 422
-    assert [(e["row"], e["column"]) for e in response.json()["detail"]["errors"]] == [
+    assert [tuple(e["loc"][1:]) for e in response.json()["detail"]] == [
         (31, "jurisdiction_id")]
     assert api.sql("SELECT count(*) FROM sites") == [(2,)]
     taken = await upload(api, "/api/v1/sites/import",
                          (HEADER + "ns-1,futian,抢注,other,,,,\n").encode(), FUTIAN)
     assert taken.status_code == 422 and "outside your scope" in taken.text
     junk = await upload(api, "/api/v1/sites/import", b"PK\x03\x04junk", name="x.xlsx")
-    assert junk.status_code == 422 and junk.json()["detail"]["errors"][0]["row"] == 1
+    assert junk.status_code == 422 and junk.json()["detail"][0]["loc"][1] == 1
 
 
 async def test_import_devices_from_xlsx(api: Api) -> None:
@@ -393,9 +393,8 @@ async def test_import_devices_from_xlsx(api: Api) -> None:
     bad = b"device_id,device_class\ncold-9,toaster\n"
     response = await upload(api, url, bad, FUTIAN)
     assert response.status_code == 422
-    assert response.json()["detail"]["errors"][0] == {
-        "row": 2, "column": "device_class", "reason": response.json()["detail"]["errors"][0][
-            "reason"]}
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["file", 2, "device_class"] and error["msg"]
     assert api.sql("SELECT count(*) FROM devices") == [(2,)]
 
 
