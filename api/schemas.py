@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from alerts.actions import (
     ASSIGNEE_MAX,
@@ -16,6 +16,7 @@ from alerts.actions import (
     SilenceKind,
     check_matchers,
 )
+from api.params import IsoDateTime
 from ganzhi.access import Role
 from ganzhi.accounts import DISPLAY_NAME_MAX, PASSWORD_MAX, PASSWORD_MIN
 from ganzhi.contracts import Severity, TransitionKind
@@ -224,7 +225,7 @@ class ResolveIn(_In):
 
 class FeedbackIn(_In):
     status: FeedbackStatus
-    at: AwareDatetime | None = Field(
+    at: IsoDateTime | None = Field(
         default=None, description="When the task reached this state; default: now.")
     task_id: Annotated[str | None, Field(max_length=200)] = None
     note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
@@ -254,8 +255,8 @@ class MatchersIn(_In):
 class SilenceIn(_In):
     kind: SilenceKind = "silence"
     matchers: MatchersIn
-    starts_at: AwareDatetime | None = Field(default=None, description="Default: now.")
-    ends_at: AwareDatetime
+    starts_at: IsoDateTime | None = Field(default=None, description="Default: now.")
+    ends_at: IsoDateTime
     reason: ReasonText
 
     @field_validator("matchers", mode="after")
@@ -309,7 +310,7 @@ class ReceiverOut(_Out):
 
 class DropIn(_In):
     ids: Annotated[list[int] | None, Field(min_length=1, max_length=10_000)] = None
-    before: AwareDatetime | None = Field(
+    before: IsoDateTime | None = Field(
         default=None, description="Only events created before this time.")
 
 

@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 
 from alerts.routing import DEFAULT_RECEIVER
 from api.deps import ConnDep, ReaderDep
+from api.filters import FiltersDep
 from api.schemas import (
     AlertDetail,
     AlertEventOut,
@@ -33,6 +34,7 @@ _COLUMNS = (
 async def list_alerts(
     conn: ConnDep,
     caller: ReaderDep,
+    filters: FiltersDep,
     status: AlertStatus | None = None,
     site_id: Annotated[str | None, Query(pattern=_ID)] = None,
     device_id: Annotated[str | None, Query(pattern=_ID)] = None,
@@ -50,6 +52,10 @@ async def list_alerts(
     if before_id is not None:
         where.append("id < %s")
         params.append(before_id)
+    more_where, more_params = filters.sql(severity="severity", rule="rule_id",
+                                          site="site_id", time="started_at")
+    where += more_where
+    params += more_params
     cond, scope_params = caller.scope.site_filter("site_id")
     where.append(cond)
     params.extend(scope_params)

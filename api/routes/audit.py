@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime
 
 from api.deps import AuditorDep, ConnDep
+from api.params import IsoDateTime
 from api.schemas import AuditEntry, AuditPage
 from ganzhi.access import Scope
 
@@ -40,7 +40,7 @@ async def list_audit(
     entity: Annotated[str | None, Query(max_length=64)] = None,
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Inclusive.")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="Inclusive.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, Query(ge=1, description="Only rows with a lower id.")
                          ] = None,

@@ -4,14 +4,14 @@ a site outside the caller's scope is 404, and the readings query carries the sco
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime
 
 from api.deps import ConnDep, ReaderDep, site_visible
 from api.errors import unprocessable
+from api.params import IsoDateTime
 from api.schemas import ReadingSeries, Resolution, SeriesPoint
 from ganzhi.contracts.topics import ID_PATTERN
 
@@ -19,6 +19,19 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 _ID = f"^{ID_PATTERN}$"
 DEFAULT_SPAN = timedelta(hours=24)
+# The longest span one request may ask for, per resolution (a year of raw readings is
+# millions of rows: the console asks for rollups instead).
+MAX_SPAN: dict[str, timedelta] = {"raw": timedelta(days=2), "1m": timedelta(days=31),
+                                  "1h": timedelta(days=400)}
+
+
+def choose_resolution(span: timedelta) -> Resolution:
+    """raw up to 6 h, one-minute rollups up to 7 days, hourly beyond."""
+    if span <= timedelta(hours=6):
+        return "raw"
+    if span <= timedelta(days=7):
+        return "1m"
+    return "1h"
 MAX_LIMIT = 10_000
 
 _RAW = (
@@ -45,10 +58,12 @@ async def readings(
     device_id: Annotated[str, Path(pattern=_ID)],
     metric: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] = None,
     from_: Annotated[
-        AwareDatetime | None, Query(alias="from", description="Inclusive; default to - 24 h.")
+        IsoDateTime | None, Query(alias="from", description="Inclusive; default to - 24 h.")
     ] = None,
-    to: Annotated[AwareDatetime | None, Query(description="Exclusive; default now.")] = None,
-    resolution: Resolution = "raw",
+    to: Annotated[IsoDateTime | None, Query(description="Exclusive; default now.")] = None,
+    resolution: Annotated[Resolution | Literal["auto"], Query(
+        description="auto (default): raw up to 6 h, one-minute rollups up to 7 days, hourly"
+        " beyond.")] = "auto",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
 ) -> ReadingSeries:
     if not await site_visible(conn, caller.scope, site_id):
@@ -58,6 +73,11 @@ async def readings(
     if start >= end:
         raise unprocessable(f"'from' ({start.isoformat()}) must be before 'to'",
                             ("query", "from"))
+    resolution = choose_resolution(end - start) if resolution == "auto" else resolution
+    if end - start > MAX_SPAN[resolution]:
+        raise unprocessable(
+            f"{resolution} readings span at most {MAX_SPAN[resolution].days} days: narrow"
+            f" 'from'/'to' or use a coarser resolution", ("query", "resolution"))
     query = _RAW if resolution == "raw" else _ROLLUP.format(table=_ROLLUP_TABLE[resolution])
     params: list[Any] = [site_id, device_id, start, end]
     cond, scope_params = caller.scope.site_filter("site_id")

@@ -25,6 +25,7 @@ from api.deps import (
     StaffDep,
     domain_errors,
 )
+from api.filters import FiltersDep
 from api.schemas import (
     AckIn,
     AlertStatus,
@@ -75,6 +76,7 @@ _ALERT_COLUMNS = (
 async def list_incidents(
     conn: ConnDep,
     caller: ReaderDep,
+    filters: FiltersDep,
     status: AlertStatus | None = None,
     site_id: Annotated[str | None, Query(pattern=_ID)] = None,
     notify_state: NotifyState | None = None,
@@ -94,6 +96,10 @@ async def list_incidents(
     if before_id is not None:
         where.append("i.id < %s")
         params.append(before_id)
+    more_where, more_params = filters.sql(severity="i.severity", rule="a.rule_id",
+                                          site="i.site_id", time="i.opened_at")
+    where += more_where
+    params += more_params
     cond, scope_params = caller.scope.site_filter("i.site_id")
     where.append(cond)
     params.extend(scope_params)

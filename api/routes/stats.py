@@ -8,19 +8,19 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from alerts.figures import false_positive_counts, handling_figures
 from api.deps import ConnDep, ReaderDep
 from api.errors import unprocessable
+from api.params import IsoDateTime
 from api.schemas import FalsePositiveRow, FalsePositiveStats, HandlingRow, HandlingStats
 from ganzhi.contracts import utcnow
 
 router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
 DEFAULT_PERIOD = timedelta(days=30)
 
-Since = Annotated[AwareDatetime | None, Query(description="Default: 30 days before until.")]
-Until = Annotated[AwareDatetime | None, Query(description="Exclusive; default: now.")]
+Since = Annotated[IsoDateTime | None, Query(description="Default: 30 days before until.")]
+Until = Annotated[IsoDateTime | None, Query(description="Exclusive; default: now.")]
 
 
 def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:

@@ -262,3 +262,56 @@ async def test_health_is_503_when_db_is_down() -> None:
             response = await c.get("/healthz")
     assert response.status_code == 503
     assert response.json()["ok"] is False
+
+
+async def test_console_filters_on_alerts_and_incidents(client: httpx.AsyncClient,
+                                                       pg_dsn: str) -> None:
+    """Severity, rule (exact or prefix), jurisdiction subtree and time window."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO jurisdictions (id, name, level, path) VALUES"
+                     " ('sz', 'Shenzhen', 'city', '/sz/')")
+        conn.execute("INSERT INTO jurisdictions (id, parent_id, name, level, path) VALUES"
+                     " ('sz_ft', 'sz', 'Futian', 'district', '/sz/sz_ft/'),"
+                     " ('szxft', 'sz', 'Other', 'district', '/sz/szxft/')")
+        conn.execute("INSERT INTO sites (id, jurisdiction_id, name, category) VALUES"
+                     " ('site-2', 'sz_ft', 'Two', 'cold_store')")
+    assert await ids(client, severity="major") == [6, 5, 4, 3, 2, 1]
+    assert await ids(client, severity=["critical", "info"]) == []
+    assert await ids(client, rule_id="cold_chain.*") == [6, 5, 4, 3, 2, 1]
+    assert await ids(client, rule_id="cold_chain.chilled") == [6, 5, 4, 3, 2, 1]
+    assert await ids(client, rule_id="elevator.*") == []
+    assert await ids(client, jurisdiction="sz") == [6]  # only site-2 is registered
+    assert await ids(client, jurisdiction="szxft") == []  # '_' is not a wildcard
+    window = {"since": (T0 + timedelta(hours=1)).isoformat(),
+              "until": (T0 + timedelta(hours=3)).isoformat()}
+    assert await ids(client, **window) == [3, 2]
+    incidents = await client.get("/api/v1/incidents", params={**window, "severity": "major"})
+    assert incidents.status_code == 200
+    assert {i["opened_at"] for i in incidents.json()["items"]} == {
+        "2025-01-01T09:00:00Z", "2025-01-01T10:00:00Z"}
+    for bad in ({"severity": "huge"}, {"rule_id": "Cold Chain"}, {"jurisdiction": "../x"},
+                {"since": "2025-01-02T00:00:00Z", "until": "2025-01-01T00:00:00Z"},
+                {"since": "0.5"}):
+        response = await client.get("/api/v1/alerts", params=bad)
+        assert response.status_code == 422, (bad, response.text)
+        assert isinstance(response.json()["detail"], list)
+
+
+async def test_readings_choose_their_resolution_and_cap_the_span(
+        client: httpx.AsyncClient) -> None:
+    url = "/api/v1/devices/site-1/fridge-0/readings"
+
+    async def resolution(hours: float, **params: str) -> Any:
+        response = await client.get(url, params={
+            "from": T0.isoformat(), "to": (T0 + timedelta(hours=hours)).isoformat(),
+            **params})
+        return response.json()["resolution"] if response.status_code == 200 else (
+            response.status_code)
+
+    assert await resolution(1) == "raw"
+    assert await resolution(24) == "1m"
+    assert await resolution(24 * 30) == "1h"
+    assert await resolution(24 * 3, resolution="raw") == 422  # raw spans 2 days at most
+    assert await resolution(24 * 500) == 422  # beyond retention
+    response = await client.get(url, params={"to": "0.5"})
+    assert response.status_code == 422
