@@ -457,6 +457,42 @@ def _registry_parsers(sub: Any) -> None:
         p.add_argument("--dry-run", action="store_true", help="check the file, write nothing")
         p.add_argument("--by", default=None, help="who, in the audit log (default: cli:<user>)")
         p.set_defaults(fn=_registry_import)
+    box = rsub.add_parser("import-box", help="an edge box file: its site and its devices with"
+                          " the params their rules need")
+    box.add_argument("file", help="the box's YAML (ganzhi edge --config)")
+    box.add_argument("--jurisdiction", required=True, help="node of the site, if it is new")
+    box.add_argument("--site-name", default=None)
+    box.add_argument("--by", default=None, help="who, in the audit log (default: cli:<user>)")
+    box.set_defaults(fn=_registry_import_box)
+
+
+def _registry_import_box(s: Settings, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.config import ConfigError, load_config
+    from ganzhi.access import EVERYTHING
+    from ganzhi.registry import RegistryError
+    from ganzhi.registry.edge_box import register_box
+
+    try:
+        box = load_config(Path(a.file))
+    except ConfigError as exc:
+        print(f"ganzhi registry import-box: {exc}", file=sys.stderr)
+        return 1
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        try:
+            done = await register_box(conn, EVERYTHING, _actor(a), box.site_id,
+                                      box.registry_entries(), jurisdiction_id=a.jurisdiction,
+                                      site_name=a.site_name)
+        except RegistryError as exc:
+            print(f"ganzhi registry import-box: {exc}", file=sys.stderr)
+            return 1
+        print(f"site {box.site_id}: {'created' if done.site_created else 'exists'};"
+              f" devices created {done.created or '-'}, updated {done.updated or '-'}")
+        return 0
+
+    return _with_db(s, "registry import-box", work)
 
 
 def main(argv: list[str] | None = None) -> int:

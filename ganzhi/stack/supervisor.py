@@ -130,6 +130,7 @@ def demo_edge_config(ports: Ports, data_dir: Path) -> Path:
     devices = [
         {
             "device_id": f"cold-room-{i:02d}", "device_class": "cold_store",
+            "params": {"variant": "chilled", "set_point_c": 4.0},
             "sample_interval_s": 2, "report": {"period_s": 10},
             "source": {"type": "simulator", "kind": "cold_room", "seed": i, "step_s": 2,
                        "spec": failing if i == 3 else normal},
@@ -233,6 +234,23 @@ def demo_api_keys(stack: Stack) -> Path:
     return path
 
 
+def register_demo_box(stack: Stack, box_file: Path) -> None:
+    """The demo's site and devices in the registry, from its box file, with what their
+    rules need (the cold rooms are chilled): what ``ganzhi registry import-box`` does."""
+    from edge.config import load_config
+    from ganzhi.access import EVERYTHING
+    from ganzhi.registry.edge_box import register_box
+
+    box = load_config(box_file)
+
+    async def register() -> None:
+        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
+            await register_box(conn, EVERYTHING, "demo", box.site_id, box.registry_entries(),
+                               jurisdiction_id=DEMO_ROOT, site_name="示范餐饮冷库")
+
+    asyncio.run(register())
+
+
 def _demo_token(keys_file: Path, name: str) -> str:
     values = dict(line.split("=", 1) for line in keys_file.read_text().split() if "=" in line)
     return values[name]
@@ -269,6 +287,7 @@ def run_demo(
             for suffix in ("", "-wal", "-shm"):
                 (root / "edge" / f"spool.db{suffix}").unlink(missing_ok=True)
         edge_config = demo_edge_config(ports, root)
+        register_demo_box(stack, edge_config)
         for name in ("receiver", "api", "alerts", "stream", "ingest"):
             stack.start_service(name)
         stack.start_service("edge", "--config", str(edge_config))
