@@ -196,7 +196,9 @@ class _In(BaseModel):
 
 # Text a person writes: at least one visible character (whitespace is stripped first, so
 # the schema says so too, and a client generating from it never sends "   ").
-_VISIBLE = r"[^\s\x00-\x1f\x7f]"
+# and never a NUL, which PostgreSQL refuses in text.
+_VISIBLE = r"^[^\x00]*[^\s\x00-\x1f\x7f][^\x00]*$"
+_NO_NUL = r"^[^\x00]*$"
 
 
 AssigneeText = Annotated[str, StringConstraints(min_length=1, max_length=ASSIGNEE_MAX,
@@ -208,7 +210,7 @@ ReasonText = Annotated[str, StringConstraints(min_length=1, max_length=REASON_MA
 
 
 class AckIn(_In):
-    note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
+    note: Annotated[str | None, Field(max_length=NOTE_MAX, pattern=_NO_NUL)] = None
 
 
 class AssignIn(_In):
@@ -227,8 +229,8 @@ class FeedbackIn(_In):
     status: FeedbackStatus
     at: IsoDateTime | None = Field(
         default=None, description="When the task reached this state; default: now.")
-    task_id: Annotated[str | None, Field(max_length=200)] = None
-    note: Annotated[str | None, Field(max_length=NOTE_MAX)] = None
+    task_id: Annotated[str | None, Field(max_length=200, pattern=_NO_NUL)] = None
+    note: Annotated[str | None, Field(max_length=NOTE_MAX, pattern=_NO_NUL)] = None
 
 
 class FeedbackOut(_Out):
@@ -369,12 +371,15 @@ class _Secrets(BaseModel):
 
 
 class LoginIn(_Secrets):
-    username: Annotated[str, Field(min_length=1, max_length=64)]
+    # No control characters: no account has them, and PostgreSQL refuses NUL in text.
+    username: Annotated[str, Field(min_length=1, max_length=64,
+                                   pattern=r"^[^\x00-\x1f\x7f]+$")]
     password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX)]
 
 
 class RefreshIn(_Secrets):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class TokenOut(_Out):

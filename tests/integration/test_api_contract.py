@@ -23,7 +23,8 @@ EXAMPLES = 12
 # Their validity spans two fields (a time range must not be reversed; a silence must end
 # after it starts), which OpenAPI cannot say: a schema-valid reversed range is rightly a
 # 422, so "schema-valid data is accepted" is not asked of them. Every other check is.
-CROSS_FIELD = {("GET", "/api/v1/stats/handling"), ("GET", "/api/v1/stats/false-positives"),
+CROSS_FIELD = {("GET", "/api/v1/alerts"), ("GET", "/api/v1/incidents"),
+               ("GET", "/api/v1/stats/handling"), ("GET", "/api/v1/stats/false-positives"),
                ("GET", "/api/v1/devices/{site_id}/{device_id}/readings"),
                ("POST", "/api/v1/silences")}
 
@@ -37,7 +38,9 @@ async def admin_key(dsn: str) -> str:
 
 def conformance_test(strategy: Any, token: str, excluded: list[Any]) -> Any:
     @given(case=strategy)
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+    # derandomize: the same cases on every run, so CI is never red by chance; widen the
+    # search locally with a higher EXAMPLES.
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"},

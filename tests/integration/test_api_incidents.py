@@ -689,3 +689,17 @@ def test_cli_clues(cli_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     with psycopg.connect(cli_dsn) as conn:
         by = [r[0] for r in conn.execute("SELECT dropped_by FROM clue_outbox ORDER BY id")]
     assert by[0] is None and by[1] == by[2] and str(by[1]).startswith("cli:")
+
+
+async def test_nul_bytes_are_422_never_500(env: Env) -> None:
+    """PostgreSQL refuses NUL in text: the API refuses it first, with a reason."""
+    iid = env.incidents["fridge"]
+    for url, body in ((f"/api/v1/incidents/{iid}/comments", {"text": "a\x00b"}),
+                      (f"/api/v1/incidents/{iid}/assign", {"assignee": "li\x00"}),
+                      (f"/api/v1/incidents/{iid}/ack", {"note": "\x00"}),
+                      (f"/api/v1/incidents/{iid}/resolve", {"reason": "x\x00"})):
+        response = await env.post(url, "staff", body)
+        assert response.status_code == 422, (url, response.text)
+    feedback = await env.post("/api/v1/clues/00000000-0000-0000-0000-000000000000/feedback",
+                              "feedback", {"status": "accepted", "note": "\x00"})
+    assert feedback.status_code == 422
