@@ -193,16 +193,20 @@ def write_demo_env(stack: Stack) -> Path:
 
 DEMO_ROOT = "demo-city"
 DEMO_ADMIN = "demo-admin"
+DEMO_MONITOR = "demo-monitor"  # monitoring staff: the console's everyday user
 
 
 def demo_api_keys(stack: Stack) -> Path:
     """The demo's credentials: the stand-in task system's key (scope ``feedback``, handed
     to the receiver), a key for the person trying it (staff, silences, operator), a
-    read-only ``export`` key (the demo prints new alerts with it), and an administrator
-    account at the root node of a one-node jurisdiction tree, with a random password.
+    read-only ``export`` key (the demo prints new alerts with it), and two accounts at the
+    root node of a one-node jurisdiction tree, with random passwords: an administrator and
+    a monitoring staff member (the alert console's everyday user).
     Written to ``var/demo-keys.env`` (mode 600). The database is fresh each run, so are
     they."""
-    password = secrets.token_urlsafe(12)
+    passwords = {DEMO_ADMIN: secrets.token_urlsafe(12), DEMO_MONITOR: secrets.token_urlsafe(12)}
+    people = ((DEMO_ADMIN, Role.ADMINISTRATOR, "Demo administrator"),
+              (DEMO_MONITOR, Role.STAFF, "值班监控员"))
 
     async def make() -> tuple[str, str, str]:
         async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
@@ -212,14 +216,15 @@ def demo_api_keys(stack: Stack) -> Path:
                                             ["staff", "silences", "operator"], actor="demo")
             _, export = await apikeys.create(conn, "demo-export", ["export"], actor="demo")
             await accounts.ensure_root(conn, "demo", DEMO_ROOT, "Demo city")
-            try:
-                await accounts.create_user(
-                    conn, "demo", username=DEMO_ADMIN, password=password,
-                    role=Role.ADMINISTRATOR, jurisdiction_id=DEMO_ROOT,
-                    display_name="Demo administrator")
-            except Conflict:  # --keep-data: the account of an earlier run; new password
-                user = await accounts.user_by_name(conn, DEMO_ADMIN)
-                await accounts.update_user(conn, "demo", user.id, password=password)
+            for username, role, display_name in people:
+                try:
+                    await accounts.create_user(
+                        conn, "demo", username=username, password=passwords[username],
+                        role=role, jurisdiction_id=DEMO_ROOT, display_name=display_name)
+                except Conflict:  # --keep-data: the account of an earlier run; new password
+                    user = await accounts.user_by_name(conn, username)
+                    await accounts.update_user(conn, "demo", user.id,
+                                               password=passwords[username])
         return feedback, staff, export
 
     feedback, staff, export = asyncio.run(make())
@@ -230,7 +235,9 @@ def demo_api_keys(stack: Stack) -> Path:
     path.write_text(f"GANZHI_DEMO_STAFF_TOKEN={staff}\n"
                     f"GANZHI_DEMO_EXPORT_TOKEN={export}\n"
                     f"GANZHI_DEMO_ADMIN_USER={DEMO_ADMIN}\n"
-                    f"GANZHI_DEMO_ADMIN_PASSWORD={password}\n")
+                    f"GANZHI_DEMO_ADMIN_PASSWORD={passwords[DEMO_ADMIN]}\n"
+                    f"GANZHI_DEMO_MONITOR_USER={DEMO_MONITOR}\n"
+                    f"GANZHI_DEMO_MONITOR_PASSWORD={passwords[DEMO_MONITOR]}\n")
     return path
 
 
@@ -294,6 +301,8 @@ def run_demo(
         env_file = write_demo_env(stack)
         print(
             f"\nganzhi demo is running.\n"
+            f"  console:     http://127.0.0.1:{ports.api}/console/  (sign in as"
+            f" {DEMO_MONITOR} or {DEMO_ADMIN}; passwords in {keys_file})\n"
             f"  alerts API:  http://127.0.0.1:{ports.api}/api/v1/alerts\n"
             f"  API docs:    http://127.0.0.1:{ports.api}/docs\n"
             f"  metrics:     ingest :{ports.ops_ingest}  stream :{ports.ops_stream}"
