@@ -1,0 +1,65 @@
+// Small formatting helpers shared by the views.
+import { i18n } from './i18n/index.js'
+
+const t = (...a) => i18n.global.t(...a)
+const te = (key) => i18n.global.te(key, i18n.global.locale.value)
+
+export function dateTime (iso) {
+  if (!iso) return '—'
+  return new Intl.DateTimeFormat(i18n.global.locale.value, {
+    year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+  }).format(new Date(iso))
+}
+
+export function ago (iso, now = Date.now()) {
+  if (!iso) return '—'
+  const s = Math.round((new Date(iso).getTime() - now) / 1000)
+  const fmt = new Intl.RelativeTimeFormat(i18n.global.locale.value, { numeric: 'auto' })
+  const abs = Math.abs(s)
+  if (abs < 60) return fmt.format(s, 'second')
+  if (abs < 3600) return fmt.format(Math.round(s / 60), 'minute')
+  if (abs < 86400) return fmt.format(Math.round(s / 3600), 'hour')
+  return fmt.format(Math.round(s / 86400), 'day')
+}
+
+export function duration (seconds) {
+  if (seconds === null || seconds === undefined) return '—'
+  const s = Math.round(seconds)
+  const zh = i18n.global.locale.value.startsWith('zh')
+  if (s < 60) return zh ? `${s} 秒` : `${s} s`
+  if (s < 3600) return zh ? `${Math.round(s / 60)} 分钟` : `${Math.round(s / 60)} min`
+  const h = (s / 3600).toFixed(1)
+  return zh ? `${h} 小时` : `${h} h`
+}
+
+export function ruleName (id) {
+  if (!id) return '—'
+  return te(`rule.${id}`) ? t(`rule.${id}`) : id
+}
+
+export function actionName (action) {
+  return te(`action.${action}`) ? t(`action.${action}`) : action
+}
+
+export function valueName (key) {
+  return te(`value.${key}`) ? t(`value.${key}`) : key
+}
+
+export function metricName (metric) {
+  return te(`metric.${metric}`) ? t(`metric.${metric}`) : metric
+}
+
+/** The family of a rule id as the overview groups it. */
+export function ruleType (ruleId) {
+  const prefix = (ruleId || '').split('.')[0]
+  return ['cold_chain', 'elevator', 'vision', 'device'].includes(prefix) ? prefix : 'other'
+}
+
+export function formatValue (v) {
+  if (v === null || v === undefined) return '—'
+  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : v.toFixed(2)
+  if (Array.isArray(v)) return v.map(formatValue).join(', ')
+  if (typeof v === 'object') return JSON.stringify(v)
+  return String(v)
+}
