@@ -103,6 +103,16 @@ class Scope:
             params.append(sorted(self.site_ids))
         return (" AND ".join(clauses) if clauses else "TRUE"), params
 
+    def allows(self, site_id: str, site_path: str | None) -> bool:
+        """Whether a site is in scope, decided in Python: the same rule as
+        :meth:`site_filter` for a site already loaded with its jurisdiction path
+        (``site_path`` None: the site is not registered). For fanning out one row to many
+        callers (the live stream); every query still filters in SQL."""
+        if self.path is not None and (site_path is None
+                                      or not site_path.startswith(self.path)):
+            return False
+        return self.site_ids is None or site_id in self.site_ids
+
     def path_filter(self, column: str) -> tuple[str, list[Any]]:
         """A SQL condition on ``column`` (a jurisdiction path column): the subtree."""
         if self.path is None:
