@@ -5,7 +5,10 @@ clearing the same way) and publishes a ``Detection`` when it is *raised* and whe
 *cleared*, each with the SHA-256 of an annotated snapshot. Here a raise becomes a FIRING
 and the next clear of the same violation its RESOLVED (rule id ``vision.<violation>``),
 so a camera finding follows the same alert → clue path as a sensor rule. The clear
-carries the fresh snapshot: the evidence of the rectification.
+carries the fresh snapshot: the evidence of the rectification. ``values.detections``
+lists the finding's boxes (label, score, x1, y1, x2, y2 in pixels of the snapshot, which
+is the camera frame itself), most confident first, for the console to draw over the
+evidence, as many as the alert's bounded values hold; ``boxes`` is the count of all.
 
 A raise while the same violation is already open adds nothing (the agent's cool-down
 makes this rare: a restart of the agent, a replay); a clear with nothing open is ignored.
@@ -13,14 +16,16 @@ makes this rare: a restart of the agent, a replay); a clear with nothing open is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind, Violation
+from ganzhi.contracts.bounds import DETAIL_MAX_BYTES
 from stream.rules.excursion import from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
 
@@ -99,8 +104,37 @@ def step(state: VisionState, site_id: str, device_id: str, f: Finding
         transition_id=tid, kind=kind, fingerprint=fp, rule_id=rule_id,
         severity=SEVERITY.get(f.violation, Severity.MINOR), site_id=site_id,
         device_id=device_id, started_at=start, at=f.ts, summary=summary,
-        values={"violation": name, "score": f.score,
-                "labels": sorted({b.label for b in f.boxes}), "boxes": len(f.boxes),
-                "snapshot_sha256": f.snapshot_sha256, "model": f.model or "unknown"},
+        values=_values(name, f),
     )
     return new, [tr]
+
+
+def _values(name: str, f: Finding) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "violation": name, "score": f.score, "labels": sorted({b.label for b in f.boxes}),
+        "boxes": len(f.boxes), "snapshot_sha256": f.snapshot_sha256,
+        "model": f.model or "unknown"}
+    room = DETAIL_MAX_BYTES - _json_size(values) - len(', "detections": ')
+    values["detections"] = detections(f.boxes, room)
+    return values
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def detections(boxes: Sequence[BoundingBox], room: int) -> list[dict[str, Any]]:
+    """The boxes for ``values.detections``, most confident first, as many as fit in
+    ``room`` bytes of JSON (an alert's values are bounded; ``boxes`` keeps the count of
+    all of them). Pixels to 0.1, scores to 0.001."""
+    out: list[dict[str, Any]] = []
+    used = 2  # []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        d = {"label": b.label, "score": round(b.score, 3), "x1": round(b.x1, 1),
+             "y1": round(b.y1, 1), "x2": round(b.x2, 1), "y2": round(b.y2, 1)}
+        size = _json_size(d) + 2  # ", "
+        if used + size > room:
+            break
+        out.append(d)
+        used += size
+    return out

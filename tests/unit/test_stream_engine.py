@@ -3,6 +3,7 @@ health with its timer, rules changed while running."""
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Sequence
@@ -28,12 +29,14 @@ from ganzhi.contracts import (
     Reading,
     Telemetry,
     TransitionKind,
+    Violation,
 )
+from ganzhi.contracts.bounds import DETAIL_MAX_BYTES
 from ganzhi.settings import ColdChainRuleSettings
 from stream.engine import RuleEngine
 from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
-from stream.rules import cold_chain, elevator
+from stream.rules import cold_chain, elevator, vision
 from stream.rules.cold_chain import ColdChainState
 from stream.rules.device_health import RULE_ID as OFFLINE
 from stream.rules.elevator import ElevatorState
@@ -314,6 +317,11 @@ async def test_camera_finding_raised_then_cleared_is_one_alert_with_its_evidence
     assert (fire.rule_id, fire.kind, fire.started_at) == (
         "vision.no_mask", TransitionKind.FIRING, T0 + timedelta(seconds=10))
     assert fire.values["snapshot_sha256"] == raised and fire.values["labels"] == ["no_mask"]
+    # The boxes themselves, in pixels of the snapshot, for the console to draw; and their
+    # count, as before.
+    assert fire.values["detections"] == [
+        {"label": "no_mask", "score": 0.8, "x1": 1, "y1": 2, "x2": 30, "y2": 40}]
+    assert fire.values["boxes"] == 1
     assert (res.kind, res.started_at, res.at) == (
         TransitionKind.RESOLVED, fire.started_at, T0 + timedelta(seconds=90))
     assert res.values["snapshot_sha256"] == cleared and res.summary.startswith("rectified")
@@ -355,3 +363,18 @@ async def test_two_sites_with_the_same_device_id_keep_their_own_rule_state() -> 
     fired = [t for t in h.rules_sent() if t.kind is TransitionKind.FIRING]
     assert {(t.site_id, t.device_id) for t in fired} == {("site-a", "fridge-1")}
     assert {k.split("/")[0] for k in h.states} == {"site-a", "site-b"}
+
+
+def test_a_crowded_frames_detections_fit_in_the_alerts_bounded_values() -> None:
+    # 100 boxes with long labels would be ~14 KiB: the most confident that fit are kept,
+    # the count stays whole, and the transition is valid (values at most 8 KiB as JSON).
+    boxes = [BoundingBox(label="厨" * 60, score=i / 100, x1=1.04, y1=2, x2=30, y2=40)
+             for i in range(100)]
+    finding = vision.Finding(Violation.NO_MASK, "raised", T0, 0.9, boxes, "a" * 64)
+    _, (fire,) = vision.step(vision.VisionState(), "site-a", "cam-1", finding)
+    shown = fire.values["detections"]
+    assert fire.values["boxes"] == 100 and 0 < len(shown) < 100
+    assert [d["score"] for d in shown] == sorted((d["score"] for d in shown), reverse=True)
+    assert shown[0] == {"label": "厨" * 60, "score": 0.99, "x1": 1.0, "y1": 2, "x2": 30,
+                        "y2": 40}
+    assert len(json.dumps(fire.values, ensure_ascii=False).encode()) <= DETAIL_MAX_BYTES
