@@ -33,13 +33,21 @@ export function duration (seconds) {
   return zh ? `${h} 小时` : `${h} h`
 }
 
+// Rule ids and history actions hold dots ("vision.no_mask", "feedback.closed"), which
+// vue-i18n would read as paths: look them up in the locale's table directly.
+function flat (table, key) {
+  const messages = i18n.global.getLocaleMessage(i18n.global.locale.value)[table] || {}
+  const v = messages[key]
+  return typeof v === 'string' ? v : null
+}
+
 export function ruleName (id) {
   if (!id) return '—'
-  return te(`rule.${id}`) ? t(`rule.${id}`) : id
+  return flat('rule', id) || id
 }
 
 export function actionName (action) {
-  return te(`action.${action}`) ? t(`action.${action}`) : action
+  return flat('action', action) || action
 }
 
 export function valueName (key) {
