@@ -19,9 +19,11 @@ from psycopg import AsyncConnection
 from ganzhi.access import EVERYTHING, Scope
 
 AnyConn = AsyncConnection[Any]
-GroupBy = Literal["site", "rule"]
+GroupBy = Literal["site", "rule", "all"]
 
-_KEYS: dict[str, str] = {"site": "i.site_id", "rule": "COALESCE(a.rule_id, i.family)"}
+# "all": one row for the whole scope (the console's overview).
+_KEYS: dict[str, str] = {"site": "i.site_id", "rule": "COALESCE(a.rule_id, i.family)",
+                         "all": "'all'::text"}
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,10 @@ def _float(v: Any) -> float | None:
 async def handling_figures(conn: AnyConn, since: datetime, until: datetime,
                            group_by: GroupBy = "site",
                            scope: Scope = EVERYTHING) -> list[HandlingFigures]:
-    """Per site or per rule (of the primary alert): incidents notified, acknowledged,
-    median and p90 seconds to acknowledge, dispatch and close, false positives. Only
-    the incidents of sites in ``scope`` count (a district sees its own figures)."""
+    """Per site or per rule (of the primary alert), or one row ``all`` for the whole
+    scope: incidents notified, acknowledged, median and p90 seconds to acknowledge,
+    dispatch and close, false positives. Only the incidents of sites in ``scope`` count
+    (a district sees its own figures)."""
     if group_by not in _KEYS:
         raise ValueError(f"group_by must be one of {sorted(_KEYS)}")
     cond, params = scope.site_filter("i.site_id")

@@ -24,12 +24,15 @@ from api.routes import (
     evidence,
     health,
     incidents,
+    live,
     provisioning,
     receivers,
     registry,
     silences,
     stats,
 )
+from api.routes.live import LiveHub
+from api.static import mount_console
 from ganzhi.observability import configure_logging, get_logger
 from ganzhi.settings import InsecureSettingError, Settings, jwt_secret
 
@@ -99,18 +102,22 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.jwt_secret = secret
         app.state.pool = pool
+        # The live stream's LISTEN connection: opened with the first stream.
+        app.state.live = LiveHub(settings.db.dsn.get_secret_value(), pool)
         app.state.policy, app.state.policy_error = _policy(settings)
         if app.state.policy_error:
             log.warning("api_no_alerts_policy", reason=app.state.policy_error)
         try:
             yield
         finally:
+            await app.state.live.close()
             await pool.close()
 
     app = FastAPI(
         title="ganzhi API",
         version="1",
-        summary="Alerts and incidents, their clues, silences and device readings."
+        summary="Alerts and incidents, their clues, silences and device readings; the"
+        " console's figures and live stream; the console itself at /console/."
         " Authenticate with Authorization: Bearer <access token or API key>; see"
         " docs/access.md.",
         lifespan=lifespan,
@@ -128,8 +135,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(silences.router, responses=AUTH_RESPONSES)
     app.include_router(receivers.router, responses=AUTH_RESPONSES)
     app.include_router(stats.router, responses=AUTH_RESPONSES)
+    app.include_router(live.router)  # declares its own 401/403
     app.include_router(provisioning.router, responses=AUTH_RESPONSES)
     app.include_router(registry.router, responses=AUTH_RESPONSES)
+    mount_console(app, settings.api.console_dir)
     return app
 
 

@@ -440,3 +440,113 @@ class AuditPage(_Out):
     items: list[AuditEntry]
     next_before_id: int | None = Field(
         description="Pass as before_id for the next (older) page; null on the last page.")
+
+
+# --- the console (docs/access.md "The console's endpoints") --------------------------------
+
+
+class MeOut(_Out):
+    """Who the caller is and what it may do, for the console to show and to hide what
+    it may not do (the API still checks every call)."""
+
+    kind: Literal["user", "key"]
+    username: str = Field(description="The account's name, or the API key's name.")
+    display_name: str | None = Field(description="Accounts only.")
+    role: Role | None = Field(description="Accounts only; a key has scopes instead.")
+    jurisdiction_id: str | None = Field(description="The node the caller is bound to; null"
+                                                    " for a key bound to none.")
+    jurisdiction_path: str | None = Field(description="That node's path; null for a key"
+                                                      " bound to none.")
+    site_ids: list[str] | None = Field(description="A key limited to these sites.")
+    sees_everything: bool = Field(description="True: every site, registered or not.")
+    permissions: list[str]
+
+
+class LiveEvent(_Out):
+    """The data of an ``incident`` event of ``GET /api/v1/live``."""
+
+    history_id: int
+    incident_id: int
+    action: str
+    at: datetime
+    actor: str | None
+    incident: IncidentSummary
+
+
+IncidentType = Literal["cold_chain", "elevator", "vision", "device", "other"]
+
+
+class JurisdictionCounts(_Out):
+    jurisdiction_id: str
+    name: str
+    path: str
+    open: int
+    critical: int = Field(description="Open and critical.")
+    opened_24h: int
+
+
+class TypeCounts(_Out):
+    type: IncidentType = Field(description="The primary alert's rule id's first part.")
+    open: int
+    critical: int = Field(description="Open and critical.")
+    opened_24h: int
+
+
+class HandlingSummary(_Out):
+    """Incidents of the last 30 days whose clue went out, the whole scope."""
+
+    ack_median_s: float | None
+    ack_p90_s: float | None
+    close_median_s: float | None
+    close_p90_s: float | None
+    incidents: int
+    false_positives: int
+
+
+class Overview(_Out):
+    generated_at: datetime
+    open_total: int
+    open_critical_total: int
+    by_jurisdiction: list[JurisdictionCounts] = Field(
+        description="The children of the caller's node (of the root nodes for a caller who"
+                    " sees everything); the node itself when it has none.")
+    by_type: list[TypeCounts]
+    open_critical: list[IncidentSummary] = Field(description="Newest first, at most 20.")
+    opened_24h: int
+    resolved_24h: int
+    handling: HandlingSummary
+
+
+class RiskItem(_Out):
+    site_id: str
+    name: str | None = Field(description="Null: the site is not registered.")
+    jurisdiction_id: str | None
+    score: float = Field(ge=0, le=100)
+    incidents: int = Field(description="Opened in the window, false positives included.")
+    critical: int
+    open: int
+    unresolved_hours: float
+    false_positives: int
+
+
+class RiskTable(_Out):
+    since: datetime
+    until: datetime
+    formula: str
+    items: list[RiskItem] = Field(description="Highest score first.")
+
+
+class TrendDay(_Out):
+    day: str = Field(description="The UTC day, YYYY-MM-DD.")
+    opened: int
+    critical: int
+    by_type: dict[str, int]
+    open_hours: float = Field(ge=0, le=24)
+    compliance: float = Field(ge=0, le=1)
+
+
+class Trend(_Out):
+    site_id: str | None
+    since: datetime
+    until: datetime
+    days: list[TrendDay] = Field(description="One per UTC day, oldest first.")

@@ -275,6 +275,9 @@ class OpsPorts(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    # The browser console's build, served at /console/ (GANZHI_API__CONSOLE_DIR); None:
+    # api/console/dist, where `./dev setup` builds it. Not built: /console/ answers 503.
+    console_dir: Path | None = None
 
 
 class AuthSettings(BaseModel):

@@ -1,10 +1,11 @@
 """Staff sign-in: a username and password for a short-lived access token (JWT) and a
-refresh token; refresh (rotating the refresh token); sign out.
+refresh token; refresh (rotating the refresh token); sign out; who the caller is
+(``/me``, any valid token or key).
 
-These are the only routes besides ``/healthz`` and ``/metrics`` without a caller. Failed
-sign-ins are counted in the database per username and per client address; past the
-limit the answer is 429 with Retry-After, whether or not the password is right.
-Passwords and tokens are never logged.
+Sign-in, refresh and sign-out are the only routes besides ``/healthz`` and ``/metrics``
+without a caller. Failed sign-ins are counted in the database per username and per
+client address; past the limit the answer is 429 with Retry-After, whether or not the
+password is right. Passwords and tokens are never logged.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from api.deps import ConnDep, SettingsDep, jwt_secret_of, unauthorized
-from api.schemas import LoginIn, RefreshIn, TokenOut
-from ganzhi import accounts
+from api.deps import CallerDep, ConnDep, SettingsDep, jwt_secret_of, unauthorized
+from api.errors import AUTH_RESPONSES
+from api.schemas import LoginIn, MeOut, RefreshIn, TokenOut
+from ganzhi import accounts, apikeys
 from ganzhi.observability import get_logger
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -81,3 +83,33 @@ async def logout(conn: ConnDep, body: RefreshIn) -> Response:
     if not await accounts.logout(conn, body.refresh_token):
         raise unauthorized("unknown refresh token")
     return Response(status_code=204)
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+@router.get("/me", response_model=MeOut, responses=AUTH_RESPONSES)
+async def me(request: Request, conn: ConnDep, caller: CallerDep) -> MeOut:
+    """Who the caller is: its name, role (accounts) or limits (keys), node, and
+    permissions, for the console to show what it may do."""
+    permissions = sorted(p.value for p in caller.permissions)
+    everything = caller.scope.everything
+    if caller.kind == "user":
+        assert caller.user_id is not None
+        user = await accounts.active_user(conn, caller.user_id)
+        if user is None:  # disabled between the check and now
+            raise unauthorized("this account is disabled or no longer exists")
+        return MeOut(kind="user", username=user.username, display_name=user.display_name,
+                     role=user.role, jurisdiction_id=user.jurisdiction_id,
+                     jurisdiction_path=user.jurisdiction_path, site_ids=None,
+                     sees_everything=everything, permissions=permissions)
+    key = await apikeys.lookup(conn, _bearer_token(request))
+    if key is None:  # revoked between the check and now
+        raise unauthorized("invalid, expired or revoked API key")
+    return MeOut(kind="key", username=key.name, display_name=None, role=None,
+                 jurisdiction_id=key.jurisdiction_id,
+                 jurisdiction_path=key.jurisdiction_path,
+                 site_ids=sorted(key.site_ids) if key.site_ids is not None else None,
+                 sees_everything=everything, permissions=permissions)

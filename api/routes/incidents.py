@@ -42,7 +42,7 @@ from api.schemas import (
     NotifyState,
     ResolveIn,
 )
-from ganzhi.access import Scope
+from ganzhi.access import Scope, subtree_prefix
 from ganzhi.contracts.topics import ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
@@ -56,7 +56,9 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The caller lacks the permission"},
     409: {"description": "The incident's state does not allow it"},
 }
-_COLUMNS = (
+# An IncidentSummary's columns and tables (``i``: the incident, ``a``: its primary
+# alert), shared with the overview and the live stream.
+SUMMARY_COLUMNS = (
     "i.id, i.group_key, i.family, i.site_id, i.device_id, i.status, i.severity,"
     " a.rule_id, a.summary, i.primary_alert_id, i.clue_id::text AS clue_id, i.notify_state,"
     " i.held_reason, i.notified_at, i.opened_at, i.resolved_at, i.resolved_by,"
@@ -65,11 +67,21 @@ _COLUMNS = (
     " i.dispatched_at, i.rectified_at, i.closed_at, i.rejected_at, i.false_positive,"
     " i.updated_at"
 )
-_FROM = "FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
+SUMMARY_FROM = "FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
 _ALERT_COLUMNS = (
     "id, fingerprint, rule_id, severity, site_id, device_id, status, started_at, ended_at,"
     ' summary, "values", updated_at, incident_id'
 )
+
+
+# ILIKE with the pattern's wildcards escaped: ``q`` is text, not a pattern.
+_SEARCH = ("(a.summary ILIKE %s OR a.rule_id ILIKE %s OR i.site_id ILIKE %s"
+           " OR i.device_id ILIKE %s OR i.site_id IN (SELECT sn.id FROM sites sn"
+           " WHERE sn.name ILIKE %s))")
+
+
+def _contains(text: str) -> str:
+    return "%" + subtree_prefix(text)
 
 
 @router.get("", response_model=IncidentPage)
@@ -84,10 +96,17 @@ async def list_incidents(
     before_id: Annotated[
         int | None, Query(ge=1, description="Only incidents with a lower id.")
     ] = None,
+    q: Annotated[str | None, Query(
+        min_length=1, max_length=100, pattern=r"^[^\x00]*$",
+        description="Text in the primary alert's summary or rule id, the site id, the"
+                    " device id or the site's name (any case).")] = None,
 ) -> IncidentPage:
     """Newest first, keyset pagination like the alerts."""
     where: list[str] = []
     params: list[Any] = []
+    if q is not None:
+        where.append(_SEARCH)
+        params.extend([_contains(q)] * 5)
     for column, value in (("status", status), ("site_id", site_id),
                           ("notify_state", notify_state)):
         if value is not None:
@@ -106,7 +125,7 @@ async def list_incidents(
     clause = f"WHERE {' AND '.join(where)}"
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {_COLUMNS} {_FROM} {clause} ORDER BY i.id DESC LIMIT %s",
+            f"SELECT {SUMMARY_COLUMNS} {SUMMARY_FROM} {clause} ORDER BY i.id DESC LIMIT %s",
             [*params, limit + 1],
         )
         rows = await cur.fetchall()
@@ -118,7 +137,7 @@ async def list_incidents(
 async def _detail(conn: ConnDep, incident_id: int, scope: Scope) -> IncidentDetail | None:
     cond, params = scope.site_filter("i.site_id")
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} {_FROM} WHERE i.id = %s AND {cond}",
+        await cur.execute(f"SELECT {SUMMARY_COLUMNS} {SUMMARY_FROM} WHERE i.id = %s AND {cond}",
                           [incident_id, *params])
         incident = await cur.fetchone()
         if incident is None:
