@@ -11,6 +11,7 @@ does): without ``api/console/dist`` the tests skip, unless ``GANZHI_REQUIRE_CONS
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -147,9 +148,11 @@ def console_stack(pg_server: Managed, tmp_path_factory: pytest.TempPathFactory
                 procs[svc] = subprocess.Popen(
                     [sys.executable, "-m", "ganzhi.cli", svc], env=env,
                     stdout=out, stderr=subprocess.STDOUT)
+        def up(svc: str) -> bool:
+            return port_open("127.0.0.1", ports[svc]) or procs[svc].poll() is not None
+
         for svc in ("alerts", "stream", "ingest", "api"):
-            wait_for(lambda s=svc: port_open("127.0.0.1", ports[s])
-                     or procs[s].poll() is not None, 60, f"{svc} to listen", interval=0.25)
+            wait_for(functools.partial(up, svc), 60, f"{svc} to listen", interval=0.25)
             assert procs[svc].poll() is None, (logs / f"{svc}.log").read_text()[-3000:]
         yield ConsoleStack(f"http://127.0.0.1:{ports['api']}", dsn,
                            MqttSettings(host=broker.host, port=broker.port), receiver, procs)

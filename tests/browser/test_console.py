@@ -23,7 +23,15 @@ import cv2
 import numpy as np
 import pytest
 from console_stack import CAMERA, CHROMIUM, FRIDGE, LIMIT_C, SITE, ConsoleStack
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 from ganzhi.contracts import (
     BoundingBox,
@@ -43,8 +51,8 @@ from waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
-LAPTOP = {"width": 1366, "height": 768}
-WALL = {"width": 3840, "height": 2160}
+LAPTOP: ViewportSize = {"width": 1366, "height": 768}
+WALL: ViewportSize = {"width": 3840, "height": 2160}
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--autoplay-policy=no-user-gesture-required"]
@@ -86,8 +94,8 @@ def state() -> dict[str, Any]:
 
 
 def sign_in(browser: Browser, stack: ConsoleStack, username: str,
-            viewport: dict[str, int] = LAPTOP) -> tuple[Page, Errors]:
-    context = browser.new_context(viewport=viewport, locale="zh-CN",  # type: ignore[arg-type]
+            viewport: ViewportSize = LAPTOP) -> tuple[Page, Errors]:
+    context = browser.new_context(viewport=viewport, locale="zh-CN",
                                   timezone_id="Asia/Shanghai")
     context.set_default_timeout(20_000)
     page = context.new_page()
