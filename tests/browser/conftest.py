@@ -22,17 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_stack import (
-    ARTIFACTS,
-    CAMERA,
-    CHROMIUM,
-    DIST,
-    DURATION_S,
-    FRIDGE,
-    LIMIT_C,
-    SITE,
-    ConsoleStack,
-)
 from psycopg import AsyncConnection
 
 from alerts.feedback_reporter import FeedbackReporter
@@ -51,6 +40,17 @@ from ganzhi.stack.infra import (
 )
 
 from access_fixtures import seed_tree, seed_users
+from console_stack import (
+    ARTIFACTS,
+    CAMERA,
+    CHROMIUM,
+    DIST,
+    DURATION_S,
+    FRIDGE,
+    LIMIT_C,
+    SITE,
+    ConsoleStack,
+)
 from mqtt_device import SHARE_GROUP
 from waiting import wait_for
 

@@ -22,7 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from console_stack import CAMERA, CHROMIUM, FRIDGE, LIMIT_C, SITE, ConsoleStack
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -46,6 +45,7 @@ from ganzhi.contracts import (
 )
 
 from access_fixtures import PASSWORD
+from console_stack import CAMERA, CHROMIUM, FRIDGE, LIMIT_C, SITE, ConsoleStack
 from mqtt_device import MqttDevice
 from waiting import wait_for
 
