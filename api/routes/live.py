@@ -176,10 +176,12 @@ class LiveHub:
                         async for notify in conn.notifies(timeout=PING_S):
                             await self._on_notify(notify.payload)
                         await conn.execute("SELECT 1")  # a dead connection fails here
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # the database gone, or a bug: never stop listening
                 self.listening.clear()
                 wait = delay / 2 + random.uniform(0, delay / 2)
-                log.warning("live_listen_lost", error=str(exc)[:200], retry_s=round(wait, 2))
+                level = log.warning if isinstance(exc, psycopg.Error | OSError) else log.error
+                level("live_listen_lost", error=f"{type(exc).__name__}: {exc}"[:300],
+                      retry_s=round(wait, 2))
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
