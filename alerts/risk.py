@@ -13,6 +13,11 @@ critical incident opened and handled just now scores 33.0, one opened three days
 open since 69.5; info incidents and false positives score 0. Documented in
 docs/alerts.md ("Risk scores"); pinned by tests/unit/test_risk.py. Changing a constant
 changes ``FORMULA``.
+
+:func:`site_risk` is the specification. The console sums the same formula per site in
+SQL (:func:`contribution_sql`, used by ``alerts.overview.site_risks``) and squashes the
+sums here (:func:`from_sums`); tests/integration/test_api_console.py checks the two
+agree on the same incidents.
 """
 
 from __future__ import annotations
@@ -73,6 +78,34 @@ def contribution(incident: RiskIncident, now: datetime) -> float:
 def squash(raw: float) -> float:
     """The raw sum onto 0..100, one decimal."""
     return round(100.0 * (1.0 - math.exp(-max(raw, 0.0) / SCALE)), 1)
+
+
+def contribution_sql(now: str) -> str:
+    """:func:`contribution` as a SQL expression over an incident's ``severity``,
+    ``opened_at`` and ``resolved_at`` columns, ``now`` being a SQL expression (a
+    parameter placeholder); in double precision like the Python. Excluding false
+    positives is left to the caller (a ``FILTER``)."""
+    weight = " ".join(f"WHEN '{k}' THEN {v!r}::float8" for k, v in WEIGHTS.items())
+    age_h = f"GREATEST(date_part('epoch', {now} - opened_at), 0) / 3600.0"
+    return (f"(CASE severity {weight} ELSE 0.0::float8 END)"
+            f" * power(0.5::float8, {age_h} / 24.0 / {HALF_LIFE_DAYS!r})"
+            f" * (1.0 + LEAST({unresolved_hours_sql(now)}, {UNRESOLVED_CAP_H!r})"
+            f" / {UNRESOLVED_UNIT_H!r})")
+
+
+def unresolved_hours_sql(now: str) -> str:
+    """Hours from an incident's opening to its resolution (or ``now``) in SQL."""
+    return (f"(GREATEST(date_part('epoch', COALESCE(resolved_at, {now}) - opened_at),"
+            " 0) / 3600.0)")
+
+
+def from_sums(raw: float, incidents: int, critical: int, still_open: int,
+              unresolved_hours: float, false_positives: int) -> RiskScore:
+    """The score from a site's sums (computed elsewhere, e.g. in SQL, exactly as
+    :func:`site_risk` sums them)."""
+    return RiskScore(score=squash(raw), raw=raw, incidents=incidents, critical=critical,
+                     open=still_open, unresolved_hours=round(unresolved_hours, 1),
+                     false_positives=false_positives)
 
 
 def site_risk(incidents: Iterable[RiskIncident], now: datetime) -> RiskScore:

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 
 from alerts import overview as figures
 from alerts.figures import false_positive_counts, handling_figures
-from alerts.risk import FORMULA, site_risk
+from alerts.risk import FORMULA
 from api.deps import ConnDep, ReaderDep, site_visible
 from api.errors import unprocessable
 from api.filters import NODE_PATTERN
@@ -155,14 +155,13 @@ async def risk(
     within = await _node_scope(conn, caller.scope, jurisdiction)
     until = utcnow()
     since = until - timedelta(days=days)
-    sites = await figures.risk_incidents(conn, since, until, caller.scope, within)
-    items = []
-    for site in sites:
-        r = site_risk(site.incidents, until)
-        items.append(RiskItem(
-            site_id=site.site_id, name=site.name, jurisdiction_id=site.jurisdiction_id,
-            score=r.score, incidents=r.incidents, critical=r.critical, open=r.open,
-            unresolved_hours=r.unresolved_hours, false_positives=r.false_positives))
+    sites = await figures.site_risks(conn, since, until, caller.scope, within)
+    items = [
+        RiskItem(site_id=site.site_id, name=site.name, jurisdiction_id=site.jurisdiction_id,
+                 score=r.score, incidents=r.incidents, critical=r.critical, open=r.open,
+                 unresolved_hours=r.unresolved_hours, false_positives=r.false_positives)
+        for site in sites for r in (site.risk,)
+    ]
     items.sort(key=lambda i: (-i.score, -i.incidents, i.site_id))
     return RiskTable(since=since, until=until, formula=FORMULA, items=items[:limit])
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection
 
-from alerts import actions
+from alerts import actions, overview
 from alerts.repository import apply_transition
 from alerts.risk import RiskIncident, site_risk
 from api.routes.live import APPLICATION_NAME, RESYNC, HistoryEvent, Subscriber
@@ -290,6 +290,31 @@ async def test_risk_table_of_the_callers_sites(people: People, known: datetime) 
     # a short window: only what opened in it
     day = await ok(await people.get("a-staff", "/api/v1/stats/risk", days=1))
     assert [(i["site_id"], i["incidents"]) for i in day["items"]] == [("site-a1", 1)]
+
+
+async def test_risk_summed_in_sql_is_the_pure_formula(people: People, known: datetime
+                                                       ) -> None:
+    """The risk table sums the formula per site in SQL (overview.site_risks); the pure
+    alerts.risk.site_risk is its specification: on the same incidents, read back from
+    the database, both give the same score and counts, so the two cannot drift."""
+    until = known + timedelta(minutes=7, seconds=3.25)  # not a round age
+    for days in (30, 4, 1):
+        since = until - timedelta(days=days)
+        async with await AsyncConnection.connect(people.dsn, autocommit=True) as conn:
+            summed = await overview.site_risks(conn, since, until)
+            read_back = await overview.risk_incidents(conn, since, until)
+            scoped = await overview.site_risks(conn, since, until,
+                                               Scope(path="/city/district-b/"))
+        assert len(read_back) >= 3 and {s.site_id for s in summed} == {
+            s.site_id for s in read_back}
+        by_site = {s.site_id: s for s in summed}
+        for site in read_back:
+            spec = site_risk(site.incidents, until)
+            got = by_site[site.site_id]
+            assert (got.name, got.jurisdiction_id) == (site.name, site.jurisdiction_id)
+            assert got.risk.raw == pytest.approx(spec.raw, rel=1e-12, abs=1e-12)
+            assert got.risk == replace(spec, raw=got.risk.raw)
+        assert [s.site_id for s in scoped] == ["site-b1"]
 
 
 # --- trend -------------------------------------------------------------------------------
