@@ -41,6 +41,7 @@ from ganzhi.stack.infra import (
 
 from access_fixtures import seed_tree, seed_users
 from console_stack import (
+    ACCESS_TTL_S,
     ARTIFACTS,
     CAMERA,
     CHROMIUM,
@@ -125,6 +126,9 @@ def console_stack(pg_server: Managed, tmp_path_factory: pytest.TempPathFactory
         "GANZHI_WEBHOOK__SECRET": SECRET,
         "GANZHI_WEBHOOK__BACKOFF_BASE_S": "0.2",
         "GANZHI_AUTH__JWT_SECRET": JWT_SECRET,
+        # The shortest lifetime allowed: the live stream ends within a minute after it
+        # and the console must refresh before it reconnects (test_live_after_token_expiry).
+        "GANZHI_AUTH__ACCESS_TTL_S": str(ACCESS_TTL_S),
         "GANZHI_OPS__INGEST": str(ports["ingest"]),
         "GANZHI_OPS__STREAM": str(ports["stream"]),
         "GANZHI_OPS__ALERTS": str(ports["alerts"]),

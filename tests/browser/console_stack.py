@@ -23,6 +23,7 @@ ARTIFACTS = Path(os.environ.get("GANZHI_TEST_ARTIFACTS",
                                 ROOT / "var" / "test-artifacts" / "console"))
 LIMIT_C = 8.0
 DURATION_S = 60
+ACCESS_TTL_S = 60  # the browser-test stack's access tokens (the minimum allowed)
 SITE, FRIDGE, CAMERA = "site-a1", "fridge-01", "cam-01"
 
 
@@ -48,5 +49,9 @@ class ConsoleStack:
     def get(self, who: str, path: str, **params: Any) -> httpx.Response:
         return httpx.get(f"{self.api_url}{path}", params=params,
                          headers={"Authorization": f"Bearer {self.token(who)}"})
+
+    def post(self, who: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{self.api_url}{path}", json=body,
+                          headers={"Authorization": f"Bearer {self.token(who)}"})
 
 

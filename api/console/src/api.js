@@ -15,6 +15,9 @@ let onSignedOut = () => {}
 
 export function whenSignedOut (fn) { onSignedOut = fn }
 
+/** The session is over (a refresh refused): clear it and go to the sign-in page. */
+export function signedOut () { clearSession(); onSignedOut() }
+
 async function post (path, body) {
   return fetch(path, {
     method: 'POST',

@@ -51,7 +51,44 @@ export function actionName (action) {
 }
 
 export function valueName (key) {
-  return te(`value.${key}`) ? t(`value.${key}`) : key
+  return flat('value', key) || key
+}
+
+// Registry and delivery values: the word in the user's language, else the raw id.
+export const categoryName = (v) => (v ? flat('category', v) || v : '—')
+export const deviceClassName = (v) => (v ? flat('deviceClass', v) || v : '—')
+export const notifyStateName = (v) => (v ? flat('notifyState', v) || v : '—')
+export const deliveryStatusName = (v) => (v ? flat('deliveryStatus', v) || v : '—')
+export function clueEventName (event, seq) {
+  const name = flat('clueEvent', event) || event
+  return seq === null || seq === undefined ? name : `${name} · ${t('seq', { n: seq })}`
+}
+
+/** An API error in words: known cases in the user's language, else the server's text. */
+export function errorText (e) {
+  if (!e || typeof e.status !== 'number') {
+    return e instanceof TypeError ? t('apiError.network') : String((e && e.message) || e)
+  }
+  const d = e.detail
+  if (e.status === 422 && Array.isArray(d)) {
+    return d.map((item) => {
+      const field = Array.isArray(item.loc) ? item.loc[item.loc.length - 1] : ''
+      const label = field ? `${valueName(field)}: ` : ''
+      if (item.type === 'string_too_long' && item.ctx) return label + t('apiError.tooLong', { n: item.ctx.max_length })
+      if (item.type === 'missing' || item.type === 'string_too_short') return label + t('apiError.required')
+      return label + t('apiError.invalid', { msg: item.msg })
+    }).join('; ')
+  }
+  const text = typeof d === 'string' ? d : e.message
+  if (e.status === 409) {
+    const acked = /was acknowledged by (.+?) at /.exec(text)
+    if (acked) return t('apiError.acknowledged', { who: acked[1] })
+    if (/is (already )?resolved/.test(text)) return t('apiError.resolved')
+  }
+  if (e.status === 404) return t('apiError.notFound')
+  if (e.status === 403) return `${t('apiError.forbidden')} (${text})`
+  if (e.status >= 500) return t('apiError.server', { status: e.status })
+  return text
 }
 
 export function metricName (metric) {

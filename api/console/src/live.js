@@ -3,7 +3,7 @@
 // "new critical" highlight and beep (Web Audio, only after the user has interacted).
 import { reactive } from 'vue'
 import { fetchEventSource } from '@microsoft/fetch-event-source'
-import { authHeader, refresh } from './api.js'
+import { authHeader, refresh, signedOut } from './api.js'
 
 const MUTE_KEY = 'ganzhi.muted'
 
@@ -20,6 +20,7 @@ let controller = null
 let lastId = null
 let audio = null
 let interacted = false
+let stale = false // the server ended the stream: get a new access token before reconnecting
 
 function readMuted () {
   try { return localStorage.getItem(MUTE_KEY) === '1' } catch { return false }
@@ -89,7 +90,18 @@ export function startLive () {
     signal,
     openWhenHidden: true,
     async fetch (url, init) {
-      const headers = { ...init.headers, ...(await authHeader()) }
+      // The server ends a stream about a minute after its token expired (or when the
+      // account changed): refresh first, then resume after the last event seen.
+      if (stale) {
+        stale = false
+        if (!(await refresh())) { signedOut(); throw new Fatal('signed out') }
+      }
+      const headers = { ...(await authHeader()) }
+      // fetch-event-source keeps its own 'last-event-id'; one spelling only, or the
+      // header would be sent twice ("5, 5") and refused.
+      for (const [k, v] of Object.entries(init.headers || {})) {
+        if (k.toLowerCase() !== 'last-event-id') headers[k] = v
+      }
       if (lastId) headers['Last-Event-ID'] = lastId
       return fetch(url, { ...init, headers })
     },
@@ -100,7 +112,11 @@ export function startLive () {
         delay = 1000
         return
       }
-      if (response.status === 401 && await refresh()) throw new Error('retry')
+      if (response.status === 401) {
+        if (await refresh()) throw new Error('retry')
+        signedOut()
+        throw new Fatal('signed out')
+      }
       if (response.status === 404) { live.state = 'unavailable'; throw new Fatal('no live') }
       throw new Error(`live: ${response.status}`)
     },
@@ -112,10 +128,14 @@ export function startLive () {
     },
     onclose () {
       live.state = 'retrying'
+      stale = true
       throw new Error('closed') // the server ended it: reconnect (onerror's delay)
     },
     onerror (err) {
-      if (err instanceof Fatal || signal.aborted) throw err
+      if (err instanceof Fatal || signal.aborted) {
+        if (!signal.aborted && live.state !== 'unavailable') live.state = 'idle'
+        throw err
+      }
       live.state = 'retrying'
       delay = Math.min(delay * 2, 30_000)
       return delay
@@ -127,6 +147,8 @@ export function stopLive () {
   if (controller) controller.abort()
   controller = null
   lastId = null
+  stale = false
   live.state = 'idle'
   live.feed.length = 0
+  for (const id of Object.keys(live.fresh)) delete live.fresh[id]
 }
