@@ -22,9 +22,9 @@ AnyConn = AsyncConnection[Any]
 GroupBy = Literal["site", "rule", "all"]
 
 # "all": one row for the whole scope (the console's overview).
-_KEYS: dict[str, str] = {"site": "i.site_id", "rule": "COALESCE(a.rule_id, i.family)",
+# "rule": the primary alert's rule id, kept on the incident (0013).
+_KEYS: dict[str, str] = {"site": "i.site_id", "rule": "COALESCE(i.rule_id, i.family)",
                          "all": "'all'::text"}
-_JOIN = " LEFT JOIN alerts a ON a.id = i.primary_alert_id"
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,22 @@ class FalsePositives:
     count: int
 
 
+def _micros(column: str) -> str:
+    """The column's microseconds since the epoch, exact, as double precision: date_part
+    (seconds, one division of the exact microseconds) times 10^6 is within 0.5 us of
+    them until the year 2100, so round() gives them back."""
+    return f"round(date_part('epoch', i.{column}) * 1000000.0::float8)"
+
+
 def _percentiles(column: str) -> str:
     # GREATEST ignores NULLs (it would make a missing time 0 s): only the times there are.
+    # The seconds in double precision: the exact microseconds apart, divided once, which
+    # is the double nearest to EXTRACT(EPOCH FROM i.x - i.notified_at) (numeric), the
+    # value percentile_cont took before (it casts to double) - sorting doubles instead of
+    # numerics saves a fifth of the handling figures (docs/performance.md).
     seconds = (f"CASE WHEN i.{column} IS NOT NULL"
-               f" THEN GREATEST(EXTRACT(EPOCH FROM i.{column} - i.notified_at), 0) END")
+               f" THEN GREATEST(({_micros(column)} - {_micros('notified_at')})"
+               " / 1000000.0::float8, 0) END")
     # Both percentiles from one sort.
     return f"percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY {seconds})"
 
@@ -86,8 +98,8 @@ async def handling_figures(conn: AnyConn, since: datetime, until: datetime,
         f"SELECT {_KEYS[group_by]} AS key, count(*), count(i.acknowledged_at),"
         f" {_percentiles('acknowledged_at')}, {_percentiles('dispatched_at')},"
         f" {_percentiles('closed_at')}, count(*) FILTER (WHERE i.false_positive)"
-        # The primary alert only for its rule: per site or for everything, no join.
-        f" FROM incidents i{_JOIN if group_by == 'rule' else ''}"
+        # Every column from incidents_opened (0013 covers the window): an index-only scan.
+        " FROM incidents i"
         " WHERE i.notified_at IS NOT NULL AND i.opened_at >= %s AND i.opened_at < %s"
         f" AND {cond} GROUP BY key ORDER BY key", [since, until, *params])
     return [

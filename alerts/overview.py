@@ -27,16 +27,13 @@ from ganzhi.access import EVERYTHING, Scope
 AnyConn = AsyncConnection[Any]
 TYPES = ("cold_chain", "elevator", "vision", "device", "other")
 
-_RULE = "COALESCE(a.rule_id, i.family)"
+# The primary alert's rule id is on the incident (incidents.rule_id, kept by 0013's
+# triggers): no join with the alerts.
+_RULE = "COALESCE(i.rule_id, i.family)"
 TYPE_SQL = (f"CASE WHEN split_part({_RULE}, '.', 1) IN"
             f" ('cold_chain', 'elevator', 'vision', 'device')"
             f" THEN split_part({_RULE}, '.', 1) ELSE 'other' END")
-_FROM = "FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
-# The same rule looked up by primary key, one probe per incident, for a few thousand
-# incidents (open ones, the last day's): a scalar subquery is never turned into a join,
-# so the planner cannot pick a hash join over a sequential scan of every alert.
-_PRIMARY_RULE = ("COALESCE((SELECT a.rule_id FROM alerts a WHERE a.id = i.primary_alert_id),"
-                 " i.family)")
+# The same of a column ``rule``.
 _TYPE_OF_RULE = ("CASE WHEN split_part(rule, '.', 1) IN"
                  " ('cold_chain', 'elevator', 'vision', 'device')"
                  " THEN split_part(rule, '.', 1) ELSE 'other' END")
@@ -121,15 +118,59 @@ async def by_type(conn: AnyConn, scope: Scope, now: datetime) -> dict[str, Count
     cond, params = scope.site_filter("i.site_id")
     day_ago = now - timedelta(hours=24)
     cur = await conn.execute(
-        f"SELECT {_TYPE_OF_RULE} AS type, count(*) FILTER (WHERE status = 'open'),"
-        " count(*) FILTER (WHERE status = 'open' AND severity = 'critical'),"
-        " count(*) FILTER (WHERE opened_at >= %s)"
-        f" FROM (SELECT i.status, i.severity, i.opened_at, {_PRIMARY_RULE} AS rule"
-        "       FROM incidents i"
-        f"      WHERE (i.status = 'open' OR i.opened_at >= %s) AND {cond}) i GROUP BY 1",
+        f"SELECT {TYPE_SQL} AS type, count(*) FILTER (WHERE i.status = 'open'),"
+        " count(*) FILTER (WHERE i.status = 'open' AND i.severity = 'critical'),"
+        " count(*) FILTER (WHERE i.opened_at >= %s)"
+        " FROM incidents i"
+        f" WHERE (i.status = 'open' OR i.opened_at >= %s) AND {cond} GROUP BY 1",
         [day_ago, day_ago, *params])
     found = {r[0]: Counts(r[1], r[2], r[3]) for r in await cur.fetchall()}
     return {t: found.get(t, Counts(0, 0, 0)) for t in TYPES}
+
+
+async def overview_counts(conn: AnyConn, scope: Scope, now: datetime
+                          ) -> tuple[Totals, list[NodeCounts], dict[str, Counts]]:
+    """:func:`totals`, :func:`by_jurisdiction` and :func:`by_type` from one pass over the
+    incidents open now or opened or resolved in the last 24 h: counted per site and type
+    once, then summed per type, per breakdown node and in all."""
+    nodes = await _breakdown_nodes(conn, scope)
+    cond, params = scope.site_filter("i.site_id")
+    day_ago = now - timedelta(hours=24)
+    cur = await conn.execute(
+        "WITH c AS MATERIALIZED ("
+        f"  SELECT i.site_id, {TYPE_SQL} AS type,"
+        "   count(*) FILTER (WHERE i.status = 'open') AS open,"
+        "   count(*) FILTER (WHERE i.status = 'open' AND i.severity = 'critical') AS crit,"
+        "   count(*) FILTER (WHERE i.opened_at >= %s) AS opened,"
+        "   count(*) FILTER (WHERE i.resolved_at >= %s) AS resolved"
+        "  FROM incidents i WHERE (i.status = 'open' OR i.opened_at >= %s"
+        f"  OR i.resolved_at >= %s) AND {cond} GROUP BY 1, 2)"
+        " SELECT 't', type, sum(open), sum(crit), sum(opened), sum(resolved)"
+        " FROM c GROUP BY type"
+        " UNION ALL"
+        " SELECT 'n', n.id, sum(c.open), sum(c.crit), sum(c.opened), 0"
+        " FROM jurisdictions n"
+        " JOIN jurisdictions j ON starts_with(j.path, n.path)"
+        " JOIN sites s ON s.jurisdiction_id = j.id JOIN c ON c.site_id = s.id"
+        " WHERE n.id = ANY(%s) GROUP BY n.id",
+        [day_ago, day_ago, day_ago, day_ago, *params, [n[0] for n in nodes]])
+    types: dict[str, Counts] = {}
+    node_counts: dict[str, Counts] = {}
+    resolved = 0
+    for kind, key, n_open, n_crit, n_opened, n_resolved in await cur.fetchall():
+        counts = Counts(int(n_open), int(n_crit), int(n_opened))
+        if kind == "t":
+            types[key] = counts
+            resolved += int(n_resolved)
+        else:
+            node_counts[key] = counts
+    total = Totals(sum(c.open for c in types.values()),
+                   sum(c.critical for c in types.values()),
+                   sum(c.opened_24h for c in types.values()), resolved)
+    zero = Counts(0, 0, 0)
+    return (total,
+            [NodeCounts(i, name, path, node_counts.get(i, zero)) for i, name, path in nodes],
+            {t: types.get(t, zero) for t in TYPES})
 
 
 async def _breakdown_nodes(conn: AnyConn, scope: Scope) -> list[tuple[str, str, str]]:
@@ -239,11 +280,15 @@ async def trend(conn: AnyConn, first_day: date, days: int, now: datetime,
         params.append(site_id)
     since = datetime.combine(first_day, time(), tzinfo=UTC)
     until = since + timedelta(days=days)
-    # ``busy`` is MATERIALIZED: referenced from the per-day subquery, an inlined CTE
-    # redid the union of intervals for every day (30 x 14 ms for a city). The primary
-    # alert (for the type) is joined for the incidents opened in the window only. With
-    # ~29k of them a hash join over the alerts beats one primary-key probe each
-    # (measured: 92 ms against 146 ms for the whole query), so it stays a join.
+    scope_sql = " AND ".join(where)
+    # The incidents open at some time in [since, until), from indexes (0013): those
+    # resolved after ``since`` (incidents_resolved) and those not resolved
+    # (incidents_unresolved), opened before ``until``; both covering, so the window's
+    # incidents come from the indexes alone. The type is the incident's rule_id (the
+    # primary alert's, kept on the incident): no join with the alerts. ``busy`` is
+    # MATERIALIZED: referenced from the per-day subquery, an inlined CTE redid the union
+    # of intervals for every day.
+    columns = f"i.opened_at, i.severity, i.false_positive, {_RULE} AS rule"
     cur = await conn.execute(
         "WITH d AS ("
         "  SELECT g::date AS day, tstzrange(g AT TIME ZONE 'UTC',"
@@ -251,26 +296,31 @@ async def trend(conn: AnyConn, first_day: date, days: int, now: datetime,
         "  FROM generate_series(%s::date::timestamp, %s::date::timestamp, interval '1 day')"
         "  AS g),"
         " inc AS MATERIALIZED ("
-        "  SELECT i.opened_at, i.resolved_at, i.severity, i.false_positive,"
-        "         i.primary_alert_id, i.family"
-        "  FROM incidents i WHERE i.opened_at < %s"
-        f"  AND (i.resolved_at IS NULL OR i.resolved_at > %s) AND {' AND '.join(where)}),"
+        f"  SELECT i.resolved_at, {columns} FROM incidents i"
+        f"  WHERE i.resolved_at > %s AND i.opened_at < %s AND {scope_sql}"
+        "  UNION ALL"
+        # NULL, not the column: the index holds no resolved_at, and an index-only scan
+        # reads only what the index holds.
+        f"  SELECT NULL::timestamptz, {columns} FROM incidents i"
+        f"  WHERE i.resolved_at IS NULL AND i.opened_at < %s AND {scope_sql}),"
         " busy AS MATERIALIZED ("
         "  SELECT range_agg(tstzrange(opened_at, GREATEST(opened_at,"
         "         LEAST(COALESCE(resolved_at, %s), %s)))) AS m"
         "  FROM inc WHERE severity <> 'info' AND NOT false_positive),"
+        # per day and rule first, then per type: the type from a few hundred rules, not
+        # from every incident
         " opened AS ("
-        f"  SELECT (i.opened_at AT TIME ZONE 'UTC')::date AS day, {TYPE_SQL} AS type,"
-        "         count(*) AS n, count(*) FILTER (WHERE i.severity = 'critical') AS c"
-        "  FROM inc i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
-        "  WHERE i.opened_at >= %s GROUP BY 1, 2)"
+        f"  SELECT day, {_TYPE_OF_RULE} AS type, sum(n) AS n, sum(c) AS c FROM ("
+        "   SELECT (i.opened_at AT TIME ZONE 'UTC')::date AS day, i.rule,"
+        "          count(*) AS n, count(*) FILTER (WHERE i.severity = 'critical') AS c"
+        "   FROM inc i WHERE i.opened_at >= %s GROUP BY 1, 2) r GROUP BY 1, 2)"
         " SELECT d.day, COALESCE(sum(o.n), 0), COALESCE(sum(o.c), 0),"
         "  COALESCE(jsonb_object_agg(o.type, o.n) FILTER (WHERE o.type IS NOT NULL), '{}'),"
         "  COALESCE((SELECT EXTRACT(EPOCH FROM sum(upper(x) - lower(x)))"
         "            FROM busy, unnest(busy.m * tstzmultirange(d.r)) AS x), 0)"
         " FROM d LEFT JOIN opened o ON o.day = d.day GROUP BY d.day, d.r ORDER BY d.day",
-        [first_day, first_day + timedelta(days=days - 1), until, since, *params, now, now,
-         since])
+        [first_day, first_day + timedelta(days=days - 1), since, until, *params, until,
+         *params, now, now, since])
     out = []
     for day, opened, critical, types, seconds in await cur.fetchall():
         counts = {t: 0 for t in TYPES} | {str(k): int(v) for k, v in types.items()}

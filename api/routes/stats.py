@@ -98,9 +98,7 @@ async def overview(conn: ConnDep, caller: ReaderDep) -> Overview:
     type, the open critical ones, the last 24 hours, and 30 days' handling figures."""
     now = utcnow()
     scope = caller.scope
-    totals = await figures.totals(conn, scope, now)
-    nodes = await figures.by_jurisdiction(conn, scope, now)
-    types = await figures.by_type(conn, scope, now)
+    totals, nodes, types = await figures.overview_counts(conn, scope, now)
     cond, params = scope.site_filter("i.site_id")
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(

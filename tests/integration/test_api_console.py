@@ -195,6 +195,123 @@ async def test_incident_search_by_text_in_scope(people: People) -> None:
         assert response.json()["detail"][0]["loc"] == ["query", "q"]
 
 
+# The search as it was before 0013: ILIKE on each field. incidents.search_text must give
+# the same rows.
+_OLD_SEARCH = (
+    "SELECT i.id FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
+    " WHERE a.summary ILIKE %s OR a.rule_id ILIKE %s OR i.site_id ILIKE %s"
+    " OR i.device_id ILIKE %s OR i.site_id IN (SELECT sn.id FROM sites sn"
+    " WHERE sn.name ILIKE %s) ORDER BY i.id DESC")
+
+
+def _like(q: str) -> str:
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def test_search_text_follows_the_primary_alert_and_the_site_name(
+        people: People) -> None:
+    t0 = utcnow() - timedelta(hours=1)
+    async with await AsyncConnection.connect(people.dsn, autocommit=True) as conn:
+        t = tr(FIRING, "cold_chain.frozen", start=t0, device="room-7", site="site-a1",
+               summary="Freezer too warm")
+        result = await apply_transition(conn, t, policy(), now=t.at)
+        incident = result.incident_id
+        other = tr(FIRING, "elevator.trapped_at_level", start=t0, device="lift-2",
+                   site="site-a2", summary="Passenger trapped")
+        other_result = await apply_transition(conn, other, policy(), now=other.at)
+
+        async def found(q: str) -> list[int]:
+            body = await ok(await people.get("city-admin", "/api/v1/incidents", q=q))
+            return [i["id"] for i in body["items"]]
+
+        async def row() -> tuple[Any, ...]:
+            cur = await conn.execute(
+                "SELECT rule_id, search_text FROM incidents WHERE id = %s", (incident,))
+            r = await cur.fetchone()
+            assert r is not None
+            return tuple(r)
+
+        assert await found("freezer too") == [incident]
+        assert (await row())[0] == "cold_chain.frozen"
+        # the primary alert's summary and rule change (whoever writes them)
+        await conn.execute("UPDATE alerts SET summary = 'Compressor stopped',"
+                           " rule_id = 'cold_chain.compressor' WHERE id = %s",
+                           (result.alert_id,))
+        assert await found("freezer too") == []
+        assert await found("compressor stopped") == [incident]
+        assert (await row())[0] == "cold_chain.compressor"
+        body = await ok(await people.get("city-admin", "/api/v1/incidents",
+                                         rule_id="cold_chain.compressor"))
+        assert [i["id"] for i in body["items"]] == [incident]
+        assert body["items"][0]["rule_id"] == "cold_chain.compressor"
+        # another alert becomes the primary
+        await conn.execute("UPDATE incidents SET primary_alert_id = %s WHERE id = %s",
+                           (other_result.alert_id, incident))
+        assert await found("compressor") == []
+        assert await found("passenger trapped") == sorted(
+            [incident, other_result.incident_id], reverse=True)
+        assert (await row())[0] == "elevator.trapped_at_level"
+        # the site is renamed
+        await conn.execute("UPDATE sites SET name = '阳光冷库 1号' WHERE id = 'site-a1'")
+        assert await found("阳光冷库") == [incident]
+        assert await found("光冷库 1") == [incident]
+        await conn.execute("UPDATE sites SET name = 'Harbour Kitchen' WHERE id = 'site-a1'")
+        assert await found("阳光冷库") == []
+        assert await found("harbour KITCHEN") == [incident]
+        # every incident's search_text is what the triggers would write from scratch
+        cur = await conn.execute(
+            "SELECT count(*) FROM incidents i LEFT JOIN alerts a ON a.id = i.primary_alert_id"
+            " LEFT JOIN sites s ON s.id = i.site_id"
+            " WHERE i.search_text IS DISTINCT FROM ganzhi_incident_search_text(a.summary,"
+            " a.rule_id, i.site_id, i.device_id, s.name)"
+            " OR i.rule_id IS DISTINCT FROM a.rule_id")
+        assert await cur.fetchone() == (0,)
+
+
+async def test_search_returns_the_rows_of_the_old_ilike(people: People) -> None:
+    """1-2 characters (no trigram: the walk), rare and common terms, Chinese text, the
+    wildcards as text: the API's rows are the old per-field ILIKE's, with the planner's
+    choice and with the trigram index forced."""
+    t0 = utcnow() - timedelta(hours=2)
+    async with await AsyncConnection.connect(people.dsn, autocommit=True) as conn:
+        await conn.execute("UPDATE sites SET name = '阳光冷库 1号' WHERE id = 'site-a1'")
+        await conn.execute("UPDATE sites SET name = '海港餐厅 12号' WHERE id = 'site-a2'")
+        n = 0
+        for site in ("site-a1", "site-a2", "site-b1"):
+            for device, rule, summary in [
+                ("cold-1", "cold_chain.temperature_high", "冷库温度过高 (9.5 °C)"),
+                ("cold-2", "cold_chain.door_open", "Door open 12 min"),
+                ("cam-1", "vision.no_mask", "No mask 100% sure"),
+                ("cam-2", "vision.smoking", "Smoking_in kitchen"),
+            ]:
+                n += 1
+                t = tr(FIRING, rule, start=t0 + timedelta(minutes=n), device=device,
+                       site=site, summary=summary)
+                await apply_transition(conn, t, policy(), now=t.at)
+        terms = ["x", "k", "1", "冷", "12", "cam", "冷库", "阳光冷库 1号", "港餐", "cold-2",
+                 "site-b1", "SMOKING_IN", "12_min", "100%", "%", "_", "9.5 °c", "nothing-here",
+                 "门", "a\x1fb"]
+        matched: dict[str, int] = {}
+        for q in terms:
+            cur = await conn.execute(_OLD_SEARCH, [_like(q)] * 5)
+            expected = [r[0] for r in await cur.fetchall()]
+            matched[q] = len(expected)
+            body = await ok(await people.get("city-admin", "/api/v1/incidents", q=q,
+                                             limit=500))
+            assert [i["id"] for i in body["items"]] == expected, q
+            async with conn.transaction():
+                await conn.execute("SET LOCAL enable_seqscan = off")
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                cur = await conn.execute(
+                    "SELECT id FROM incidents WHERE search_text LIKE ganzhi_search_fold(%s)"
+                    " ORDER BY id DESC", [_like(q)])
+                assert [r[0] for r in await cur.fetchall()] == expected, q
+        # the terms mean something on this data
+        assert all(matched[q] for q in ("k", "1", "冷", "cam", "冷库", "阳光冷库 1号", "港餐",
+                                        "cold-2", "site-b1", "SMOKING_IN", "100%", "9.5 °c"))
+        assert not any(matched[q] for q in ("12_min", "nothing-here", "门", "a\x1fb"))
+
+
 # --- overview ----------------------------------------------------------------------------
 
 
