@@ -2,92 +2,209 @@
 
 Feeds simulated cold rooms and elevators (the scenario simulators) through
 ``BatchProcessor`` with an in-memory state store and sink, in batches like the worker's,
-in order and shuffled within the allowed lateness, and prints messages per second. The
-state store round-trips every value through JSON as the Faust table does.
+and prints messages per second. The state store holds JSON strings as the Faust table
+does. Every device sends one message per batch (steady state: a worker keeping up with
+devices that report every few seconds); the first ``--warmup`` messages of each device
+are not timed (new devices, lateness buffers filling).
 
-    .venv/bin/python benchmarks/rules_engine.py --devices 50 --messages 20000
+Mixes (``--mix``, all by default):
+
+* ``cold2`` - chilled cold rooms sending two metrics (air temperature, door contact);
+* ``cold6`` - chilled cold rooms with all six metrics (probes, humidity, compressor,
+  defrost);
+* ``elevator`` - elevators, 13 metrics, normal service;
+* ``mixed`` - a third of each; ``mixed-shuffled`` - the same with neighbouring samples
+  of a device swapped (out of order within the allowed lateness);
+* ``excursions`` - door left open, compressor failure, a trapped passenger: alerts
+  fire and resolve.
+
+With ``--before REF`` the same data runs first against the code at git commit ``REF``
+(a temporary worktree, same interpreter) and the table gives both and the ratio:
+
+    .venv/bin/python benchmarks/rules_engine.py --before 272965d
+    .venv/bin/python benchmarks/rules_engine.py --devices 300 --per-device 30 --mix cold6
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import random
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
-
-from edge.simulators.scenario import iter_samples, load_scenario
-from ganzhi.contracts import DeviceClass, Reading, Telemetry
-from ganzhi.observability import configure_logging
-from stream.engine import RuleEngine
-from stream.memory import MemoryAdapters
-from stream.processor import BatchProcessor, Incoming
-from stream.rules.model import Rules, RulesDoc
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SCENARIOS = {
+    "cold2": ["cold_room/chilled-normal.yaml"],
+    "cold6": ["cold_room/chilled-normal.yaml"],
+    "elevator": ["elevator/normal.yaml"],
+    "mixed": ["cold_room/chilled-normal.yaml", "cold_room/chilled-normal.yaml",
+              "elevator/normal.yaml"],
+    "mixed-shuffled": ["cold_room/chilled-normal.yaml", "cold_room/chilled-normal.yaml",
+                       "elevator/normal.yaml"],
+    "excursions": ["cold_room/chilled-door-left-open.yaml",
+                   "cold_room/chilled-compressor-failure.yaml",
+                   "elevator/trapped-at-level.yaml"],
+}
+FAULT_AT = {  # sample index where the fault starts (at_s / interval_s)
+    "cold_room/chilled-door-left-open.yaml": 180,
+    "cold_room/chilled-compressor-failure.yaml": 180,
+    "elevator/trapped-at-level.yaml": 300,
+}
+TWO_METRICS = {"temperature", "door_open"}
+RULES = {
+    "cold_store": {"defaults": {"variant": "chilled"}},
+    "elevator": {"defaults": {"rated_speed_mps": 1.75, "top_landing_m": 36.0,
+                              "bottom_landing_m": 0.0}},
+}
 
-def messages(kind: str, devices: int, total: int, shuffle: bool) -> list[bytes]:
-    path = ROOT / ("scenarios/cold_room/chilled-door-left-open.yaml" if kind == "cold_store"
-                   else "scenarios/elevator/trapped-at-level.yaml")
-    samples = list(iter_samples(load_scenario(path)))
-    per_device = max(1, total // devices)
-    cls = DeviceClass(kind)
-    out: list[Telemetry] = []
-    for i in range(per_device):
-        s = samples[i % len(samples)]
-        for d in range(devices):
-            out.append(Telemetry(
-                msg_id=uuid.uuid4(), site_id="bench", device_id=f"{kind}-{d}", ts=s.ts,
-                device_class=cls,
+
+def messages(mix: str, devices: int, per_device: int) -> list[list[bytes]]:
+    """Batches: one message of every device in each, ``per_device`` batches."""
+    from edge.simulators.scenario import iter_samples, load_scenario
+    from ganzhi.contracts import DeviceClass, Reading, Telemetry
+
+    paths = SCENARIOS[mix]
+    series = []
+    for p in paths:
+        sc = load_scenario(ROOT / "scenarios" / p)
+        samples = list(iter_samples(sc))
+        cls = DeviceClass.ELEVATOR if p.startswith("elevator") else DeviceClass.COLD_STORE
+        series.append((cls, samples))
+    rng = random.Random(1)
+    batches: list[list[bytes]] = [[] for _ in range(per_device)]
+    for d in range(devices):
+        cls, samples = series[d % len(series)]
+        # Each device at another point of its scenario; excursions: around their fault.
+        fault = FAULT_AT.get(paths[d % len(series)])
+        start = rng.randrange(len(samples)) if fault is None else \
+            fault - 10 + rng.randrange(30)
+        for i in range(per_device):
+            s = samples[(start + i) % len(samples)]
+            values = s.values
+            if mix == "cold2":
+                values = [v for v in values if v.metric in TWO_METRICS]
+            batches[i].append(Telemetry(
+                msg_id=uuid.uuid4(), site_id="bench", device_id=f"{cls.value}-{d}",
+                ts=s.ts, device_class=cls,
                 readings=[Reading(metric=v.metric, value=v.value, unit=v.unit[:16] or "1")
-                          for v in s.values]))
-        if i + 1 >= len(samples):
-            break
-    if shuffle:  # neighbours (same device, one sample apart) swapped
-        rng = random.Random(1)
-        for i in range(0, len(out) - 2 * devices, 2 * devices):
-            if rng.random() < 0.5:
-                j = i + rng.randrange(devices)
-                out[j], out[j + devices] = out[j + devices], out[j]
-    return [m.model_dump_json().encode() for m in out]
+                          for v in values]).model_dump_json().encode())
+    if mix.endswith("shuffled"):  # a device's neighbouring samples swapped
+        for i in range(0, per_device - 1, 2):
+            for d in range(devices):
+                if rng.random() < 0.5:
+                    batches[i][d], batches[i + 1][d] = batches[i + 1][d], batches[i][d]
+    return batches
 
 
-async def run(kind: str, devices: int, total: int, batch: int, shuffle: bool) -> float:
-    data = messages(kind, devices, total, shuffle)
+async def run(mix: str, devices: int, per_device: int, warmup: int) -> dict[str, Any]:
+    from stream.engine import RuleEngine
+    from stream.memory import MemoryAdapters
+    from stream.processor import BatchProcessor, Incoming
+    from stream.rules.model import Rules, RulesDoc
+
+    batches = messages(mix, devices, per_device)
     mem = MemoryAdapters()
-    rules = Rules(RulesDoc.model_validate(
-        {"elevator": {"defaults": {"rated_speed_mps": 2.5, "top_landing_m": 30.0}}}))
+    rules = Rules(RulesDoc.model_validate(RULES))
     proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send,
                           dead_letter=mem.dead_letter)
-    started = time.perf_counter()
-    for i in range(0, len(data), batch):
-        await proc.process([Incoming(0, v) for v in data[i:i + batch]])
-        done = min(i + batch, len(data))
-        if done % (batch * 10) == 0 or done == len(data):
-            print(f"\r  {kind:<10} {'shuffled' if shuffle else 'in order'}: "
-                  f"{done}/{len(data)}", end="", file=sys.stderr, flush=True)
+    timed = 0
+    started = 0.0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            started = time.perf_counter()
+        await proc.process([Incoming(0, v) for v in batch])
+        if i >= warmup:
+            timed += len(batch)
+    elapsed = time.perf_counter() - started
     if mem.dead:
         raise SystemExit(f"benchmark data refused: {mem.dead[0].error}")
-    print(file=sys.stderr)
-    return len(data) / (time.perf_counter() - started)
+    return {"msg_s": timed / elapsed, "messages": timed,
+            "transitions": len(mem.transitions)}
+
+
+def measure(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    import asyncio
+
+    from ganzhi.observability import configure_logging
+
+    configure_logging("ERROR", json_lines=True)
+    import stream.engine
+
+    tune = getattr(stream.engine, "tune_gc", None)  # as the worker does (not before it)
+    if tune is not None:
+        tune()
+    out = {}
+    for mix in a.mix:
+        out[mix] = asyncio.run(run(mix, a.devices, a.per_device, a.warmup))
+        print(f"  {mix}: {out[mix]['msg_s']:.0f} msg/s", file=sys.stderr, flush=True)
+    return out
+
+
+def before(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """This script's measurement against the code of ``a.before`` (a git worktree)."""
+    with tempfile.TemporaryDirectory(prefix="ganzhi-bench-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
+                        str(tree), a.before], check=True)
+        try:
+            cmd = [sys.executable, __file__, "--impl", str(tree), "--json",
+                   "--devices", str(a.devices), "--per-device", str(a.per_device),
+                   "--warmup", str(a.warmup), "--mix", *a.mix]
+            res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(tree)], check=False)
+    result: dict[str, dict[str, Any]] = json.loads(res.stdout)
+    return result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", type=int, default=50)
-    ap.add_argument("--messages", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=2000)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--devices", type=int, default=1500)
+    ap.add_argument("--per-device", type=int, default=40, help="messages (= batches)")
+    ap.add_argument("--warmup", type=int, default=15, help="first batches not timed")
+    ap.add_argument("--mix", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    ap.add_argument("--before", metavar="REF", help="also measure the code at git REF")
+    ap.add_argument("--impl", help=argparse.SUPPRESS)  # import the code from this tree
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    configure_logging("WARNING", json_lines=True)
-    print(f"{a.messages} messages over {a.devices} devices, batches of {a.batch}")
-    for kind in ("cold_store", "elevator"):
-        ordered = asyncio.run(run(kind, a.devices, a.messages, a.batch, False))
-        shuffled = asyncio.run(run(kind, a.devices, a.messages, a.batch, True))
-        print(f"{kind:<10} in order {ordered:8.0f} msg/s   shuffled {shuffled:8.0f} msg/s"
-              f"   ratio {shuffled / ordered:.2f}")
+    if a.impl:
+        sys.path.insert(0, a.impl)
+    else:
+        sys.path.insert(0, str(ROOT))
+    if a.json:
+        print(json.dumps(measure(a)))
+        return
+    print(f"{a.devices} devices, one message each per batch (batches of {a.devices}), "
+          f"{a.per_device - a.warmup} batches timed after {a.warmup}")
+    old = None
+    if a.before:
+        print(f"before ({a.before}):", file=sys.stderr)
+        old = before(a)
+    print("after (working tree):", file=sys.stderr)
+    new = measure(a)
+    head = "| mix | transitions | " + ("before msg/s | " if old else "") + "msg/s |" + (
+        " ratio |" if old else "")
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for mix, r in new.items():
+        row = f"| {mix} | {r['transitions']} | "
+        if old:
+            o = old[mix]
+            same = "" if o["transitions"] == r["transitions"] else " (before: " \
+                f"{o['transitions']})"
+            row = f"| {mix} | {r['transitions']}{same} | {o['msg_s']:,.0f} | "
+        row += f"{r['msg_s']:,.0f} |"
+        if old:
+            row += f" {r['msg_s'] / old[mix]['msg_s']:.2f} |"
+        print(row)
 
 
 if __name__ == "__main__":

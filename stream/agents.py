@@ -17,6 +17,7 @@ from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
 from stream import metrics
 from stream.app import StreamApp
+from stream.engine import tune_gc
 from stream.offset_gaps import OffsetTracker
 from stream.processor import BatchProcessor, DeadLetterSender, Incoming, TransitionSender
 from stream.rules.sources import RulesProvider
@@ -116,6 +117,7 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
                     provider: RulesProvider) -> Ownership:
     s = settings.stream
     app = stream_app.app
+    tune_gc()
     owned = Ownership()
     offsets = OffsetTracker()
 

@@ -48,7 +48,7 @@ from ganzhi.failures import (
 )
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.engine import Evaluation, RuleEngine, StateStore, StateView
+from stream.engine import Evaluation, RuleEngine, StateCache, StateStore, StateView
 from stream.sinks.readings import ReadingRow, WriteResult, rows_from_telemetry
 
 log = get_logger(__name__)
@@ -116,6 +116,7 @@ class BatchProcessor:
         self._engine = engine
         self._sink = sink
         self._states = states
+        self._cache = StateCache()  # rule state parsed in earlier batches
         self._send = send
         self._send_dead = dead_letter
         self._retry = retry
@@ -248,7 +249,7 @@ class BatchProcessor:
         out = BatchOutcome(messages=len(batch))
         stored = await self._store(self._parse(Telemetry, batch, out), out)
         async with self._lock:
-            view, ev = StateView(self._states), Evaluation()
+            view, ev = StateView(self._states, self._cache), Evaluation()
             self._evaluate_each(stored, view, ev, out, self._engine.telemetry)
             await self._emit(view, ev, out)
         for item in batch:
@@ -265,7 +266,7 @@ class BatchProcessor:
         out = BatchOutcome(messages=len(batch))
         messages = self._parse(model, batch, out)
         async with self._lock:
-            view, ev = StateView(self._states), Evaluation()
+            view, ev = StateView(self._states, self._cache), Evaluation()
             self._evaluate_each(messages, view, ev, out, handle)
             await self._emit(view, ev, out)
         return self._done(out, started)
@@ -301,7 +302,7 @@ class BatchProcessor:
             elif p in self._progress:
                 clocks[p] = min(now, self._progress[p][1])
         async with self._lock:
-            view, ev = StateView(self._states), Evaluation()
+            view, ev = StateView(self._states, self._cache), Evaluation()
             self._engine.tick(view, clocks, active_since, ev)
             await self._emit(view, ev, out)
         metrics.TICKS.inc()

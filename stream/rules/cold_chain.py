@@ -418,7 +418,8 @@ def step(
     hist = list(state.air_history)
     if air is not None:
         hist.append((t, air))
-    hist = [(ht, hv) for ht, hv in hist if t - ht <= _us(window_s)]
+    within = _us(window_s)
+    hist = [x for x in hist if t - x[0] <= within]
     upd["air_history"] = hist
 
     # temperature_high / frozen_rebound: excursion machines, defrost-gated on the air probe.
@@ -451,7 +452,8 @@ def step(
     # rate_of_rise on the air probe.
     rp = params.rate_of_rise
     if rp is not None and air is not None:
-        rise = _rise([x for x in hist if t - x[0] <= _us(rp.window_s)], t, rp.window_s,
+        within = _us(rp.window_s)
+        rise = _rise([x for x in hist if t - x[0] <= within], t, rp.window_s,
                      rp.min_coverage)
         active = rise is not None and rise > rp.rise_c and not suppressed
         clear_ok = rise is None or rise <= rp.rise_c - rp.hysteresis
@@ -538,7 +540,8 @@ def step(
                      else t) if off else None
         upd["compressor_off_since"] = off_since
         if cp is not None and air is not None:
-            rise = _rise([x for x in hist if t - x[0] <= _us(cp.window_s)], t, cp.window_s,
+            within = _us(cp.window_s)
+            rise = _rise([x for x in hist if t - x[0] <= within], t, cp.window_s,
                          0.95)
             active = (off_since is not None and t - off_since >= _us(cp.window_s)
                       and rise is not None and rise >= cp.rise_c)

@@ -23,15 +23,24 @@ the same snapshot and changes nothing).
 The buffer holds at most ``max_buffer`` snapshots per device (:data:`MAX_BUFFER`): a
 device sending many samples inside the lateness window gets its oldest ones made final
 early, so its state (parsed and written every batch) stays bounded.
+
+Each snapshot is stepped once: a :class:`Chain` (in memory only, never persisted) keeps
+the rule state after each buffered snapshot, so when snapshots pass the lateness window
+the checkpoint becomes the state already computed for the head instead of being folded
+again. The chain is used only where it is exactly what the fold would give: it hangs
+off the very state objects it was made from (identity), and each link was stepped with
+parameters equal to those in force. Anything else (state reloaded from the store,
+parameters changed) falls back to the fold, so transitions and state are the same with
+or without it.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,7 +68,13 @@ class SnapshotRule(Generic[S, P]):
 
     @property
     def ordered_type(self) -> type[OrderedState[S]]:
-        return OrderedState[self.state_type]  # type: ignore[name-defined]
+        t = _ORDERED.get(self.state_type)
+        if t is None:
+            t = _ORDERED[self.state_type] = OrderedState[self.state_type]  # type: ignore[name-defined]
+        return t
+
+
+_ORDERED: dict[type[Any], Any] = {}
 
 
 class Generation(BaseModel):
@@ -95,20 +110,66 @@ class OrderedState(BaseModel, Generic[S]):
     generations: dict[str, Generation] = {}
 
 
+_FIELDS = ("watermark", "checkpoint", "checkpoint_ts", "buffer", "head", "sent",
+           "announced", "late_count", "generations")
+
+
+def _construct(cls: type[OrderedState[S]], **values: Any) -> OrderedState[S]:
+    """``cls(**values)`` without validating again what :func:`feed` built from validated
+    parts (what ``model_construct`` does, for every field given)."""
+    assert len(values) == len(_FIELDS)
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+@dataclass
+class Chain(Generic[S]):
+    """In memory only: ``states[i]`` is the rule state after ``buffer[i]``, stepped from
+    ``states[i - 1]`` (``base``, the checkpoint, for ``i == 0``) with ``params[i]``."""
+
+    base: S
+    states: list[S] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    @property
+    def end(self) -> S:
+        return self.states[-1] if self.states else self.base
+
+    def fits(self, checkpoint: S | None, buffer: Sequence[Snapshot], head: S | None) -> bool:
+        return (checkpoint is self.base and head is self.end
+                and len(self.states) == len(buffer))
+
+    def prefix_is(self, n: int, params: Any) -> bool:
+        """Whether the first ``n`` links were stepped with ``params``."""
+        return all(p is params or p == params for p in self.params[:n])
+
+
 @dataclass(frozen=True)
 class FeedResult(Generic[S]):
     state: OrderedState[S]
     transitions: list[AlertTransition]
     late: int  # snapshots older than the allowed lateness, ignored
     reordered: int  # snapshots placed before newer ones already seen
+    chain: Chain[S] | None = None  # for the next feed of ``state`` (None: none)
 
 
 def _fold(rule: SnapshotRule[S, P], state: S, params: P, site_id: str, device_id: str,
-          snaps: Sequence[Snapshot]) -> tuple[S, list[AlertTransition]]:
+          snaps: Sequence[Snapshot], chain: Chain[S] | None = None
+          ) -> tuple[S, list[AlertTransition]]:
+    """Step ``snaps`` in order; each state after a snapshot is appended to ``chain``."""
     out: list[AlertTransition] = []
+    step = rule.step
     for s in snaps:
-        state, trs = rule.step(state, params, site_id, device_id, from_us(s.ts), s.values)
-        out.extend(trs)
+        state, trs = step(state, params, site_id, device_id, from_us(s.ts), s.values)
+        if trs:
+            out.extend(trs)
+        if chain is not None:
+            chain.states.append(state)
+            chain.params.append(params)
     return state, out
 
 
@@ -156,9 +217,14 @@ def _prune_generations(generations: dict[str, Generation], checkpoint_ts: int | 
 def feed(
     st: OrderedState[S], rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
     snapshots: Sequence[tuple[datetime, Mapping[str, float]]], allowed_lateness_s: float,
-    max_buffer: int = MAX_BUFFER,
+    max_buffer: int = MAX_BUFFER, chain: Chain[S] | None = None, rebuild: bool = False,
 ) -> FeedResult[S]:
-    """Add snapshots of one device (any order); returns the transitions to send."""
+    """Add snapshots of one device (any order); returns the transitions to send.
+
+    ``chain``: the one the previous feed returned with ``st`` (used only if it still
+    fits ``st``); ``rebuild``: without one, make it by stepping the buffer from the
+    checkpoint again, used if that ends in a state equal to the head (once per state
+    read from the store). The result is the same either way."""
     lateness = round(allowed_lateness_s * 1_000_000)
     buffer = list(st.buffer)
     keys = [s.ts for s in buffer]
@@ -188,12 +254,25 @@ def feed(
         wm = ts if wm is None else max(wm, ts)
 
     checkpoint = st.checkpoint if st.checkpoint is not None else rule.state_type()
+    if chain is not None and not chain.fits(st.checkpoint, st.buffer, st.head):
+        chain = None
     if in_order:
         new = buffer[len(st.buffer):]
         head = st.head if st.head is not None else rule.state_type()
-        head, produced = _fold(rule, head, params, site_id, device_id, new)
+        if chain is None and rebuild:
+            chain = Chain(checkpoint)
+            _fold(rule, checkpoint, params, site_id, device_id, st.buffer, chain)
+            if chain.end == head:
+                head = chain.end  # equal: stepping on from it gives the same
+            else:
+                chain = None
+        elif chain is not None:
+            checkpoint = chain.base
+            chain = Chain(chain.base, list(chain.states), list(chain.params))  # not shared
+        head, produced = _fold(rule, head, params, site_id, device_id, new, chain)
     else:
-        head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer)
+        chain = Chain(checkpoint)
+        head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer, chain)
 
     sent = dict(st.sent)
     generations = dict(st.generations)
@@ -223,23 +302,25 @@ def feed(
 
     # Snapshots older than the lateness window become final: fold them into the checkpoint.
     cp_ts = st.checkpoint_ts
-    if wm is not None:
-        horizon = wm - lateness
-        n = bisect.bisect_left(keys, horizon)
-        if n:
-            checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
-            cp_ts = buffer[n - 1].ts
-            buffer = buffer[n:]
-    if len(buffer) > max_buffer:  # bounded state: the oldest become final early
+    n = bisect.bisect_left(keys, wm - lateness) if wm is not None else 0
+    if len(buffer) - n > max_buffer:  # bounded state: the oldest become final early
         n = len(buffer) - max_buffer
-        checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
+    if n:
+        # (The lateness window, then the bound: one fold of the first n either way.)
+        if chain is not None and chain.prefix_is(n, params):
+            checkpoint = chain.states[n - 1]  # stepped already, for the head
+            chain = Chain(checkpoint, chain.states[n:], chain.params[n:])
+        else:
+            checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
+            chain = None
         cp_ts = buffer[n - 1].ts
         buffer = buffer[n:]
-    if cp_ts is not None:
+    if cp_ts is not None and sent:
         sent = {k: v for k, v in sent.items() if v >= cp_ts}
-    new_state = rule.ordered_type(
+    new_state = _construct(
+        rule.ordered_type,
         watermark=wm, checkpoint=checkpoint, checkpoint_ts=cp_ts, buffer=buffer, head=head,
         sent=sent, announced=announced, late_count=st.late_count + late,
         generations=_prune_generations(generations, cp_ts),
     )
-    return FeedResult(new_state, out, late, reordered)
+    return FeedResult(new_state, out, late, reordered, chain)
