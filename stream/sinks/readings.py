@@ -1,11 +1,20 @@
 """Readings and one-minute and one-hour rollups into PostgreSQL, idempotently.
 
-Each batch: ensure the daily partitions exist, COPY (binary) into a temporary staging
-table, ``INSERT ... ON CONFLICT DO NOTHING`` into ``readings`` (the fastest idempotent
-path measured), then recompute from ``readings`` every (device, metric, minute) the batch
-touched, and from those minutes every (device, metric, hour). Because rollups are
-recomputed from stored rows, a replayed or late batch gives the same numbers as the
-first delivery. All of it is one transaction.
+Idempotence is per message, not per reading. Each batch, in one transaction:
+
+1. ``INSERT … ON CONFLICT DO NOTHING RETURNING`` the batch's message ids into
+   ``stream_messages`` (keyed by msg_id and the message's earliest reading time): one
+   conflict check per message (about ten readings) instead of one per reading. The ids
+   returned are the messages never stored before; a replayed Kafka record and a
+   redelivered MQTT message (same msg_id at another offset) are not among them.
+2. Binary COPY of those messages' readings straight into ``readings`` (no staging table,
+   no unique index on readings).
+3. Rollups: the new readings aggregated here per (site, device, metric, minute) and per
+   hour (:mod:`stream.sinks.rollups`) and merged into ``rollups_1m`` / ``rollups_1h``, one
+   upsert row per touched bucket. The merge is order-independent, so late and
+   out-of-order readings give the same rollups as in-order ones.
+
+A crash before the commit stores nothing, message ids included; the batch comes again.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from datetime import UTC, date, datetime
 import psycopg
 
 from ganzhi.contracts import Telemetry
+from stream.sinks.rollups import Agg, Key, aggregate
 
 
 @dataclass(frozen=True)
@@ -46,58 +56,61 @@ def rows_from_telemetry(msg: Telemetry) -> list[ReadingRow]:
     ]
 
 
-_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS readings_stage (
-  time timestamptz, site_id text, device_id text, metric text,
-  value double precision, unit text, msg_id uuid
-) ON COMMIT DELETE ROWS
+_MESSAGES = """
+INSERT INTO stream_messages (msg_id, time)
+SELECT * FROM unnest(%b::uuid[], %b::timestamptz[])
+ON CONFLICT DO NOTHING
+RETURNING msg_id
 """
 _COPY = (
-    "COPY readings_stage (time, site_id, device_id, metric, value, unit, msg_id)"
+    "COPY readings (time, site_id, device_id, metric, value, unit, msg_id)"
     " FROM STDIN (FORMAT BINARY)"
 )
 _COPY_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "uuid"]
-_INSERT = """
-INSERT INTO readings (time, site_id, device_id, metric, value, unit, msg_id)
-SELECT time, site_id, device_id, metric, value, unit, msg_id FROM readings_stage
-ON CONFLICT DO NOTHING
-"""
-_ROLLUP = """
-WITH touched AS (
-  SELECT DISTINCT site_id, device_id, metric, date_trunc('minute', time) AS bucket
-  FROM readings_stage
-)
-INSERT INTO rollups_1m AS r
+# Merges a batch's aggregate into the stored one; the same arithmetic as rollups.merge.
+_UPSERT = """
+INSERT INTO {table} AS r
   (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
-SELECT t.bucket, t.site_id, t.device_id, t.metric, count(*), min(x.value), max(x.value),
-       avg(x.value), (array_agg(x.value ORDER BY x.time DESC, x.msg_id DESC))[1], max(x.time)
-FROM touched t
-JOIN readings x ON x.site_id = t.site_id AND x.device_id = t.device_id
-  AND x.metric = t.metric AND x.time >= t.bucket AND x.time < t.bucket + interval '1 minute'
-GROUP BY t.site_id, t.device_id, t.metric, t.bucket
+SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::int[],
+                     %b::float8[], %b::float8[], %b::float8[], %b::float8[],
+                     %b::timestamptz[])
 ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
-  count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
-  last = EXCLUDED.last, last_time = EXCLUDED.last_time, updated_at = now()
+  count = r.count + EXCLUDED.count,
+  min = least(r.min, EXCLUDED.min),
+  max = greatest(r.max, EXCLUDED.max),
+  mean = (r.mean * r.count + EXCLUDED.mean * EXCLUDED.count) / (r.count + EXCLUDED.count),
+  last = CASE WHEN (EXCLUDED.last_time, EXCLUDED.last) > (r.last_time, r.last)
+              THEN EXCLUDED.last ELSE r.last END,
+  last_time = greatest(r.last_time, EXCLUDED.last_time),
+  updated_at = now()
 """
+_UPSERT_1M = _UPSERT.format(table="rollups_1m")
+_UPSERT_1H = _UPSERT.format(table="rollups_1h")
 
-_ROLLUP_1H = """
-WITH touched AS (
-  SELECT DISTINCT site_id, device_id, metric, date_trunc('hour', time) AS bucket
-  FROM readings_stage
-)
-INSERT INTO rollups_1h AS r
-  (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
-SELECT t.bucket, t.site_id, t.device_id, t.metric, sum(m.count), min(m.min), max(m.max),
-       sum(m.mean * m.count) / sum(m.count),
-       (array_agg(m.last ORDER BY m.last_time DESC))[1], max(m.last_time)
-FROM touched t
-JOIN rollups_1m m ON m.site_id = t.site_id AND m.device_id = t.device_id
-  AND m.metric = t.metric AND m.bucket >= t.bucket AND m.bucket < t.bucket + interval '1 hour'
-GROUP BY t.site_id, t.device_id, t.metric, t.bucket
-ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
-  count = EXCLUDED.count, min = EXCLUDED.min, max = EXCLUDED.max, mean = EXCLUDED.mean,
-  last = EXCLUDED.last, last_time = EXCLUDED.last_time, updated_at = now()
-"""
+
+def _upsert_params(aggs: dict[Key, Agg]) -> list[list[object]]:
+    """Column arrays for ``_UPSERT``, in key order (one lock order for every writer)."""
+    rows = [(k[3], k[0], k[1], k[2], a.count, a.min, a.max, a.sum / a.count, a.last,
+             a.last_time) for k, a in sorted(aggs.items())]
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+def new_messages(rows: Sequence[ReadingRow]) -> tuple[list[ReadingRow], dict[uuid.UUID, datetime]]:
+    """The batch's rows without in-batch repeats of (msg_id, metric, time) — two copies of
+    one message in the same batch — and each message's key time (its earliest reading)."""
+    seen: set[tuple[uuid.UUID, str, datetime]] = set()
+    unique: list[ReadingRow] = []
+    first: dict[uuid.UUID, datetime] = {}
+    for r in rows:
+        k = (r.msg_id, r.metric, r.time)
+        if k in seen:
+            continue
+        seen.add(k)
+        unique.append(r)
+        t = first.get(r.msg_id)
+        if t is None or r.time < t:
+            first[r.msg_id] = r.time
+    return unique, first
 
 
 class ReadingsSink:
@@ -112,7 +125,6 @@ class ReadingsSink:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
             await self._conn.execute("SET TIME ZONE 'UTC'")
-            await self._conn.execute(_STAGE)
         return self._conn
 
     async def _ensure_partitions(
@@ -134,20 +146,26 @@ class ReadingsSink:
         try:
             conn = await self._connection()
             await self._ensure_partitions(conn, (r.time for r in rows))
+            unique, first = new_messages(rows)
+            ids = list(first)
             async with conn.transaction(), conn.cursor() as cur:
-                async with cur.copy(_COPY) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for r in rows:
-                        await copy.write_row(
-                            (r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
-                             r.msg_id))
-                await cur.execute(_INSERT)
-                inserted = max(cur.rowcount, 0)
+                await cur.execute(_MESSAGES, (ids, [first[i] for i in ids]))
+                fresh = {r[0] for r in await cur.fetchall()}
+                stored = [r for r in unique if r.msg_id in fresh]
                 rollups = 0
-                if inserted:
-                    await cur.execute(_ROLLUP)
-                    rollups = max(cur.rowcount, 0)
-                    await cur.execute(_ROLLUP_1H)
+                if stored:
+                    async with cur.copy(_COPY) as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for r in stored:
+                            await copy.write_row(
+                                (r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
+                                 r.msg_id))
+                    minutes, hours = aggregate(
+                        (r.site_id, r.device_id, r.metric, r.time, r.value) for r in stored)
+                    await cur.execute(_UPSERT_1M, _upsert_params(minutes))
+                    await cur.execute(_UPSERT_1H, _upsert_params(hours))
+                    rollups = len(minutes)
+            inserted = len(stored)
         except psycopg.Error as exc:
             self._days.clear()  # a partition may have been dropped by retention
             if isinstance(exc, psycopg.OperationalError):

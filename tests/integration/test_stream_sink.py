@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from ganzhi.db.migrate import MIGRATIONS_DIR, migrate
+from ganzhi.stack.infra import Managed, create_database
 from stream.sinks.readings import ReadingRow, ReadingsSink
 
 pytestmark = pytest.mark.integration
@@ -131,3 +135,209 @@ async def test_two_sites_with_the_same_device_id_never_mix(pg_dsn: str) -> None:
             "SELECT site_id, count, mean FROM rollups_1h ORDER BY site_id").fetchall()
     assert minute == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]
     assert hour == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]
+
+
+# --- idempotence per message, rollups merged in the worker (issue 13) ---------------------
+
+def _state(dsn: str) -> tuple[list[tuple[object, ...]], ...]:
+    with psycopg.connect(dsn) as conn:
+        return tuple(
+            conn.execute(q).fetchall() for q in (
+                "SELECT time, site_id, device_id, metric, value, msg_id FROM readings"
+                " ORDER BY msg_id, metric, time",
+                "SELECT msg_id, time FROM stream_messages ORDER BY msg_id",
+                "SELECT bucket, site_id, device_id, metric, count, min, max, mean, last,"
+                " last_time FROM rollups_1m ORDER BY site_id, device_id, metric, bucket",
+                "SELECT bucket, site_id, device_id, metric, count, min, max, mean, last,"
+                " last_time FROM rollups_1h ORDER BY site_id, device_id, metric, bucket",
+            )
+        )
+
+
+def _message(msg_id: uuid.UUID, t: datetime, values: list[float], device: str = "cs-1",
+             site: str = "site-a") -> list[ReadingRow]:
+    """One message of several readings (temperature and humidity, 10 s apart)."""
+    return [
+        ReadingRow(t + timedelta(seconds=10 * (i // 2)), site, device,
+                   "temperature" if i % 2 == 0 else "humidity", v, "unit", msg_id)
+        for i, v in enumerate(values)
+    ]
+
+
+async def test_replay_of_a_batch_changes_nothing(pg_dsn: str) -> None:
+    sink = ReadingsSink(pg_dsn)
+    try:
+        batch = [row for k in range(5)
+                 for row in _message(uuid.uuid4(), T0 + timedelta(seconds=30 * k),
+                                     [float(k), k + 0.5, k + 1.0, k + 1.5])]
+        first = await sink.write(batch)
+        assert (first.inserted, first.duplicates) == (20, 0)
+        before = _state(pg_dsn)
+        again = await sink.write(batch)
+        assert (again.inserted, again.duplicates) == (0, 20)
+        assert _state(pg_dsn) == before
+    finally:
+        await sink.close()
+
+
+async def test_a_redelivered_message_in_a_later_batch_changes_nothing(pg_dsn: str) -> None:
+    """Same msg_id, republished after a lost PUBACK: a later batch, another Kafka offset."""
+    sink = ReadingsSink(pg_dsn)
+    try:
+        m1 = _message(uuid.uuid4(), T0, [1.0, 10.0, 2.0, 20.0])
+        m2 = _message(uuid.uuid4(), T0 + timedelta(seconds=20), [3.0, 30.0])
+        await sink.write(m1 + m2)
+        before = _state(pg_dsn)
+        m3 = _message(uuid.uuid4(), T0 + timedelta(minutes=5), [4.0])
+        res = await sink.write(m2 + m3 + m1)
+        assert (res.inserted, res.duplicates) == (1, 6)
+        after = _state(pg_dsn)
+        assert len(after[0]) == len(before[0]) + 1
+        without_m3 = tuple(
+            [r for r in table if m3[0].msg_id not in r and T0 + timedelta(minutes=5) not in r]
+            for table in after)
+        assert without_m3[0] == before[0] and without_m3[1] == before[1]
+        assert without_m3[2] == before[2]  # m3's minute is a new row; the others unchanged
+        # Two copies of one message in the same batch count once.
+        m4 = _message(uuid.uuid4(), T0 + timedelta(minutes=7), [5.0, 50.0])
+        res = await sink.write(m4 + m4)
+        assert (res.inserted, res.duplicates) == (2, 2)
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute(
+                "SELECT count, mean FROM rollups_1m WHERE metric = 'temperature'"
+                " AND bucket = %s", (T0.replace(second=0) + timedelta(minutes=7),)).fetchone()
+        assert row == (1, 5.0)
+    finally:
+        await sink.close()
+
+
+async def test_late_and_out_of_order_readings_merge_into_the_rollups(pg_dsn: str) -> None:
+    sink = ReadingsSink(pg_dsn)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    try:
+        def one(sec: int, value: float) -> list[ReadingRow]:
+            return [ReadingRow(start + timedelta(seconds=sec), "site-a", "cs-1",
+                               "temperature", value, "celsius", uuid.uuid4())]
+        await sink.write(one(50, 5.0) + one(30, 3.0))  # out of order within a batch
+        await sink.write(one(10, 1.0))  # late: earlier than all stored, not the last
+        await sink.write(one(3600 - 1, 9.0))  # the hour's last minute
+        await sink.write(one(20, 20.0))  # late again, a new max but not the last
+        with psycopg.connect(pg_dsn) as conn:
+            minute = conn.execute(
+                "SELECT count, min, max, mean, last, last_time FROM rollups_1m"
+                " WHERE bucket = %s", (start,)).fetchone()
+            hour = conn.execute(
+                "SELECT count, min, max, mean, last, last_time FROM rollups_1h").fetchall()
+        assert minute == (4, 1.0, 20.0, pytest.approx(29.0 / 4), 5.0,
+                          start + timedelta(seconds=50))
+        assert hour == [(5, 1.0, 20.0, pytest.approx(38.0 / 5), 9.0,
+                         start + timedelta(seconds=3599))]
+    finally:
+        await sink.close()
+
+
+_FROM_SCRATCH = {
+    "rollups_1m": "minute",
+    "rollups_1h": "hour",
+}
+
+
+async def test_rollups_equal_a_group_by_after_random_batches_with_duplicates(
+    pg_dsn: str,
+) -> None:
+    import random
+
+    rnd = random.Random(13)
+    start = datetime(2026, 3, 2, 7, 50, tzinfo=UTC)
+    messages = []
+    for _ in range(150):
+        t = start + timedelta(seconds=rnd.randrange(0, 3 * 3600))
+        values = [round(rnd.uniform(-20, 40), 1) for _ in range(rnd.choice([1, 2, 4, 10]))]
+        messages.append(_message(uuid.uuid4(), t, values, device=rnd.choice(["d1", "d2"]),
+                                 site=rnd.choice(["site-a", "site-b"])))
+    sink = ReadingsSink(pg_dsn)
+    try:
+        stored: set[uuid.UUID] = set()
+        while len(stored) < len(messages):
+            # A batch: some new messages, some already stored (replays, redeliveries), in
+            # any order, sometimes two copies of one.
+            batch = rnd.sample(messages, rnd.randint(1, 12))
+            batch += rnd.choices(batch, k=rnd.randint(0, 2))
+            rows = [row for m in batch for row in m]
+            new = {m[0].msg_id for m in batch} - stored
+            res = await sink.write(rows)
+            assert res.inserted == sum(len(m) for m in messages if m[0].msg_id in new)
+            stored |= new
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (
+            sum(len(m) for m in messages),)
+        for table, width in _FROM_SCRATCH.items():
+            diff = conn.execute(
+                f"WITH g AS (SELECT date_trunc('{width}', time AT TIME ZONE 'UTC')"
+                "   AT TIME ZONE 'UTC' AS bucket, site_id, device_id, metric, count(*) AS count,"
+                "   min(value) AS min, max(value) AS max, avg(value) AS mean,"
+                "   (array_agg(value ORDER BY time DESC, value DESC))[1] AS last,"
+                "   max(time) AS last_time FROM readings GROUP BY 1, 2, 3, 4)"
+                f" SELECT count(*) FROM g FULL JOIN {table} r"
+                "   USING (bucket, site_id, device_id, metric)"
+                " WHERE g.count IS DISTINCT FROM r.count OR g.min IS DISTINCT FROM r.min"
+                "   OR g.max IS DISTINCT FROM r.max OR g.last IS DISTINCT FROM r.last"
+                "   OR g.last_time IS DISTINCT FROM r.last_time"
+                "   OR NOT abs(g.mean - r.mean) <= 1e-9 * greatest(1, abs(g.mean))"
+            ).fetchone()
+            total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert diff == (0,), table
+            assert total is not None and total[0] > 20
+
+
+async def test_migration_0014_keeps_stored_messages_deduplicated(
+    pg_server: Managed, tmp_path: Path
+) -> None:
+    """Readings stored before 0014 get their message ids; a replay of them stays a no-op."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    create_database(pg_server.extra["admin_dsn"], name)
+    dsn = pg_server.extra["admin_dsn"].rsplit("/", 1)[0] + f"/{name}"
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if f.name < "0014":
+            shutil.copy(f, before / f.name)
+    migrate(dsn, before)
+    old = _message(uuid.uuid4(), T0, [1.0, 10.0, 3.0, 30.0])  # crosses midnight: 2 days
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT ganzhi_ensure_reading_partitions(%s, %s)",
+                     (T0, T0 + timedelta(days=1)))
+        for r in old:
+            conn.execute(
+                "INSERT INTO readings (time, site_id, device_id, metric, value, unit, msg_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (r.time, r.site_id, r.device_id, r.metric, r.value, r.unit, r.msg_id))
+        conn.execute(
+            "INSERT INTO rollups_1m (bucket, site_id, device_id, metric, count, min, max,"
+            " mean, last, last_time) SELECT date_trunc('minute', time), site_id, device_id,"
+            " metric, count(*), min(value), max(value), avg(value), max(value), max(time)"
+            " FROM readings GROUP BY 1, 2, 3, 4")
+    assert "0014_message_dedupe.sql" in migrate(dsn)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT msg_id, time FROM stream_messages").fetchall() == [
+            (old[0].msg_id, T0)]
+        parts = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'stream_messages'::regclass"
+        ).fetchone()
+        assert parts is not None and parts[0] >= 2
+    state = _state(dsn)
+    sink = ReadingsSink(dsn)
+    try:
+        res = await sink.write(old)
+        assert (res.inserted, res.duplicates) == (0, 4)
+        assert _state(dsn) == state
+        res = await sink.write(_message(uuid.uuid4(), T0, [2.0]))
+        assert res.inserted == 1
+    finally:
+        await sink.close()
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count, mean FROM rollups_1m WHERE bucket = %s"
+                           " AND metric = 'temperature'", (T0.replace(second=0),)).fetchone()
+    assert row == (3, 2.0)  # 1.0 and 3.0 stored before 0014, 2.0 after
