@@ -348,6 +348,8 @@ def main() -> int:
         validation_costs(payloads(min(a.messages, 5000), a.devices, a.readings))
         return 0
 
+    # A timeout's SIGTERM still runs the clean-up below (brokers, worktree).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="ganzhi-bench-"))
     mosq = start_mosquitto(root / "mosquitto")
     tansu = start_tansu(root)
