@@ -95,6 +95,10 @@ class ClueDispatcher:
         self.held = 0
         # A claim outlives the POST it is for; a dispatcher that dies releases it by expiry.
         self.lease_s = settings.timeout_s * 2 + 10
+        # The figures (a scan of the pending and dead rows) are refreshed after deliveries
+        # and otherwise at most this often, so a short poll interval stays cheap.
+        self.figures_every_s = 1.0
+        self._figures_at = float("-inf")
 
     async def refresh_pending(self) -> int:
         async with self._pool.connection() as conn:
@@ -112,6 +116,7 @@ class ClueDispatcher:
                     gauge.labels(r.name).set(0)
         self.pending = sum(f.pending for f in rows)
         self.held = sum(f.held for f in rows)
+        self._figures_at = time.monotonic()
         return self.pending
 
     async def run_once(self) -> int:
@@ -138,7 +143,8 @@ class ClueDispatcher:
             finally:
                 if self._client is None:
                     await client.aclose()
-        await self.refresh_pending()
+        if claims or time.monotonic() - self._figures_at >= self.figures_every_s:
+            await self.refresh_pending()
         return len(claims)
 
     async def _deliver(self, client: httpx.AsyncClient, r: Receiver, item: OutboxItem) -> None:

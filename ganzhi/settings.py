@@ -131,7 +131,10 @@ class WebhookSettings(BaseModel):
     timeout_s: float = 5.0
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
-    poll_interval_s: float = 0.5
+    # How often an idle dispatcher looks for due outbox rows: the longest a new clue waits
+    # before its first attempt (docs/performance.md, "Alert latency"). One indexed query
+    # per receiver each time; the outbox figures are refreshed at most once a second.
+    poll_interval_s: float = 0.1
     # Where the task system can fetch evidence; put into each clue's links.
     public_base_url: str = "http://127.0.0.1:8000"
 

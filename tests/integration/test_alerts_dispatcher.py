@@ -306,3 +306,39 @@ async def test_resolution_is_held_while_its_created_event_is_dead(
     assert [(c[0], c[1][EVENT_HEADER]) for c in receiver.calls] == [
         (422, "clue.created"), (200, "clue.created"), (200, "clue.resolved")]
     assert (dispatcher.pending, dispatcher.held) == (0, 0)
+
+
+async def test_idle_polls_are_cheap_and_a_new_clue_goes_out_within_a_poll(
+    pg_dsn: str, pool: AsyncConnectionPool[Any], receiver_factory: Any
+) -> None:
+    """The default poll is short (alert latency, docs/performance.md); an idle round is
+    one claim query, the outbox figures are refreshed at most once a second."""
+    assert WebhookSettings().poll_interval_s <= 0.1
+    receiver: Receiver = receiver_factory([])
+    dispatcher = dispatcher_for(receiver.url, pool)
+    await dispatcher.refresh_pending()
+    refreshed = dispatcher._figures_at
+    assert await dispatcher.run_once() == 0
+    assert dispatcher._figures_at == refreshed  # not refreshed again when idle
+    dispatcher.figures_every_s = 0.0
+    assert await dispatcher.run_once() == 0
+    assert dispatcher._figures_at > refreshed
+
+    stop = asyncio.Event()
+    hook, receivers = webhook(receiver.url,
+                              poll_interval_s=WebhookSettings().poll_interval_s)
+    dispatcher = ClueDispatcher(hook, receivers, pool)
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await asyncio.sleep(0.3)  # idle rounds
+        await open_alert(pool)
+        started = asyncio.get_running_loop().time()
+        while not receiver.accepted:
+            assert asyncio.get_running_loop().time() - started < 5
+            await asyncio.sleep(0.01)
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < 0.1 + 0.4  # a poll, the claim and the POST
+        assert dispatcher.pending == 0
+    finally:
+        stop.set()
+        await task
