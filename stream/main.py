@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
+import threading
 import time
 import warnings
 from datetime import timedelta
@@ -137,7 +140,26 @@ def run(settings: Settings) -> int:
     finally:
         ops.stop()
     log.info("stream_worker_stopped", exit_code=code)
-    return code
+    _exit_without_teardown(code)
+    return code  # not reached
+
+
+def _exit_without_teardown(code: int, threads_wait_s: float = 5.0) -> None:
+    """End the process now that Faust has stopped, committed and closed everything.
+
+    The interpreter's own teardown frees the whole heap object by object (after a long
+    run behind a backlog: buffered events, parsed rule state, objects ``gc.freeze`` kept
+    out of the collections), which took longer than the stack's 20 s grace on SIGTERM.
+    Nothing is left to do at that point, so skip it: wait (bounded) for any non-daemon
+    thread still finishing, flush the output, and leave."""
+    deadline = time.monotonic() + threads_wait_s
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon and t.is_alive():
+            t.join(max(0.0, deadline - time.monotonic()))
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
