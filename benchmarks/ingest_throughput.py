@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -341,6 +342,8 @@ def main() -> int:
     ap.add_argument("--validation", action="store_true",
                     help="only time validation and its alternatives per message")
     ap.add_argument("--null-subscriber", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, metavar="PATH",
+                    help="also write the table's figures to PATH as JSON")
     a = ap.parse_args()
     if a.null_subscriber:
         return null_subscriber(*a.null_subscriber)
@@ -403,6 +406,7 @@ def main() -> int:
     print("| path | msg/s | × pass-through | publish (PUBACKed) | CPU µs/message "
           "| brokers' CPU µs/message |")
     print("|---|---|---|---|---|---|")
+    figures: list[dict[str, Any]] = []
     for name, r in rows:
         rate = n / r["total"]
         ratio = r["ratio"] if "ratio" in r else rate / ceiling
@@ -410,6 +414,17 @@ def main() -> int:
         brokers = f"{r['brokers'] / n * 1e6:.0f}" if "brokers" in r else "–"
         print(f"| {name} | {rate:,.0f} | {ratio:.2f} | {pub} | {r['cpu'] / n * 1e6:.0f} "
               f"| {brokers} |")
+        figures.append({"path": name, "msg_s": rate, "ratio_to_pass_through": ratio,
+                        "publish_msg_s": n / r["pub"] if "pub" in r else None,
+                        "cpu_us_per_msg": r["cpu"] / n * 1e6,
+                        "brokers_cpu_us_per_msg": (r["brokers"] / n * 1e6
+                                                   if "brokers" in r else None)})
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({
+            "messages": n, "readings_per_message": a.readings, "workers": a.workers,
+            "rounds": a.repeat, "load_after": os.getloadavg()[0], "rows": figures},
+            indent=1) + "\n")
     return 0
 
 

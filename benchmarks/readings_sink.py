@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import sys
 import tempfile
@@ -245,6 +246,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--devices", type=int, default=500)
+    ap.add_argument("--json", type=Path, metavar="PATH",
+                    help="also write the printed figures to PATH as JSON")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ganzhi-bench-pg-"))
@@ -278,6 +281,20 @@ def main() -> int:
         line("old sink (ON CONFLICT per reading, recompute)", old_s)
         line("new sink: first write + 1m/1h rollups", sink_s)
         line("new sink: replay (all duplicates)", replay_s)
+        if args.json:
+            figures = {"plain_copy": ("plain COPY, unindexed table", plain_s),
+                       "indexed_copy": ("COPY into indexed readings-shaped table", floor_s),
+                       "old_sink": ("old sink (ON CONFLICT per reading, recompute)", old_s),
+                       "sink_first_write": ("new sink: first write + 1m/1h rollups", sink_s),
+                       "sink_replay": ("new sink: replay (all duplicates)", replay_s)}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({
+                "rows": n, "batch": args.batch, "devices": args.devices,
+                "indexed_copy_first_rows_s": n / floor_a,
+                "indexed_copy_last_rows_s": n / floor_b,
+                "figures": {k: {"label": label, "rows_s": n / secs,
+                                "x_indexed_copy": floor_s / secs}
+                            for k, (label, secs) in figures.items()}}, indent=1) + "\n")
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)

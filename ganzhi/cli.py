@@ -495,6 +495,20 @@ def _registry_import_box(s: Settings, a: argparse.Namespace) -> int:
     return _with_db(s, "registry import-box", work)
 
 
+def _bench(_s: Settings, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ganzhi.bench import STAGES, main
+
+    only = [x for x in a.only.split(",") if x] if a.only else None
+    unknown = sorted(set(only or ()) - set(STAGES))
+    if unknown:
+        print(f"ganzhi bench: unknown stage(s) {', '.join(unknown)}; "
+              f"choose from {','.join(STAGES)}", file=sys.stderr)
+        return 2
+    return main(a.profile, only, Path(a.out))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganzhi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -519,6 +533,20 @@ def main(argv: list[str] | None = None) -> int:
     faults.add_argument("--data-dir", default="var/faults", help="where the run keeps its data")
     faults.add_argument("--report", default=None, help="write the figures as JSON here")
     faults.set_defaults(fn=_faults)
+    bench = sub.add_parser(
+        "bench", help="the pipeline benchmarks in sequence (own servers on loopback): a table "
+        "against the targets, and JSON")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                      help="small sizes, about 2-3 minutes on two cores")
+    size.add_argument("--full", dest="profile", action="store_const", const="full",
+                      help="the default: about 10-15 minutes on two cores")
+    bench.set_defaults(profile="full")
+    bench.add_argument("--only", default=None, metavar="STAGES",
+                       help="comma-separated subset of ingest,sink,rules,latency")
+    bench.add_argument("--out", default="var/bench/summary.json",
+                       help="the summary as JSON (each stage's log and JSON beside it)")
+    bench.set_defaults(fn=_bench)
     demo = sub.add_parser("demo", help="start brokers, database, services and simulators")
     demo.add_argument("--data-dir", default="var", help="where the stack keeps its data")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
