@@ -1,21 +1,31 @@
 """Readings sink throughput: the stream worker's idempotent write path against COPY.
 
 Starts its own PostgreSQL cluster (fsync on), applies the migrations, and writes the same
-readings five ways in one run, in batches like the stream worker's:
+readings several ways in one run, in batches like the stream worker's:
 
 1. plain binary COPY into an unindexed table (no idempotency, no rollups);
 2. binary COPY into a readings-shaped table (partitioned by day) with the one
    ``(site_id, device_id, metric, time DESC)`` index queries need: the floor for a
    queryable store, and the reference for the ratios;
-3. the old sink (kept here only, for the before figure): COPY into staging,
-   ``INSERT … ON CONFLICT DO NOTHING`` on ``(msg_id, metric, time)``, minute and hour
-   rollups recomputed from the stored rows, into tables of the old shape;
-4. ``ReadingsSink.write``: message ids into ``stream_messages`` (conflict check per
-   message), COPY of the new messages' readings into ``readings``, minute and hour
-   rollups aggregated in the worker and merged with one upsert per bucket;
-5. the same batches again through ``ReadingsSink`` (a replay: every message a duplicate).
+3. the old sink (before issue 13, kept here only; ``--no-old`` skips it): COPY into
+   staging, ``INSERT … ON CONFLICT DO NOTHING`` on ``(msg_id, metric, time)``, minute and
+   hour rollups recomputed from the stored rows, into tables of the old shape;
+4. the sink of migration 0014 (``--before REF``, default the commit before the delta
+   log; its source is taken from git and pointed at ``before_*`` tables of the same shape):
+   message ids into a message table, COPY into readings, minute and hour aggregates
+   merged into the rollups with two upserts per batch;
+5. ``ReadingsSink``: message ids into ``stream_messages``, COPY of the new messages'
+   readings into ``readings``, their minute aggregates COPYed into ``rollup_deltas``,
+   compactions into ``rollups_1m`` / ``rollups_1h`` every ``--compact-s`` seconds (the
+   ``stream.rollup_compact_s`` setting by default) and once more at the end, all inside
+   the timed window;
+6. the same batches again through ``ReadingsSink`` (a replay: every message a duplicate).
+
+Paths 2, 4 and 5 run ``--rounds`` times, interleaved, on emptied tables (the machine's
+speed drifts within a run); each path's best round counts.
 
     .venv/bin/python benchmarks/readings_sink.py --rows 200000 --batch 2000
+    .venv/bin/python benchmarks/readings_sink.py --rows 200000 --batch 2000 --devices 20000
 """
 
 from __future__ import annotations
@@ -24,10 +34,13 @@ import argparse
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,23 +48,27 @@ import psycopg
 
 from ganzhi.db.migrate import migrate
 from ganzhi.stack.infra import start_postgres
-from stream.sinks.readings import ReadingRow, ReadingsSink
+from stream.sinks.readings import CompactResult, ReadingRow, ReadingsSink
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 
 
 def make_rows(n: int, devices: int) -> list[ReadingRow]:
+    """One message of 2 readings per device every 10 s; the readings of a message share
+    one msg_id object, as ``rows_from_telemetry`` makes them."""
     rows = []
     per_tick = devices * 2
+    msg_id = uuid.UUID(int=0)
     for i in range(n):
         tick, slot = divmod(i, per_tick)
         dev, metric = divmod(slot, 2)
+        if metric == 0:
+            msg_id = uuid.UUID(int=tick * devices + dev)
         rows.append(
             ReadingRow(
-                T0 + timedelta(seconds=10 * tick), "bench", f"dev-{dev:04d}",
+                T0 + timedelta(seconds=10 * tick), "bench", f"dev-{dev:05d}",
                 "temperature" if metric == 0 else "humidity", 3.0 + (i % 100) / 10,
-                "celsius" if metric == 0 else "percent",
-                uuid.UUID(int=tick * devices + dev),
+                "celsius" if metric == 0 else "percent", msg_id,
             )
         )
     return rows
@@ -206,39 +223,137 @@ async def old_sink(dsn: str, parts: list[list[ReadingRow]]) -> tuple[float, int]
         return time.perf_counter() - start, inserted
 
 
-# --- the sink -----------------------------------------------------------------------------
+# --- the sink of migration 0014 (the before figure), from git ------------------------------
+
+BEFORE_REF = "85c2197"  # the last commit whose sink upserted the rollups per batch
 
 
-async def through_sink(dsn: str, parts: list[list[ReadingRow]], label: str) -> tuple[float, int]:
-    sink = ReadingsSink(dsn)
+def before_setup() -> list[str]:
+    sql = ["CREATE TABLE before_readings (LIKE readings INCLUDING DEFAULTS)"
+           " PARTITION BY RANGE (time)"]
+    _day_partition(sql, "before_readings")
+    sql += [
+        "CREATE INDEX ON before_readings (site_id, device_id, metric, time DESC)",
+        "CREATE TABLE before_messages (LIKE stream_messages INCLUDING DEFAULTS,"
+        " PRIMARY KEY (msg_id, time)) PARTITION BY RANGE (time)",
+    ]
+    _day_partition(sql, "before_messages")
+    for width, fill in (("1m", 70), ("1h", 50)):
+        sql.append(f"CREATE TABLE before_rollups_{width} (LIKE rollups_{width} INCLUDING ALL)"
+                   f" WITH (fillfactor = {fill})")
+    return sql
+
+
+def load_before(ref: str) -> type | None:
+    """``ReadingsSink`` as it was at ``ref``, writing to the ``before_*`` tables."""
+    try:
+        src = subprocess.run(["git", "show", f"{ref}:stream/sinks/readings.py"],
+                             capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  before: no sink at {ref} ({exc}); skipped", file=sys.stderr)
+        return None
+    for old, new in (("INSERT INTO stream_messages", "INSERT INTO before_messages"),
+                     ("COPY readings ", "COPY before_readings "),
+                     ('table="rollups_1m"', 'table="before_rollups_1m"'),
+                     ('table="rollups_1h"', 'table="before_rollups_1h"')):
+        assert old in src, (ref, old)
+        src = src.replace(old, new)
+    mod = types.ModuleType("before_sink")
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, f"{ref}:stream/sinks/readings.py", "exec"), mod.__dict__)
+    sink: type = mod.ReadingsSink
+    return sink
+
+
+async def through_before(dsn: str, parts: list[list[ReadingRow]], cls: type
+                         ) -> tuple[float, int]:
+    sink = cls(dsn)
     inserted = 0
-    await sink.write(parts[0][:0])  # nothing; the connection is made inside the timing
+    await sink.write(parts[0][:0])
     start = time.perf_counter()
-    last = start
-    for i, part in enumerate(parts, 1):
+    for part in parts:
         inserted += (await sink.write(part)).inserted
-        if time.perf_counter() - last > 2:
-            print(f"  {label}: batch {i}/{len(parts)}", file=sys.stderr)
-            last = time.perf_counter()
     elapsed = time.perf_counter() - start
     await sink.close()
     return elapsed, inserted
 
 
-def check_rollups(dsn: str) -> None:
-    """The new sink's rollups equal the old sink's recomputed ones."""
+# --- the sink -----------------------------------------------------------------------------
+
+
+@dataclass
+class SinkRun:
+    seconds: float = 0.0
+    inserted: int = 0
+    compactions: int = 0
+    compact_s: float = 0.0  # of which compacting (the final one included)
+    deltas: int = 0
+
+
+async def through_sink(dsn: str, parts: list[list[ReadingRow]], label: str,
+                       compact_s: float | None) -> SinkRun:
+    """Every batch through ``ReadingsSink.write`` (compacting at its interval), then a final
+    compaction, all timed: the figure includes the whole cost of the rollups."""
+    sink = ReadingsSink(dsn, compact_every_s=compact_s)
+    run = SinkRun()
+    compact = sink.compact
+
+    async def timed_compact(*, wait: bool = True) -> CompactResult:
+        t = time.perf_counter()
+        res = await compact(wait=wait)
+        run.compact_s += time.perf_counter() - t
+        run.compactions += 1
+        run.deltas += res.deltas
+        return res
+
+    sink.compact = timed_compact  # type: ignore[method-assign]
+    await sink.write(parts[0][:0])  # nothing; the connection is made inside the timing
+    start = time.perf_counter()
+    last = start
+    for i, part in enumerate(parts, 1):
+        run.inserted += (await sink.write(part)).inserted
+        if time.perf_counter() - last > 2:
+            print(f"  {label}: batch {i}/{len(parts)}", file=sys.stderr)
+            last = time.perf_counter()
+    await sink.compact()
+    run.seconds = time.perf_counter() - start
+    await sink.close()
+    return run
+
+
+_ROLLUP_DIFF = """
+SELECT count(*) FROM {a} n FULL JOIN {b} o USING (site_id, device_id, metric, bucket)
+WHERE n.count IS DISTINCT FROM o.count OR n.min IS DISTINCT FROM o.min
+   OR n.max IS DISTINCT FROM o.max OR n.last IS DISTINCT FROM o.last
+   OR n.last_time IS DISTINCT FROM o.last_time
+   OR abs(n.mean - o.mean) > 1e-9 * greatest(1, abs(o.mean))
+   OR n.mean IS NULL OR o.mean IS NULL
+"""
+
+
+def check_rollups(dsn: str, others: list[str]) -> None:
+    """The new sink's rollups (compacted, and through the live views) equal the other
+    sinks' and a GROUP BY over the stored readings."""
     with psycopg.connect(dsn) as conn:
-        for width in ("1m", "1h"):
-            diff = conn.execute(
-                f"SELECT count(*) FROM rollups_{width} n FULL JOIN old_rollups_{width} o"
-                " USING (site_id, device_id, metric, bucket)"
-                " WHERE n.count IS DISTINCT FROM o.count OR n.min IS DISTINCT FROM o.min"
-                " OR n.max IS DISTINCT FROM o.max OR n.last IS DISTINCT FROM o.last"
-                " OR n.last_time IS DISTINCT FROM o.last_time"
-                " OR abs(n.mean - o.mean) > 1e-9 * greatest(1, abs(o.mean))"
-                " OR n.mean IS NULL OR o.mean IS NULL"
-            ).fetchone()
-            assert diff == (0,), (width, diff)
+        pending = conn.execute("SELECT count(*) FROM rollup_deltas").fetchone()
+        assert pending == (0,), pending
+        for width, unit in (("1m", "minute"), ("1h", "hour")):
+            conn.execute(
+                f"CREATE TEMP TABLE g_{width} AS SELECT date_trunc('{unit}', time, 'UTC')"
+                " AS bucket, site_id, device_id, metric, count(*) AS count, min(value) AS min,"
+                " max(value) AS max, avg(value) AS mean,"
+                " (array_agg(value ORDER BY time DESC, value DESC))[1] AS last,"
+                " max(time) AS last_time FROM readings GROUP BY 1, 2, 3, 4")
+            for other in [f"g_{width}", f"rollups_{width}_live",
+                          *(f"{o}_{width}" for o in others)]:
+                diff = conn.execute(_ROLLUP_DIFF.format(a=f"rollups_{width}", b=other)
+                                    ).fetchone()
+                assert diff == (0,), (width, other, diff)
+
+
+_EMPTY = ["readings", "stream_messages", "rollups_1m", "rollups_1h", "rollup_deltas",
+          "before_readings", "before_messages", "before_rollups_1m", "before_rollups_1h"]
 
 
 def main() -> int:
@@ -246,6 +361,14 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=2000)
     ap.add_argument("--devices", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of indexed COPY, the 0014 sink and the sink")
+    ap.add_argument("--compact-s", type=float, default=None,
+                    help="the sink's compaction interval (default: the setting, 5 s)")
+    ap.add_argument("--before", default=BEFORE_REF, metavar="REF",
+                    help="git ref of the before sink (0014's per-batch upserts); '' skips")
+    ap.add_argument("--no-old", action="store_true",
+                    help="skip the pre-issue-13 sink (ON CONFLICT per reading; slow)")
     ap.add_argument("--json", type=Path, metavar="PATH",
                     help="also write the printed figures to PATH as JSON")
     args = ap.parse_args()
@@ -258,40 +381,93 @@ def main() -> int:
         rows = make_rows(args.rows, args.devices)
         parts = batches(rows, args.batch)
         n = len(rows)
+        before_cls = load_before(args.before) if args.before else None
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for sql in before_setup():
+                conn.execute(sql)
         plain_s = asyncio.run(copy_into(dsn, parts, "copy_plain", unindexed_setup()))
-        floor_a = asyncio.run(copy_into(dsn, parts, "copy_indexed", indexed_setup("copy_indexed")))
-        old_s, old_n = asyncio.run(old_sink(dsn, parts))
-        sink_s, inserted = asyncio.run(through_sink(dsn, parts, "first write"))
-        replay_s, again = asyncio.run(through_sink(dsn, parts, "replay"))
-        # The indexed COPY again, after the sinks: the faster of the two is the reference
-        # (the stricter ratio; the machine's speed drifts within a run).
-        floor_b = asyncio.run(copy_into(dsn, parts, "copy_indexed2",
-                                        indexed_setup("copy_indexed2")))
-        floor_s = min(floor_a, floor_b)
-        assert old_n == inserted == n and again == 0, (old_n, inserted, again)
-        check_rollups(dsn)
+        floors: list[float] = []
+        befores: list[float] = []
+        sinks: list[SinkRun] = []
+        for k in range(args.rounds):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"TRUNCATE {', '.join(_EMPTY)}")
+                conn.execute("VACUUM ANALYZE")
+            table = f"copy_indexed{k}"
+            floors.append(asyncio.run(copy_into(dsn, parts, table, indexed_setup(table))))
+            # Alternate which of the two sinks goes first.
+            order = ["before", "sink"] if k % 2 == 0 else ["sink", "before"]
+            for which in order:
+                if which == "before" and before_cls is not None:
+                    secs, got = asyncio.run(through_before(dsn, parts, before_cls))
+                    assert got == n, got
+                    befores.append(secs)
+                elif which == "sink":
+                    run = asyncio.run(through_sink(dsn, parts, f"sink round {k + 1}",
+                                                   args.compact_s))
+                    assert run.inserted == n, run
+                    sinks.append(run)
+            print(f"  round {k + 1}: indexed COPY {n / floors[-1]:,.0f} rows/s,"
+                  + (f" 0014 sink {floors[-1] / befores[-1]:.2f}x," if befores else "")
+                  + f" sink {floors[-1] / sinks[-1].seconds:.2f}x"
+                  f" ({sinks[-1].compactions} compactions, {sinks[-1].compact_s:.2f} s)",
+                  file=sys.stderr)
+        replay = asyncio.run(through_sink(dsn, parts, "replay", args.compact_s))
+        assert replay.inserted == 0, replay
+        others = ["before_rollups"] if before_cls is not None else []
+        old_s = None
+        if not args.no_old:
+            old_s, old_n = asyncio.run(old_sink(dsn, parts))
+            assert old_n == n, old_n
+            others.append("old_rollups")
+        check_rollups(dsn, others)
+
+        floor_s = min(floors)
+        best = min(sinks, key=lambda r: r.seconds)
 
         def line(label: str, secs: float) -> None:
-            print(f"{label:<46} {n / secs:>10,.0f} rows/s  {floor_s / secs:5.2f} x indexed COPY")
+            print(f"{label:<50} {n / secs:>10,.0f} rows/s  {floor_s / secs:5.2f} x indexed COPY")
 
-        print(f"rows {n} in batches of {args.batch}, {args.devices} devices x 2 metrics")
+        print(f"rows {n} in batches of {args.batch}, {args.devices} devices x 2 metrics,"
+              f" best of {args.rounds} interleaved rounds")
         line("plain COPY, unindexed table", plain_s)
         line("COPY into indexed readings-shaped table", floor_s)
-        print(f"  (indexed COPY first {n / floor_a:,.0f}, last {n / floor_b:,.0f} rows/s)")
-        line("old sink (ON CONFLICT per reading, recompute)", old_s)
-        line("new sink: first write + 1m/1h rollups", sink_s)
-        line("new sink: replay (all duplicates)", replay_s)
+        print("  (indexed COPY by round: "
+              + ", ".join(f"{n / f:,.0f}" for f in floors) + " rows/s)")
+        if old_s is not None:
+            line("old sink (ON CONFLICT per reading, recompute)", old_s)
+        figures = {"plain_copy": ("plain COPY, unindexed table", plain_s),
+                   "indexed_copy": ("COPY into indexed readings-shaped table", floor_s)}
+        if old_s is not None:
+            figures["old_sink"] = ("old sink (ON CONFLICT per reading, recompute)", old_s)
+        if befores:
+            label = f"0014 sink ({args.before}): upserts per batch"
+            line(label, min(befores))
+            figures["sink_before"] = (label, min(befores))
+        label = "new sink: first write + 1m/1h rollups (delta log)"
+        line(label, best.seconds)
+        figures["sink_first_write"] = (label, best.seconds)
+        print(f"  (of which {best.compactions} compactions, {best.compact_s:.3f} s,"
+              f" {best.deltas:,} deltas; compaction every"
+              f" {args.compact_s if args.compact_s is not None else 'setting'} s)")
+        line("new sink: replay (all duplicates)", replay.seconds)
+        figures["sink_replay"] = ("new sink: replay (all duplicates)", replay.seconds)
+        paired = [(floors[k] / befores[k] if k < len(befores) else None,
+                   floors[k] / sinks[k].seconds) for k in range(args.rounds)]
+        print("  per round, each vs that round's indexed COPY: "
+              + "; ".join((f"0014 {b:.2f}x, " if b is not None else "") + f"new {s_:.2f}x"
+                          for b, s_ in paired))
         if args.json:
-            figures = {"plain_copy": ("plain COPY, unindexed table", plain_s),
-                       "indexed_copy": ("COPY into indexed readings-shaped table", floor_s),
-                       "old_sink": ("old sink (ON CONFLICT per reading, recompute)", old_s),
-                       "sink_first_write": ("new sink: first write + 1m/1h rollups", sink_s),
-                       "sink_replay": ("new sink: replay (all duplicates)", replay_s)}
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({
                 "rows": n, "batch": args.batch, "devices": args.devices,
-                "indexed_copy_first_rows_s": n / floor_a,
-                "indexed_copy_last_rows_s": n / floor_b,
+                "rounds": args.rounds, "compact_s": args.compact_s,
+                "indexed_copy_first_rows_s": n / floors[0],
+                "indexed_copy_last_rows_s": n / floors[-1],
+                "sink_compactions": best.compactions, "sink_compact_s": best.compact_s,
+                "per_round": [{"indexed_copy_rows_s": n / floors[k],
+                               "x_before": paired[k][0], "x_sink": paired[k][1]}
+                              for k in range(args.rounds)],
                 "figures": {k: {"label": label, "rows_s": n / secs,
                                 "x_indexed_copy": floor_s / secs}
                             for k, (label, secs) in figures.items()}}, indent=1) + "\n")

@@ -115,6 +115,8 @@ class StreamSettings(BaseModel):
     rules_poll_s: float = 2.0
     # Device-offline timer period (processing time).
     health_tick_s: float = 5.0
+    # Least time between two compactions of the rollup deltas into rollups_1m/1h.
+    rollup_compact_s: float = 5.0
     cold_chain: ColdChainRuleSettings = Field(default_factory=ColdChainRuleSettings)
     device_health: HealthRuleSettings = Field(default_factory=HealthRuleSettings)
 

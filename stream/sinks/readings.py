@@ -9,25 +9,40 @@ Idempotence is per message, not per reading. Each batch, in one transaction:
    redelivered MQTT message (same msg_id at another offset) are not among them.
 2. Binary COPY of those messages' readings straight into ``readings`` (no staging table,
    no unique index on readings).
-3. Rollups: the new readings aggregated here per (site, device, metric, minute) and per
-   hour (:mod:`stream.sinks.rollups`) and merged into ``rollups_1m`` / ``rollups_1h``, one
-   upsert row per touched bucket. The merge is order-independent, so late and
-   out-of-order readings give the same rollups as in-order ones.
+3. The new readings aggregated here per (site, device, metric, minute)
+   (:mod:`stream.sinks.rollups`) and appended to ``rollup_deltas`` by a binary COPY: no
+   index, no conflict check, no update in place.
 
-A crash before the commit stores nothing, message ids included; the batch comes again.
+A crash before the commit stores nothing, message ids and deltas included; the batch
+comes again. A crash after it leaves the deltas for the next compaction.
+
+Compaction (:meth:`ReadingsSink.compact`, after a write once ``compact_every_s`` has
+passed since the last one, and on :meth:`ReadingsSink.close`) moves every pending delta
+into ``rollups_1m`` and ``rollups_1h`` in one transaction (``DELETE … RETURNING``, then one
+upsert per minute and per hour bucket, in key order), one compaction at a time across
+workers (``pg_advisory_xact_lock``). The merge is order-independent (counts and sums add,
+min/max, last by greatest ``(time, value)``), so late and out-of-order readings and any
+interleaving of batches and compactions give the rollups a ``GROUP BY`` over ``readings``
+gives. Readers use ``rollups_1m_live`` / ``rollups_1h_live`` (migration 0015): rollups
+merged with the deltas not yet compacted.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import cast
 
 import psycopg
 
 from ganzhi.contracts import Telemetry
-from stream.sinks.rollups import Agg, Key, aggregate
+from ganzhi.observability import get_logger
+from stream.sinks.rollups import aggregate_minutes
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,18 +77,28 @@ SELECT * FROM unnest(%b::uuid[], %b::timestamptz[])
 ON CONFLICT DO NOTHING
 RETURNING msg_id
 """
+_COPY_MESSAGES = "COPY stream_messages (msg_id, time) FROM STDIN (FORMAT BINARY)"
+_MESSAGE_TYPES = ["uuid", "timestamptz"]
 _COPY = (
     "COPY readings (time, site_id, device_id, metric, value, unit, msg_id)"
     " FROM STDIN (FORMAT BINARY)"
 )
 _COPY_TYPES = ["timestamptz", "text", "text", "text", "float8", "text", "uuid"]
-# Merges a batch's aggregate into the stored one; the same arithmetic as rollups.merge.
-_UPSERT = """
-INSERT INTO {table} AS r
-  (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
-SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::int[],
-                     %b::float8[], %b::float8[], %b::float8[], %b::float8[],
-                     %b::timestamptz[])
+_COPY_DELTAS = (
+    "COPY rollup_deltas (bucket, site_id, device_id, metric, count, sum, min, max, last,"
+    " last_time) FROM STDIN (FORMAT BINARY)"
+)
+_DELTA_TYPES = ["timestamptz", "text", "text", "text", "int4", "float8", "float8", "float8",
+                "float8", "timestamptz"]
+
+# One compaction at a time across workers (the key spells "roll").
+COMPACT_LOCK = 0x726F6C6C
+# The pending deltas merged into both rollup tables with the arithmetic of rollups.merge:
+# counts and sums add (the stored mean weighted by its count), min/max, and last by the
+# greatest (last_time, last) — compared as a float8 pair (epoch seconds, value), exact to
+# the microsecond. Rows upserted in key order, so no two compactions (or a compaction and
+# anything else writing rollups in key order) can deadlock.
+_MERGE = """
 ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
   count = r.count + EXCLUDED.count,
   min = least(r.min, EXCLUDED.min),
@@ -84,28 +109,91 @@ ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
   last_time = greatest(r.last_time, EXCLUDED.last_time),
   updated_at = now()
 """
-_UPSERT_1M = _UPSERT.format(table="rollups_1m")
-_UPSERT_1H = _UPSERT.format(table="rollups_1h")
+_COMPACT = f"""
+WITH moved AS (
+  DELETE FROM rollup_deltas
+  RETURNING bucket, site_id, device_id, metric, count, sum, min, max, last, last_time
+), m AS (
+  SELECT bucket, site_id, device_id, metric, sum(count)::integer AS count, sum(sum) AS sum,
+         min(min) AS min, max(max) AS max,
+         max(ARRAY[date_part('epoch', last_time), last]) AS tl,
+         max(last_time) AS last_time
+  FROM moved
+  GROUP BY bucket, site_id, device_id, metric
+), h AS (
+  INSERT INTO rollups_1h AS r
+    (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
+  SELECT date_trunc('hour', bucket, 'UTC'), site_id, device_id, metric, sum(count),
+         min(min), max(max), sum(sum) / sum(count), (max(tl))[2], max(last_time)
+  FROM m
+  GROUP BY 1, 2, 3, 4
+  ORDER BY 2, 3, 4, 1
+  {_MERGE}
+  RETURNING 1
+), n AS (
+  INSERT INTO rollups_1m AS r
+    (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
+  SELECT bucket, site_id, device_id, metric, count, min, max, sum / count, tl[2], last_time
+  FROM m
+  ORDER BY site_id, device_id, metric, bucket
+  {_MERGE}
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM n), (SELECT count(*) FROM h)
+"""
 
 
-def _upsert_params(aggs: dict[Key, Agg]) -> list[list[object]]:
-    """Column arrays for ``_UPSERT``, in key order (one lock order for every writer)."""
-    rows = [(k[3], k[0], k[1], k[2], a.count, a.min, a.max, a.sum / a.count, a.last,
-             a.last_time) for k, a in sorted(aggs.items())]
-    return [list(col) for col in zip(*rows, strict=True)]
+class _SomeSeen(Exception):
+    """The COPY of a batch's message ids met an id already stored."""
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    deltas: int  # delta rows moved (0 also when another worker's compaction was running)
+    minutes: int  # rollups_1m rows inserted or updated
+    hours: int
 
 
 def new_messages(rows: Sequence[ReadingRow]) -> tuple[list[ReadingRow], dict[uuid.UUID, datetime]]:
     """The batch's rows without in-batch repeats of (msg_id, metric, time) — two copies of
     one message in the same batch — and each message's key time (its earliest reading)."""
+    # Fast path: each message's readings are consecutive (as rows_from_telemetry makes
+    # them), no message comes twice and none repeats a (metric, time); otherwise the full
+    # check below.
+    first: dict[uuid.UUID, datetime] = {}
+    prev: uuid.UUID | None = None
+    lo = datetime.max.replace(tzinfo=UTC)
+    run: set[tuple[str, datetime]] = set()
+    runs = 0
+    clean = True
+    for r in rows:
+        m = r.msg_id
+        if m is not prev and m != prev:
+            if prev is not None:
+                first[prev] = lo
+            prev, lo = m, r.time
+            run = set()
+            runs += 1
+        elif r.time < lo:
+            lo = r.time
+        k = (r.metric, r.time)
+        if k in run:
+            clean = False
+            break
+        run.add(k)
+    if clean:
+        if prev is not None:
+            first[prev] = lo
+        if runs == len(first):
+            return list(rows), first
+    first = {}
     seen: set[tuple[uuid.UUID, str, datetime]] = set()
     unique: list[ReadingRow] = []
-    first: dict[uuid.UUID, datetime] = {}
     for r in rows:
-        k = (r.msg_id, r.metric, r.time)
-        if k in seen:
+        key = (r.msg_id, r.metric, r.time)
+        if key in seen:
             continue
-        seen.add(k)
+        seen.add(key)
         unique.append(r)
         t = first.get(r.msg_id)
         if t is None or r.time < t:
@@ -114,12 +202,26 @@ def new_messages(rows: Sequence[ReadingRow]) -> tuple[list[ReadingRow], dict[uui
 
 
 class ReadingsSink:
-    """One async connection; reconnects on the next batch after a failure."""
+    """One async connection; reconnects on the next batch after a failure.
 
-    def __init__(self, dsn: str) -> None:
+    ``compact_every_s``: the least time between two compactions started by :meth:`write`
+    (default: the ``stream.rollup_compact_s`` setting); ``None`` reads the setting, ``0``
+    compacts after every batch, ``float("inf")`` only on :meth:`compact` and
+    :meth:`close`.
+    """
+
+    def __init__(self, dsn: str, compact_every_s: float | None = None) -> None:
         self._dsn = dsn
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._days: set[date] = set()
+        if compact_every_s is None:
+            from ganzhi.settings import get_settings
+
+            compact_every_s = get_settings().stream.rollup_compact_s
+        self.compact_every_s = compact_every_s
+        self._last_compact = time.monotonic()
+        self._pending = False  # deltas written by this sink since its last compaction
+        self._copy_ids = True  # message ids by COPY (see _store)
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -141,39 +243,116 @@ class ReadingsSink:
             self._days.add(day)
 
     async def write(self, rows: Sequence[ReadingRow]) -> WriteResult:
+        """Store the batch's new readings and their minute deltas in one transaction; then
+        compact if ``compact_every_s`` has passed (a compaction failure is logged, not
+        raised: the batch is stored and its deltas wait for the next compaction)."""
         if not rows:
             return WriteResult(0, 0, 0)
         try:
             conn = await self._connection()
-            await self._ensure_partitions(conn, (r.time for r in rows))
+            await self._ensure_partitions(conn, _distinct_times(rows))
             unique, first = new_messages(rows)
-            ids = list(first)
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.execute(_MESSAGES, (ids, [first[i] for i in ids]))
-                fresh = {r[0] for r in await cur.fetchall()}
-                stored = [r for r in unique if r.msg_id in fresh]
-                rollups = 0
-                if stored:
-                    async with cur.copy(_COPY) as copy:
-                        copy.set_types(_COPY_TYPES)
-                        for r in stored:
-                            await copy.write_row(
-                                (r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
-                                 r.msg_id))
-                    minutes, hours = aggregate(
-                        (r.site_id, r.device_id, r.metric, r.time, r.value) for r in stored)
-                    await cur.execute(_UPSERT_1M, _upsert_params(minutes))
-                    await cur.execute(_UPSERT_1H, _upsert_params(hours))
-                    rollups = len(minutes)
+            try:
+                stored, deltas = await self._store(conn, unique, first, self._copy_ids)
+            except _SomeSeen:
+                stored, deltas = await self._store(conn, unique, first, False)
+            # After a batch with ids seen before (a replay, say) the next goes the way that
+            # expects them; after one of new ids only, back to COPY.
+            self._copy_ids = len(stored) == len(unique)
             inserted = len(stored)
         except psycopg.Error as exc:
             self._days.clear()  # a partition may have been dropped by retention
             if isinstance(exc, psycopg.OperationalError):
-                await self.close()
+                await self.close(compact=False)
             raise
-        return WriteResult(inserted, len(rows) - inserted, rollups)
+        if deltas:
+            self._pending = True
+        if time.monotonic() - self._last_compact >= self.compact_every_s:
+            try:
+                await self.compact(wait=False)
+            except psycopg.Error as exc:
+                log.warning("rollup_compaction_failed", error=str(exc))
+                if isinstance(exc, psycopg.OperationalError):
+                    await self.close(compact=False)
+        return WriteResult(inserted, len(rows) - inserted, deltas)
 
-    async def close(self) -> None:
+    async def _store(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], unique: list[ReadingRow],
+        first: dict[uuid.UUID, datetime], copy_ids: bool,
+    ) -> tuple[list[ReadingRow], int]:
+        """One transaction: message ids, readings, minute deltas. ``copy_ids``: the ids by
+        a binary COPY, the cheap way when none was stored before; if one was, the unique
+        key refuses the COPY, the transaction rolls back (nothing else done yet) and
+        :class:`_SomeSeen` says to go again with ``INSERT … ON CONFLICT DO NOTHING``."""
+        async with conn.transaction(), conn.cursor() as cur:
+            if copy_ids:
+                try:
+                    async with cur.copy(_COPY_MESSAGES) as copy:
+                        copy.set_types(_MESSAGE_TYPES)
+                        write_row = copy.write_row
+                        for item in first.items():
+                            await write_row(item)
+                except psycopg.errors.UniqueViolation as exc:
+                    raise _SomeSeen from exc
+                stored = unique
+            else:
+                ids = list(first)
+                await cur.execute(_MESSAGES, (ids, list(first.values())))
+                fresh = {r[0] for r in await cur.fetchall()}
+                stored = unique if len(fresh) == len(ids) else [
+                    r for r in unique if r.msg_id in fresh]
+            if not stored:
+                return stored, 0
+            async with cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                write_row = copy.write_row
+                for r in stored:
+                    await write_row((r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
+                                     r.msg_id))
+            minutes = aggregate_minutes(stored)
+            async with cur.copy(_COPY_DELTAS) as copy:
+                copy.set_types(_DELTA_TYPES)
+                write_row = copy.write_row
+                for (site, device, metric, bucket), (c, s, lo, hi, lt, lv) in minutes.items():
+                    await write_row((bucket, site, device, metric, c, s, lo, hi, lv, lt))
+        return stored, len(minutes)
+
+    async def compact(self, *, wait: bool = True) -> CompactResult:
+        """Move every committed delta (this worker's and others') into the rollups, in one
+        transaction. ``wait=False``: if another compaction holds the lock, return at once
+        (it or the next one takes the deltas)."""
+        self._last_compact = time.monotonic()
+        conn = await self._connection()
+        async with conn.transaction(), conn.cursor() as cur:
+            if wait:
+                await cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))
+            else:
+                await cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (COMPACT_LOCK,))
+                got = await cur.fetchone()
+                if not (got and got[0]):
+                    return CompactResult(0, 0, 0)
+            # Its own statement, after the lock: its snapshot sees everything the previous
+            # compaction committed.
+            await cur.execute("SET LOCAL work_mem = '32MB'")  # the GROUP BY in memory
+            await cur.execute(_COMPACT)
+            row = await cur.fetchone()
+        self._pending = False
+        self._last_compact = time.monotonic()
+        assert row is not None
+        deltas, minutes, hours = cast("tuple[int, int, int]", row)
+        return CompactResult(deltas, minutes, hours)
+
+    async def close(self, *, compact: bool = True) -> None:
+        """Compact what this sink left pending (best effort), then close the connection."""
         if self._conn is not None:
+            if compact and self._pending and not self._conn.broken:
+                try:
+                    await self.compact()
+                except psycopg.Error as exc:
+                    log.warning("rollup_compaction_failed", error=str(exc))
             await self._conn.close()
             self._conn = None
+
+
+def _distinct_times(rows: Sequence[ReadingRow]) -> set[datetime]:
+    return {r.time for r in rows}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 Key = tuple[str, str, str, datetime]  # site_id, device_id, metric, bucket start (UTC)
 
@@ -91,6 +92,54 @@ def aggregate(
         prev = hours.get(hk)
         hours[hk] = agg if prev is None else merge(prev, agg)
     return minutes, hours
+
+
+class Reading(Protocol):
+    """What :func:`aggregate_minutes` reads of a row (``stream.sinks.readings.ReadingRow``)."""
+
+    @property
+    def site_id(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def value(self) -> float: ...
+
+
+def aggregate_minutes(rows: Iterable[Reading]) -> dict[Key, list[Any]]:
+    """Minute aggregates of the rows as ``[count, sum, min, max, last_time, last]`` lists
+    (``Agg(*acc)`` is the :class:`Agg`): what :func:`aggregate` gives as minutes, without
+    the hours (the compaction derives those from the minutes). The sink's hot path, so no
+    object per bucket beyond the list."""
+    accs: dict[Key, list[Any]] = {}
+    utc: dict[datetime, tuple[datetime, datetime]] = {}  # a batch repeats its times
+    for r in rows:
+        t = r.time
+        tm = utc.get(t)
+        if tm is None:
+            u = t.astimezone(UTC)
+            tm = utc[t] = (u, u.replace(second=0, microsecond=0))
+        u, minute = tm
+        v = r.value
+        key = (r.site_id, r.device_id, r.metric, minute)
+        acc = accs.get(key)
+        if acc is None:
+            accs[key] = [1, v, v, v, u, v]
+            continue
+        acc[0] += 1
+        acc[1] += v
+        if v < acc[2]:
+            acc[2] = v
+        if v > acc[3]:
+            acc[3] = v
+        lt = acc[4]
+        if u > lt or (u == lt and v > acc[5]):
+            acc[4] = u
+            acc[5] = v
+    return accs
 
 
 def merge_into(into: dict[Key, Agg], more: dict[Key, Agg]) -> dict[Key, Agg]:

@@ -246,11 +246,12 @@ def test_excursion_becomes_one_signed_clue_and_replays_change_nothing(stack: Sta
     assert stack.receiver.rejected == 0
 
     # Readings and one-minute rollups are stored.
-    assert _scalar(stack.dsn, "SELECT count(*) FROM rollups_1m WHERE metric='temperature'") == 10
+    assert _scalar(
+        stack.dsn, "SELECT count(*) FROM rollups_1m_live WHERE metric='temperature'") == 10
     peak_minute = T0 + timedelta(minutes=3)
     assert _scalar(
         stack.dsn,
-        "SELECT mean FROM rollups_1m WHERE metric='temperature' AND bucket=%s",
+        "SELECT mean FROM rollups_1m_live WHERE metric='temperature' AND bucket=%s",
         peak_minute,
     ) == pytest.approx(12.0)
 

@@ -231,7 +231,7 @@ def test_poison_is_dead_lettered_and_valid_data_flows(system: Stack) -> None:
     assert scalar(dsn, "SELECT count(DISTINCT msg_id) FROM readings") == n_good
     assert scalar(dsn, "SELECT count(*) FROM readings WHERE site_id = 'site-p'") == 0
     # Two sites with the same device id keep apart.
-    assert scalar(dsn, "SELECT count(DISTINCT (site_id, device_id)) FROM rollups_1m") == 4
+    assert scalar(dsn, "SELECT count(DISTINCT (site_id, device_id)) FROM rollups_1m_live") == 4
 
     # Every bad one dead-lettered once, by the right service, for the right reason.
     got = Counter((d["reason"], d["stage"], base64.b64decode(d["payload_b64"])) for d in dead)

@@ -202,7 +202,7 @@ def snapshot(dsn: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...
             " ORDER BY device_id, metric, time").fetchall()
         rollups = conn.execute(
             "SELECT bucket, device_id, metric, count, min, max, mean, last, last_time"
-            " FROM rollups_1m ORDER BY device_id, metric, bucket").fetchall()
+            " FROM rollups_1m_live ORDER BY device_id, metric, bucket").fetchall()
     return readings, rollups
 
 

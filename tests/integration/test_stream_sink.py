@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,12 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, 23, 59, 10, tzinfo=UTC)
 
 
+def _sink(dsn: str) -> ReadingsSink:
+    """A sink that compacts only when told (and on close): state compared exactly across
+    writes cannot move by a compaction in between."""
+    return ReadingsSink(dsn, compact_every_s=math.inf)
+
+
 def _rows(n: int, start: datetime = T0, device: str = "cs-1") -> list[ReadingRow]:
     return [
         ReadingRow(start + timedelta(seconds=10 * i), "site-a", device, "temperature",
@@ -31,12 +39,12 @@ def _rollups(dsn: str) -> list[tuple[object, ...]]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
             "SELECT bucket, site_id, device_id, metric, count, min, max, mean, last, last_time"
-            " FROM rollups_1m ORDER BY device_id, bucket"
+            " FROM rollups_1m_live ORDER BY device_id, bucket"
         ).fetchall()
 
 
 async def test_write_is_idempotent_and_rollups_recompute(pg_dsn: str) -> None:
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     try:
         rows = _rows(12)  # 23:59:10 .. 00:01:00, crosses a day (two partitions)
         first = await sink.write(rows)
@@ -68,7 +76,7 @@ async def test_write_is_idempotent_and_rollups_recompute(pg_dsn: str) -> None:
 
 
 async def test_reconnects_after_connection_loss(pg_dsn: str) -> None:
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     try:
         await sink.write(_rows(2))
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
@@ -85,7 +93,7 @@ async def test_reconnects_after_connection_loss(pg_dsn: str) -> None:
 
 
 async def test_hourly_rollups_follow_the_minutes_and_late_data(pg_dsn: str) -> None:
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     try:
         rows = _rows(360, start)  # one hour at 10 s: values 0..359
@@ -97,7 +105,7 @@ async def test_hourly_rollups_follow_the_minutes_and_late_data(pg_dsn: str) -> N
         await sink.write([late])
         with psycopg.connect(pg_dsn) as conn:
             hours = conn.execute(
-                "SELECT bucket, count, min, max, mean, last FROM rollups_1h"
+                "SELECT bucket, count, min, max, mean, last FROM rollups_1h_live"
                 " WHERE device_id = 'cs-1' ORDER BY bucket"
             ).fetchall()
             raw = conn.execute(
@@ -116,7 +124,7 @@ async def test_hourly_rollups_follow_the_minutes_and_late_data(pg_dsn: str) -> N
 
 async def test_two_sites_with_the_same_device_id_never_mix(pg_dsn: str) -> None:
     """Rollups are keyed and joined by site as well as device: two sites' fridge-1."""
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     try:
         start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
         a = [ReadingRow(start + timedelta(seconds=10 * i), "site-a", "fridge-1", "temperature",
@@ -130,9 +138,9 @@ async def test_two_sites_with_the_same_device_id_never_mix(pg_dsn: str) -> None:
         await sink.close()
     with psycopg.connect(pg_dsn) as conn:
         minute = conn.execute(
-            "SELECT site_id, count, mean FROM rollups_1m ORDER BY site_id").fetchall()
+            "SELECT site_id, count, mean FROM rollups_1m_live ORDER BY site_id").fetchall()
         hour = conn.execute(
-            "SELECT site_id, count, mean FROM rollups_1h ORDER BY site_id").fetchall()
+            "SELECT site_id, count, mean FROM rollups_1h_live ORDER BY site_id").fetchall()
     assert minute == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]
     assert hour == [("site-a", 6, 2.0), ("site-b", 6, 9.0)]
 
@@ -147,9 +155,9 @@ def _state(dsn: str) -> tuple[list[tuple[object, ...]], ...]:
                 " ORDER BY msg_id, metric, time",
                 "SELECT msg_id, time FROM stream_messages ORDER BY msg_id",
                 "SELECT bucket, site_id, device_id, metric, count, min, max, mean, last,"
-                " last_time FROM rollups_1m ORDER BY site_id, device_id, metric, bucket",
+                " last_time FROM rollups_1m_live ORDER BY site_id, device_id, metric, bucket",
                 "SELECT bucket, site_id, device_id, metric, count, min, max, mean, last,"
-                " last_time FROM rollups_1h ORDER BY site_id, device_id, metric, bucket",
+                " last_time FROM rollups_1h_live ORDER BY site_id, device_id, metric, bucket",
             )
         )
 
@@ -165,7 +173,7 @@ def _message(msg_id: uuid.UUID, t: datetime, values: list[float], device: str = 
 
 
 async def test_replay_of_a_batch_changes_nothing(pg_dsn: str) -> None:
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     try:
         batch = [row for k in range(5)
                  for row in _message(uuid.uuid4(), T0 + timedelta(seconds=30 * k),
@@ -182,7 +190,7 @@ async def test_replay_of_a_batch_changes_nothing(pg_dsn: str) -> None:
 
 async def test_a_redelivered_message_in_a_later_batch_changes_nothing(pg_dsn: str) -> None:
     """Same msg_id, republished after a lost PUBACK: a later batch, another Kafka offset."""
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     try:
         m1 = _message(uuid.uuid4(), T0, [1.0, 10.0, 2.0, 20.0])
         m2 = _message(uuid.uuid4(), T0 + timedelta(seconds=20), [3.0, 30.0])
@@ -204,7 +212,7 @@ async def test_a_redelivered_message_in_a_later_batch_changes_nothing(pg_dsn: st
         assert (res.inserted, res.duplicates) == (2, 2)
         with psycopg.connect(pg_dsn) as conn:
             row = conn.execute(
-                "SELECT count, mean FROM rollups_1m WHERE metric = 'temperature'"
+                "SELECT count, mean FROM rollups_1m_live WHERE metric = 'temperature'"
                 " AND bucket = %s", (T0.replace(second=0) + timedelta(minutes=7),)).fetchone()
         assert row == (1, 5.0)
     finally:
@@ -212,7 +220,7 @@ async def test_a_redelivered_message_in_a_later_batch_changes_nothing(pg_dsn: st
 
 
 async def test_late_and_out_of_order_readings_merge_into_the_rollups(pg_dsn: str) -> None:
-    sink = ReadingsSink(pg_dsn)
+    sink = _sink(pg_dsn)
     start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     try:
         def one(sec: int, value: float) -> list[ReadingRow]:
@@ -224,10 +232,10 @@ async def test_late_and_out_of_order_readings_merge_into_the_rollups(pg_dsn: str
         await sink.write(one(20, 20.0))  # late again, a new max but not the last
         with psycopg.connect(pg_dsn) as conn:
             minute = conn.execute(
-                "SELECT count, min, max, mean, last, last_time FROM rollups_1m"
+                "SELECT count, min, max, mean, last, last_time FROM rollups_1m_live"
                 " WHERE bucket = %s", (start,)).fetchone()
             hour = conn.execute(
-                "SELECT count, min, max, mean, last, last_time FROM rollups_1h").fetchall()
+                "SELECT count, min, max, mean, last, last_time FROM rollups_1h_live").fetchall()
         assert minute == (4, 1.0, 20.0, pytest.approx(29.0 / 4), 5.0,
                           start + timedelta(seconds=50))
         assert hour == [(5, 1.0, 20.0, pytest.approx(38.0 / 5), 9.0,
@@ -236,59 +244,87 @@ async def test_late_and_out_of_order_readings_merge_into_the_rollups(pg_dsn: str
         await sink.close()
 
 
-_FROM_SCRATCH = {
-    "rollups_1m": "minute",
-    "rollups_1h": "hour",
-}
+_WIDTH = {"1m": "minute", "1h": "hour"}
+
+
+def _off_group_by(conn: psycopg.Connection[tuple[object, ...]], relation: str) -> int:
+    """Rows of ``relation`` (a rollup table or live view) that differ from a GROUP BY over
+    ``readings``, or that either side lacks."""
+    width = _WIDTH[relation.split("_")[1]]
+    row = conn.execute(
+        f"WITH g AS (SELECT date_trunc('{width}', time AT TIME ZONE 'UTC')"
+        "   AT TIME ZONE 'UTC' AS bucket, site_id, device_id, metric, count(*) AS count,"
+        "   min(value) AS min, max(value) AS max, avg(value) AS mean,"
+        "   (array_agg(value ORDER BY time DESC, value DESC))[1] AS last,"
+        "   max(time) AS last_time FROM readings GROUP BY 1, 2, 3, 4)"
+        f" SELECT count(*) FROM g FULL JOIN {relation} r"
+        "   USING (bucket, site_id, device_id, metric)"
+        " WHERE g.count IS DISTINCT FROM r.count OR g.min IS DISTINCT FROM r.min"
+        "   OR g.max IS DISTINCT FROM r.max OR g.last IS DISTINCT FROM r.last"
+        "   OR g.last_time IS DISTINCT FROM r.last_time"
+        "   OR NOT abs(g.mean - r.mean) <= 1e-9 * greatest(1, abs(g.mean))"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _scalar(dsn: str, sql: str) -> object:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _random_messages(rnd: random.Random, n: int) -> list[list[ReadingRow]]:
+    start = datetime(2026, 3, 2, 7, 50, tzinfo=UTC)
+    messages = []
+    for _ in range(n):
+        t = start + timedelta(seconds=rnd.randrange(0, 3 * 3600))
+        values = [round(rnd.uniform(-20, 40), 1) for _ in range(rnd.choice([1, 2, 4, 10]))]
+        messages.append(_message(uuid.uuid4(), t, values, device=rnd.choice(["d1", "d2"]),
+                                 site=rnd.choice(["site-a", "site-b"])))
+    return messages
 
 
 async def test_rollups_equal_a_group_by_after_random_batches_with_duplicates(
     pg_dsn: str,
 ) -> None:
-    import random
-
+    """Random batches (replays, redeliveries, late readings, two copies of one message)
+    with compactions at random points: the live views equal a GROUP BY over the readings
+    all along, and the rollup tables do once everything is compacted."""
     rnd = random.Random(13)
-    start = datetime(2026, 3, 2, 7, 50, tzinfo=UTC)
-    messages = []
-    for _ in range(150):
-        t = start + timedelta(seconds=rnd.randrange(0, 3 * 3600))
-        values = [round(rnd.uniform(-20, 40), 1) for _ in range(rnd.choice([1, 2, 4, 10]))]
-        messages.append(_message(uuid.uuid4(), t, values, device=rnd.choice(["d1", "d2"]),
-                                 site=rnd.choice(["site-a", "site-b"])))
-    sink = ReadingsSink(pg_dsn)
+    messages = _random_messages(rnd, 150)
+    sink = _sink(pg_dsn)
     try:
         stored: set[uuid.UUID] = set()
-        while len(stored) < len(messages):
-            # A batch: some new messages, some already stored (replays, redeliveries), in
-            # any order, sometimes two copies of one.
-            batch = rnd.sample(messages, rnd.randint(1, 12))
-            batch += rnd.choices(batch, k=rnd.randint(0, 2))
-            rows = [row for m in batch for row in m]
-            new = {m[0].msg_id for m in batch} - stored
-            res = await sink.write(rows)
-            assert res.inserted == sum(len(m) for m in messages if m[0].msg_id in new)
-            stored |= new
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            while len(stored) < len(messages):
+                # A batch: some new messages, some already stored (replays,
+                # redeliveries), in any order, sometimes two copies of one.
+                batch = rnd.sample(messages, rnd.randint(1, 12))
+                batch += rnd.choices(batch, k=rnd.randint(0, 2))
+                rows = [row for m in batch for row in m]
+                new = {m[0].msg_id for m in batch} - stored
+                res = await sink.write(rows)
+                assert res.inserted == sum(len(m) for m in messages if m[0].msg_id in new)
+                stored |= new
+                if rnd.random() < 0.2:
+                    await sink.compact()
+                if rnd.random() < 0.2:
+                    assert _off_group_by(conn, "rollups_1m_live") == 0
+                    assert _off_group_by(conn, "rollups_1h_live") == 0
+            assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") != 0
+            for view in ("rollups_1m_live", "rollups_1h_live"):
+                assert _off_group_by(conn, view) == 0, view
     finally:
-        await sink.close()
+        await sink.close()  # compacts what is left
+    assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (
             sum(len(m) for m in messages),)
-        for table, width in _FROM_SCRATCH.items():
-            diff = conn.execute(
-                f"WITH g AS (SELECT date_trunc('{width}', time AT TIME ZONE 'UTC')"
-                "   AT TIME ZONE 'UTC' AS bucket, site_id, device_id, metric, count(*) AS count,"
-                "   min(value) AS min, max(value) AS max, avg(value) AS mean,"
-                "   (array_agg(value ORDER BY time DESC, value DESC))[1] AS last,"
-                "   max(time) AS last_time FROM readings GROUP BY 1, 2, 3, 4)"
-                f" SELECT count(*) FROM g FULL JOIN {table} r"
-                "   USING (bucket, site_id, device_id, metric)"
-                " WHERE g.count IS DISTINCT FROM r.count OR g.min IS DISTINCT FROM r.min"
-                "   OR g.max IS DISTINCT FROM r.max OR g.last IS DISTINCT FROM r.last"
-                "   OR g.last_time IS DISTINCT FROM r.last_time"
-                "   OR NOT abs(g.mean - r.mean) <= 1e-9 * greatest(1, abs(g.mean))"
-            ).fetchone()
-            total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            assert diff == (0,), table
+        for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+            assert _off_group_by(conn, relation) == 0, relation
+            total = conn.execute(f"SELECT count(*) FROM {relation}").fetchone()
             assert total is not None and total[0] > 20
 
 
@@ -328,7 +364,7 @@ async def test_migration_0014_keeps_stored_messages_deduplicated(
         ).fetchone()
         assert parts is not None and parts[0] >= 2
     state = _state(dsn)
-    sink = ReadingsSink(dsn)
+    sink = _sink(dsn)
     try:
         res = await sink.write(old)
         assert (res.inserted, res.duplicates) == (0, 4)
