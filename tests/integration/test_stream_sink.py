@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import shutil
@@ -377,3 +378,242 @@ async def test_migration_0014_keeps_stored_messages_deduplicated(
         row = conn.execute("SELECT count, mean FROM rollups_1m WHERE bucket = %s"
                            " AND metric = 'temperature'", (T0.replace(second=0),)).fetchone()
     assert row == (3, 2.0)  # 1.0 and 3.0 stored before 0014, 2.0 after
+
+
+# --- the rollup delta log and its compaction (0015) ---------------------------------------
+
+
+async def test_replay_and_late_data_after_a_compaction(pg_dsn: str) -> None:
+    """A replay after the compaction adds no delta; a late reading lands in its (already
+    compacted) bucket; the tables and the live views agree with a GROUP BY throughout."""
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    sink = _sink(pg_dsn)
+    try:
+        rows = _rows(30, start)  # 08:00:00 .. 08:04:50
+        assert (await sink.write(rows)).rollups == 5
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 5
+        res = await sink.compact()
+        assert (res.deltas, res.minutes, res.hours) == (5, 5, 1)
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+        compacted = _rollups(pg_dsn)
+        again = await sink.write(rows)
+        assert (again.inserted, again.rollups) == (0, 0)
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+        assert (await sink.compact()).deltas == 0
+        assert _rollups(pg_dsn) == compacted
+        late = ReadingRow(start + timedelta(seconds=5), "site-a", "cs-1", "temperature",
+                          -7.0, "celsius", uuid.uuid4())
+        await sink.write([late])
+        with psycopg.connect(pg_dsn) as conn:
+            for relation in ("rollups_1m", "rollups_1h"):
+                assert _off_group_by(conn, relation) != 0  # not compacted yet ...
+                assert _off_group_by(conn, f"{relation}_live") == 0  # ... but seen live
+        await sink.compact()
+        with psycopg.connect(pg_dsn) as conn:
+            for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+                assert _off_group_by(conn, relation) == 0, relation
+            assert conn.execute(
+                "SELECT count, min, last FROM rollups_1m WHERE bucket = %s", (start,)
+            ).fetchone() == (7, -7.0, 5.0)
+    finally:
+        await sink.close()
+
+
+async def test_a_batch_that_fails_midway_leaves_nothing(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings COPYed, then the delta step fails: message ids, readings and deltas all
+    roll back, so the batch coming again stores everything once."""
+    import stream.sinks.readings as readings_mod
+
+    sink = _sink(pg_dsn)
+    rows = _rows(6, datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    try:
+        def boom(_rows: object) -> object:
+            raise psycopg.errors.QueryCanceled("killed between readings and deltas")
+
+        monkeypatch.setattr(readings_mod, "aggregate_minutes", boom)
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await sink.write(rows)
+        for table in ("readings", "stream_messages", "rollup_deltas"):
+            assert _scalar(pg_dsn, f"SELECT count(*) FROM {table}") == 0, table
+        monkeypatch.undo()
+        assert (await sink.write(rows)).inserted == 6
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert _off_group_by(conn, "rollups_1m") == 0
+
+
+async def test_a_worker_killed_before_compacting_loses_and_doubles_nothing(
+    pg_dsn: str,
+) -> None:
+    """The worker's connection is killed after some batches and before any compaction:
+    the committed batches' deltas survive; another worker replays the batches (Kafka
+    offsets not committed) and compacts: rollups exactly the GROUP BY over readings."""
+    rnd = random.Random(7)
+    messages = _random_messages(rnd, 60)
+    sink = _sink(pg_dsn)
+    for k in range(0, 40, 8):
+        await sink.write([row for m in messages[k:k + 8] for row in m])
+    deltas = _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas")
+    assert isinstance(deltas, int) and deltas > 0
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    await sink.close()  # the connection is gone: nothing is compacted
+    assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 0
+    assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == deltas
+    other = _sink(pg_dsn)
+    try:
+        for k in range(24, 60, 6):  # from an older offset: some batches come again
+            res = await other.write([row for m in messages[k:k + 6] for row in m])
+            assert res.duplicates == sum(len(m) for m in messages[k:min(k + 6, 40)])
+        with psycopg.connect(pg_dsn) as conn:
+            assert _off_group_by(conn, "rollups_1m_live") == 0
+        await other.compact()
+    finally:
+        await other.close()
+    with psycopg.connect(pg_dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h"):
+            assert _off_group_by(conn, relation) == 0, relation
+        assert conn.execute("SELECT count(*) FROM rollup_deltas").fetchone() == (0,)
+
+
+async def test_concurrent_workers_and_compactions_are_exact(pg_dsn: str) -> None:
+    """Two workers write and compact at the same time (the advisory lock serialises the
+    compactions; a try that finds it taken skips): every delta is merged exactly once."""
+    rnd = random.Random(11)
+    messages = _random_messages(rnd, 200)
+    a, b = _sink(pg_dsn), _sink(pg_dsn)
+
+    written: list[int] = []
+
+    async def worker(sink: ReadingsSink, mine: list[list[ReadingRow]]) -> int:
+        moved = 0
+        for k in range(0, len(mine), 5):
+            written.append((await sink.write([row for m in mine[k:k + 5] for row in m])).rollups)
+            moved += (await sink.compact(wait=k % 2 == 0)).deltas
+        return moved
+
+    try:
+        moved = await asyncio.gather(worker(a, messages[::2]), worker(b, messages[1::2]))
+        # Two compactions at once: one waits for the other; together they take the rest.
+        rest = await asyncio.gather(a.compact(), b.compact())
+        assert sum(moved) + sum(r.deltas for r in rest) == sum(written)
+    finally:
+        await a.close()
+        await b.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM rollup_deltas").fetchone() == (0,)
+        for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+            assert _off_group_by(conn, relation) == 0, relation
+
+
+async def test_two_compactions_at_once_take_each_delta_once(pg_dsn: str) -> None:
+    rnd = random.Random(5)
+    messages = _random_messages(rnd, 80)
+    writer = _sink(pg_dsn)
+    try:
+        for k in range(0, 80, 10):
+            await writer.write([row for m in messages[k:k + 10] for row in m])
+    finally:
+        await writer.close(compact=False)
+    pending = _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas")
+    a, b = _sink(pg_dsn), _sink(pg_dsn)
+    try:
+        ra, rb = await asyncio.gather(a.compact(), b.compact())
+        assert ra.deltas + rb.deltas == pending
+        assert 0 in (ra.deltas, rb.deltas)  # the second found nothing left
+    finally:
+        await a.close()
+        await b.close()
+    with psycopg.connect(pg_dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h"):
+            assert _off_group_by(conn, relation) == 0, relation
+
+
+async def test_130_random_batches_then_one_compaction_equal_a_group_by(pg_dsn: str) -> None:
+    rnd = random.Random(130)
+    messages = _random_messages(rnd, 400)
+    sink = _sink(pg_dsn)
+    try:
+        for _ in range(130):
+            batch = rnd.sample(messages, rnd.randint(1, 8))
+            await sink.write([row for m in batch for row in m])
+        with psycopg.connect(pg_dsn) as conn:
+            before = {r: _off_group_by(conn, r) for r in ("rollups_1m_live", "rollups_1h_live")}
+        res = await sink.compact()
+        assert res.deltas > 130
+    finally:
+        await sink.close()
+    assert before == {"rollups_1m_live": 0, "rollups_1h_live": 0}
+    with psycopg.connect(pg_dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+            assert _off_group_by(conn, relation) == 0, relation
+
+
+async def test_compaction_runs_at_its_interval(pg_dsn: str) -> None:
+    every = ReadingsSink(pg_dsn, compact_every_s=0)
+    never = ReadingsSink(pg_dsn, compact_every_s=math.inf)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    try:
+        await never.write(_rows(6, start, device="d-never"))
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 1
+        await every.write(_rows(6, start, device="d-every"))  # compacts both workers' deltas
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 2
+    finally:
+        await every.close()
+        await never.close()
+    assert ReadingsSink(pg_dsn).compact_every_s == 5.0  # stream.rollup_compact_s
+
+
+async def test_migration_0015_on_a_database_with_rollups(
+    pg_server: Managed, tmp_path: Path
+) -> None:
+    """Rollups stored before 0015 show in the live views and take the deltas after it."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    create_database(pg_server.extra["admin_dsn"], name)
+    dsn = pg_server.extra["admin_dsn"].rsplit("/", 1)[0] + f"/{name}"
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if f.name < "0015":
+            shutil.copy(f, before / f.name)
+    migrate(dsn, before)
+    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    old = _rows(12, start)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT ganzhi_ensure_reading_partitions(%s, %s)", (start, start))
+        for r in old:
+            conn.execute(
+                "INSERT INTO readings (time, site_id, device_id, metric, value, unit, msg_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (r.time, r.site_id, r.device_id, r.metric, r.value, r.unit, r.msg_id))
+            conn.execute("INSERT INTO stream_messages (msg_id, time) VALUES (%s, %s)",
+                         (r.msg_id, r.time))
+        for table, width in (("rollups_1m", "minute"), ("rollups_1h", "hour")):
+            conn.execute(
+                f"INSERT INTO {table} (bucket, site_id, device_id, metric, count, min, max,"
+                f" mean, last, last_time) SELECT date_trunc('{width}', time, 'UTC'), site_id,"
+                " device_id, metric, count(*), min(value), max(value), avg(value),"
+                " (array_agg(value ORDER BY time DESC))[1], max(time)"
+                " FROM readings GROUP BY 1, 2, 3, 4")
+    assert migrate(dsn) == ["0015_rollup_deltas.sql"]
+    with psycopg.connect(dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+            assert _off_group_by(conn, relation) == 0, relation
+        assert conn.execute("SELECT count(*) FROM rollup_deltas").fetchone() == (0,)
+    sink = _sink(dsn)
+    try:
+        assert (await sink.write(old)).inserted == 0  # stored before: a replay
+        assert (await sink.write(_rows(12, start + timedelta(seconds=5)))).inserted == 12
+        with psycopg.connect(dsn) as conn:
+            assert _off_group_by(conn, "rollups_1m_live") == 0
+    finally:
+        await sink.close()
+    with psycopg.connect(dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
+            assert _off_group_by(conn, relation) == 0, relation

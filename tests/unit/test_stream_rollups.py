@@ -1,14 +1,28 @@
-"""Rollups pre-aggregated in the worker: merging is independent of split and order."""
+"""Rollups pre-aggregated in the worker: merging is independent of split and order; the
+sink's in-batch dedupe and minute deltas equal brute force."""
 
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.sinks.rollups import HOUR, MINUTE, Agg, Key, aggregate, bucket_start, merge_into
+from ganzhi.settings import get_settings
+from stream.sinks.readings import ReadingRow, ReadingsSink, new_messages
+from stream.sinks.rollups import (
+    HOUR,
+    MINUTE,
+    Agg,
+    Key,
+    aggregate,
+    aggregate_minutes,
+    bucket_start,
+    merge_into,
+)
 
 T0 = datetime(2026, 3, 1, 23, 58, tzinfo=UTC)
 
@@ -87,3 +101,84 @@ def test_buckets_are_utc_and_last_is_the_latest_reading() -> None:
     assert cur.last_time == t
     assert sorted(k[3] for k in hours) == [datetime(2026, 3, 1, 23, tzinfo=UTC),
                                           datetime(2026, 3, 2, 0, tzinfo=UTC)]
+
+
+# --- the sink's hot path (issue 13, migration 0015) --------------------------------------
+
+
+def _rows_of(readings: list[Reading]) -> list[ReadingRow]:
+    return [ReadingRow(t, site, device, metric, v, "u", uuid.UUID(int=1))
+            for site, device, metric, t, v in readings]
+
+
+@given(readings_st)
+def test_aggregate_minutes_equals_the_minutes_of_aggregate(readings: list[Reading]) -> None:
+    minutes, _ = aggregate(readings)
+    fast = {k: Agg(*acc) for k, acc in aggregate_minutes(_rows_of(readings)).items()}
+    _same(fast, minutes)
+    _same(fast, _brute(readings, MINUTE))
+
+
+@given(readings_st, st.data())
+def test_minute_deltas_merged_in_any_split_give_the_hours(
+    readings: list[Reading], data: st.DataObject
+) -> None:
+    """What the compaction does: minute deltas of any batches, merged per minute and then
+    per hour, equal aggregating everything at once."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(readings)), max_size=5)))
+    parts = [readings[i:j] for i, j in zip([0, *cuts], [*cuts, len(readings)], strict=True)]
+    minutes: dict[Key, Agg] = {}
+    for part in data.draw(st.permutations(parts)):
+        merge_into(minutes, {k: Agg(*a) for k, a in aggregate_minutes(_rows_of(part)).items()})
+    hours: dict[Key, Agg] = {}
+    for (site, device, metric, b), agg in minutes.items():
+        merge_into(hours, {(site, device, metric, bucket_start(b, HOUR)): agg})
+    _same(minutes, _brute(readings, MINUTE))
+    _same(hours, _brute(readings, HOUR))
+
+
+_msg_st = st.tuples(
+    st.integers(0, 5),  # message id
+    st.lists(st.tuples(st.sampled_from(["temperature", "humidity"]), st.integers(0, 3)),
+             min_size=1, max_size=4, unique=True),  # (metric, second): unique per message
+)
+
+
+@given(st.lists(_msg_st, max_size=12), st.data())
+def test_new_messages_equals_a_brute_force_dedupe(
+    messages: list[tuple[int, list[tuple[str, int]]]], data: st.DataObject
+) -> None:
+    """Batches as the stream makes them (messages' readings consecutive), with repeats of
+    messages back to back or apart, and sometimes shuffled: each (msg_id, metric, time)
+    kept once, in order, and each message's earliest time."""
+    ids = {i: uuid.UUID(int=i) for i in range(6)}
+    body: dict[int, list[tuple[str, int]]] = {}
+    rows = []
+    for i, readings in messages:
+        readings = body.setdefault(i, readings)  # a repeat is the same message
+        rows += [ReadingRow(T0 + timedelta(seconds=s), "s", "d", m, 1.0, "u", ids[i])
+                 for m, s in readings]
+    if data.draw(st.booleans()):
+        rows = data.draw(st.permutations(rows))
+    unique, first = new_messages(rows)
+    seen: set[tuple[uuid.UUID, str, datetime]] = set()
+    want = []
+    for r in rows:
+        if (r.msg_id, r.metric, r.time) not in seen:
+            seen.add((r.msg_id, r.metric, r.time))
+            want.append(r)
+    assert unique == want
+    assert first == {m: min(r.time for r in rows if r.msg_id == m)
+                     for m in {r.msg_id for r in rows}}
+
+
+def test_compaction_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    try:
+        assert ReadingsSink("postgresql://unused").compact_every_s == 5.0
+        monkeypatch.setenv("GANZHI_STREAM__ROLLUP_COMPACT_S", "0.5")
+        get_settings.cache_clear()
+        assert ReadingsSink("postgresql://unused").compact_every_s == 0.5
+        assert ReadingsSink("postgresql://unused", compact_every_s=2).compact_every_s == 2
+    finally:
+        get_settings.cache_clear()
