@@ -51,12 +51,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from alerts.receiver import ClueReceiver
 from ganzhi.contracts import (
     Channel,
-    DeviceClass,
     DeviceEvent,
     KafkaTopic,
-    Reading,
     Severity,
-    Telemetry,
     mqtt_topic,
 )
 from ganzhi.db.migrate import migrate
@@ -64,6 +61,9 @@ from ganzhi.kafka import ensure_topics
 from ganzhi.mqtt import make_client
 from ganzhi.settings import MqttSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stack import publisher
 
 SITE = "bench-latency"
 BG_SITE = "bench-load"
@@ -83,67 +83,7 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --- background load (a separate process) ------------------------------------------------
-
-
-def publisher(host: str, port: int, rate: float, readings: int, devices: int,
-              stats_path: Path) -> int:
-    """Publish cold-store telemetry at ``rate`` msg/s (QoS 1, in-flight window 1,000)
-    until SIGTERM; every second append ``time acked sent`` to ``stats_path``."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    mq = MqttSettings(host=host, port=port)
-    client = make_client(mq, f"bench-load-{uuid.uuid4().hex[:8]}")
-    window = threading.BoundedSemaphore(1000)
-    acked = 0
-
-    def on_publish(*_: object) -> None:
-        nonlocal acked
-        acked += 1
-        window.release()
-
-    client.on_publish = on_publish
-    client.connect(host, port)
-    client.loop_start()
-    placeholder_id = "00000000-0000-4000-8000-000000000000"
-    placeholder_ts = datetime(2000, 1, 1, tzinfo=UTC)
-    templates = []
-    for d in range(devices):
-        dev = f"load-{d:05d}"
-        msg = Telemetry(
-            msg_id=placeholder_id, site_id=BG_SITE, device_id=dev, ts=placeholder_ts,
-            device_class=DeviceClass.COLD_STORE,
-            readings=[Reading(metric="temperature", value=3.0, unit="celsius"),
-                      *(Reading(metric=f"probe_{k}", value=3.0 + k, unit="celsius")
-                        for k in range(1, readings))],
-        )
-        templates.append((mqtt_topic(BG_SITE, dev, Channel.TELEMETRY),
-                          msg.model_dump_json()))
-    ts_text = json.loads(templates[0][1])["ts"]
-    sent = 0
-    start = time.monotonic()
-    next_stat = start + 1.0
-    with stats_path.open("a") as stats:
-        while not stop.is_set():
-            now = time.monotonic()
-            due = int((now - start) * rate) - sent
-            if due <= 0:
-                time.sleep(0.002)
-            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            for _ in range(max(0, min(due, 1000))):
-                if not window.acquire(timeout=1.0):
-                    break
-                topic, tmpl = templates[sent % devices]
-                payload = tmpl.replace(placeholder_id, str(uuid.uuid4())).replace(ts_text, stamp)
-                client.publish(topic, payload.encode(), qos=1)
-                sent += 1
-            if now >= next_stat:
-                stats.write(f"{time.time():.3f} {acked} {sent}\n")
-                stats.flush()
-                next_stat += 1.0
-    client.disconnect()
-    client.loop_stop()
-    return 0
+# --- background load (a separate process): benchmarks/_stack.py's publisher -------------
 
 
 # --- the receiver --------------------------------------------------------------------------

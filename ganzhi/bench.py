@@ -8,6 +8,11 @@ fails or runs out of time is a row of the table, not the end of the run. Ctrl-C 
 SIGTERM interrupts the running child (SIGINT, so that its own clean-up stops its
 servers), skips the rest and still writes the summary.
 
+Stages: ingest, sink, rules, latency, scaling (the whole pipeline at 1x, 2x, 4x a
+base rate with 1 and 2 ingest and stream workers; full profile only), edge (CPU per
+camera; reported as not available where benchmarks/edge_camera.py is missing) and soak
+(memory and lag over minutes; only with ``--only soak`` or ``--soak-minutes``).
+
 The targets are those of issue 13; :func:`rows` turns figures into table rows and is
 pure, so the target logic is tested without running a benchmark.
 """
@@ -29,9 +34,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-STAGES = ("ingest", "sink", "rules", "latency")
+STAGES = ("ingest", "sink", "rules", "latency", "scaling", "edge", "soak")
 SCRIPTS = {"ingest": "ingest_throughput.py", "sink": "readings_sink.py",
-           "rules": "rules_engine.py", "latency": "alert_latency.py"}
+           "rules": "rules_engine.py", "latency": "alert_latency.py",
+           "scaling": "pipeline_scaling.py", "edge": "edge_camera.py", "soak": "soak.py"}
+# What a profile runs without --only: the scaling curve does not fit in quick's ~3
+# minutes (``--only scaling --quick`` runs its reduced form); the soak runs only when
+# asked (``--only soak`` or ``--soak-minutes``).
+DEFAULT_STAGES = {"quick": ("ingest", "sink", "rules", "latency", "edge"),
+                  "full": ("ingest", "sink", "rules", "latency", "scaling", "edge")}
+SOAK_MINUTES = 30.0  # --only soak without --soak-minutes
 
 # Issue 13's targets.
 INGEST_MIN_RATIO = 0.5  # ingest end to end / broker pass-through
@@ -41,6 +53,7 @@ LATENCY_IDLE_P99_MS = 1_000.0
 LATENCY_LOADED_P99_MS = 2_000.0
 LOADED_READINGS_S = 10_000.0  # the load the loaded target is stated for
 LOAD_TOLERANCE = 0.95  # the broker must have acknowledged this share of it
+EDGE_MAX_CPU_PCT = 15.0  # % of one core per camera at 5 fps, recall not below before
 
 # Arguments per stage and profile (the JSON output is added by the runner), and the
 # stage's bound in seconds. Sizes: quick ~2-3 min, full ~10-15 min on two cores.
@@ -51,6 +64,9 @@ PROFILES: dict[str, dict[str, tuple[list[str], float]]] = {
         "rules": (["--devices", "600", "--per-device", "40", "--warmup", "15"], 240),
         "latency": (["--trials", "15", "--warmup", "10", "--timeout", "20",
                      "--max-seconds", "240"], 330),
+        "scaling": (["--quick"], 300),
+        "edge": (["--quick"], 360),
+        "soak": (["--minutes", "5"], 5 * 60 + 240),
     },
     "full": {
         "ingest": (["--messages", "50000", "--readings", "10", "--repeat", "3"], 420),
@@ -58,6 +74,9 @@ PROFILES: dict[str, dict[str, tuple[list[str], float]]] = {
         "rules": (["--devices", "1500", "--per-device", "40", "--warmup", "15"], 420),
         "latency": (["--trials", "30", "--warmup", "15", "--timeout", "30",
                      "--max-seconds", "780"], 900),
+        "scaling": ([], 720),
+        "edge": ([], 900),
+        "soak": (["--minutes", f"{SOAK_MINUTES:g}"], SOAK_MINUTES * 60 + 240),
     },
 }
 
@@ -84,6 +103,10 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
     (a target that could not be measured is not met)."""
     out: list[Row] = []
     for stage, res in results.items():
+        if res.get("status") == "not available":  # a benchmark not (yet) in this tree
+            out.append(Row(stage, "(not available)", str(res.get("error") or ""),
+                           target=TARGETS.get(stage, "")))
+            continue
         if res.get("status") != "ok":
             out.append(Row(stage, f"({res.get('status', 'failed')})",
                            str(res.get("error") or "no figures"),
@@ -104,6 +127,8 @@ TARGETS = {
     "rules": f"≥ {RULES_MIN_MSG_S:,.0f} msg/s",
     "latency": f"p99 ≤ {LATENCY_IDLE_P99_MS:,.0f} ms idle, "
                f"≤ {LATENCY_LOADED_P99_MS:,.0f} ms under {LOADED_READINGS_S:,.0f} readings/s",
+    "edge": f"≤ {EDGE_MAX_CPU_PCT:g}% of a core per camera, recall not below before",
+    "soak": "flat memory, no growing lag",
 }
 
 
@@ -172,8 +197,74 @@ def _latency_rows(f: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _scaling_rows(f: dict[str, Any]) -> list[Row]:
+    """Per point: stored msg/s against the offered rate, and the stage that saturates;
+    then each process's memory at the end of the run. No target: the curve is a figure."""
+    out = []
+    cpus = f.get("cpus")
+    for p in f["points"]:
+        offered = float(p["offered_msg_s"])
+        stored = p.get("stored_msg_s")
+        sat = p.get("saturates") or "none"
+        out.append(Row("scaling", f"{p['label']}: stored (saturates: {sat}; "
+                                  f"{cpus} cores for all)",
+                       stored, "msg/s", offered,
+                       float(stored) / offered if stored is not None and offered else None))
+    if f["points"]:
+        last = f["points"][-1]
+        mem = ", ".join(f"{k} {float(v):,.0f}" for k, v in last.get("rss_mb", {}).items())
+        out.append(Row("scaling", "RSS at the end of the run, MB", mem))
+    return out
+
+
+def _soak_rows(f: dict[str, Any]) -> list[Row]:
+    v = f["verdict"]
+    limit = float(v["flat_mb_per_10min"])
+    minutes = f["samples"][-1]["t"] / 60 if f.get("samples") else 0.0
+    out = []
+    for name, m in v["memory"].items():
+        judged = not m.get("note") and m.get("flat") is not None
+        figure = f"memory slope {name} ({minutes:.0f} min at {float(f['rate_msg_s']):,.0f} " \
+                 f"msg/s{'; ' + m['note'] if m.get('note') else ''})"
+        slope = m.get("mb_per_10min")
+        out.append(Row("soak", figure, slope, "MB/10 min", m.get("last_mb"),
+                       None, f"|slope| < {limit:g} MB/10 min" if judged else "",
+                       bool(m["flat"]) if judged else None))
+    lag = v["lag"]
+    growing = lag.get("growing")
+    out.append(Row("soak", f"consumer lag trend (last {lag.get('last_msgs')} msgs)",
+                   lag.get("msgs_per_10min"), "msgs/10 min", None, None, "not growing",
+                   None if growing is None else not growing))
+    return out
+
+
+def _edge_rows(f: dict[str, Any]) -> list[Row]:
+    """Per configuration: CPU per camera against 15 % of a core, recall against the
+    baseline's (config ``before``, else the row marked ``baseline``, else the first)."""
+    rs = f["rows"]
+    base = next((r for r in rs if r.get("config") == "before"),
+                next((r for r in rs if r.get("baseline")), rs[0]))
+    base_recall = base.get("recall")
+    chosen = f.get("chosen")
+    out = []
+    for r in rs:
+        cpu, recall = r.get("cpu_pct_per_camera"), r.get("recall")
+        met = None
+        if cpu is not None and recall is not None and base_recall is not None:
+            met = float(cpu) <= EDGE_MAX_CPU_PCT and float(recall) >= float(base_recall)
+        mark = " (chosen)" if chosen is not None and r.get("config") == chosen else ""
+        out.append(Row("edge", f"camera: {r.get('config')}{mark}", cpu, "% of a core",
+                       f"recall {recall} (before {base_recall})",
+                       float(cpu) / EDGE_MAX_CPU_PCT if cpu is not None else None,
+                       TARGETS["edge"], met))
+    if f.get("cameras_per_2core_box") is not None:
+        out.append(Row("edge", "cameras per 2-core box", f["cameras_per_2core_box"]))
+    return out
+
+
 _ROWS = {"ingest": _ingest_rows, "sink": _sink_rows, "rules": _rules_rows,
-         "latency": _latency_rows}
+         "latency": _latency_rows, "scaling": _scaling_rows, "soak": _soak_rows,
+         "edge": _edge_rows}
 
 
 def _fmt(v: float | str | None) -> str:
@@ -260,7 +351,8 @@ def run_stage(stage: str, args: list[str], bound: float, work: Path,
                                                  *args, *extra]),
                            "bound_s": bound, "log": str(work / f"{stage}.log")}
     if not script.exists():
-        return {**res, "status": "failed", "error": f"{script} not found"}
+        return {**res, "status": "not available",
+                "error": f"{script.relative_to(ROOT)} not in this tree"}
     log = work / f"{stage}.log"
     stdout = work / f"{stage}.out"
     t0 = time.monotonic()
@@ -308,8 +400,10 @@ def run_stage(stage: str, args: list[str], bound: float, work: Path,
 
 
 def main(profile: str = "full", only: list[str] | None = None,
-         out: Path = Path("var/bench/summary.json")) -> int:
-    stages = [s for s in STAGES if not only or s in only]
+         out: Path = Path("var/bench/summary.json"), soak_minutes: float | None = None) -> int:
+    stages = [s for s in STAGES if (s in only if only else s in DEFAULT_STAGES[profile])]
+    if soak_minutes and "soak" not in stages:
+        stages.append("soak")
     out = out.resolve()
     work = out.parent
     work.mkdir(parents=True, exist_ok=True)
@@ -326,6 +420,11 @@ def main(profile: str = "full", only: list[str] | None = None,
     try:
         for i, stage in enumerate(stages, 1):
             args, bound = PROFILES[profile][stage]
+            if stage == "soak":  # half the rate the scaling stage stored, if it ran
+                minutes = soak_minutes or float(args[args.index("--minutes") + 1])
+                args = ["--minutes", f"{minutes:g}", "--scaling-json",
+                        str(work / "scaling.json")]
+                bound = minutes * 60 + 240
             if stop.signum is not None:
                 summary["stages"][stage] = {"status": "skipped", "error": "interrupted"}
                 continue

@@ -506,7 +506,7 @@ def _bench(_s: Settings, a: argparse.Namespace) -> int:
         print(f"ganzhi bench: unknown stage(s) {', '.join(unknown)}; "
               f"choose from {','.join(STAGES)}", file=sys.stderr)
         return 2
-    return main(a.profile, only, Path(a.out))
+    return main(a.profile, only, Path(a.out), a.soak_minutes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,7 +543,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="the default: about 10-15 minutes on two cores")
     bench.set_defaults(profile="full")
     bench.add_argument("--only", default=None, metavar="STAGES",
-                       help="comma-separated subset of ingest,sink,rules,latency")
+                       help="comma-separated subset of ingest,sink,rules,latency,scaling,"
+                       "edge,soak (default: all but soak; quick also skips scaling)")
+    bench.add_argument("--soak-minutes", type=float, default=None, metavar="MIN",
+                       help="also run the memory soak for MIN minutes (at half the rate "
+                       "the scaling stage stored)")
     bench.add_argument("--out", default="var/bench/summary.json",
                        help="the summary as JSON (each stage's log and JSON beside it)")
     bench.set_defaults(fn=_bench)

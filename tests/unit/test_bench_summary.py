@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganzhi.bench import PROFILES, STAGES, Row, rows, table
+from ganzhi.bench import DEFAULT_STAGES, PROFILES, STAGES, Row, rows, table
 
 
 def _ingest(ratio: float) -> dict[str, Any]:
@@ -96,3 +96,106 @@ def test_profiles_cover_every_stage() -> None:
     for profile in PROFILES.values():
         assert set(profile) == set(STAGES)
         assert all(bound > 0 for _args, bound in profile.values())
+
+
+def _scaling() -> dict[str, Any]:
+    return {"cpus": 2, "points": [
+        {"label": "1 ingest, 1 stream, 1× (500 msg/s)", "offered_msg_s": 500.0,
+         "stored_msg_s": 500.0, "saturates": None},
+        {"label": "1 ingest, 1 stream, 4× (2,000 msg/s)", "offered_msg_s": 2000.0,
+         "stored_msg_s": 1200.0, "saturates": "stream",
+         "rss_mb": {"ingest": 80.0, "stream": 150.5}},
+    ]}
+
+
+def test_scaling_rows_are_figures_with_the_saturating_stage() -> None:
+    rs = rows({"scaling": _ok(_scaling())})
+    assert [r.met for r in rs] == [None, None, None]
+    assert rs[1].ratio == 0.6 and rs[1].ceiling == 2000.0 and "saturates: stream" in rs[1].figure
+    assert "saturates: none" in rs[0].figure
+    assert rs[2].value == "ingest 80, stream 150"
+
+
+def _soak(slopes: dict[str, float], lag_growing: bool | None) -> dict[str, Any]:
+    memory = {name: {"first_mb": 100.0, "last_mb": 100.0 + s, "mb_per_10min": s,
+                     "flat": abs(s) < 3.0, "note": "memory-only" if name == "tansu" else ""}
+              for name, s in slopes.items()}
+    return {"rate_msg_s": 600.0, "samples": [{"t": 0.0}, {"t": 300.0}],
+            "verdict": {"flat_mb_per_10min": 3.0, "memory": memory,
+                        "lag": {"msgs_per_10min": 10.0, "last_msgs": 5,
+                                "growing": lag_growing}}}
+
+
+def test_soak_judges_each_service_but_not_tansus_memory_storage() -> None:
+    rs = rows({"soak": _ok(_soak({"stream": 1.0, "ingest": 4.0, "tansu": 50.0}, False))})
+    assert _judged(rs) == {"memory slope stream (5 min at 600 msg/s)": True,
+                           "memory slope ingest (5 min at 600 msg/s)": False,
+                           "consumer lag trend (last 5 msgs)": True}
+    assert next(r for r in rs if "tansu" in r.figure).met is None
+    assert rows({"soak": _ok(_soak({"stream": 0.0}, True))})[-1].met is False
+
+
+def test_edge_per_camera_cpu_and_recall_against_the_baseline() -> None:
+    f = {"chosen": "crops", "cameras_per_2core_box": 13, "rows": [
+        {"config": "rect", "cpu_pct_per_camera": 30.0, "recall": 0.95},
+        {"config": "before", "cpu_pct_per_camera": 38.0, "recall": 0.9},
+        {"config": "crops", "cpu_pct_per_camera": 14.0, "recall": 0.92},
+        {"config": "int8", "cpu_pct_per_camera": 9.0, "recall": 0.85},
+    ]}
+    rs = rows({"edge": _ok(f)})
+    assert _judged(rs) == {"camera: rect": False, "camera: before": False,
+                           "camera: crops (chosen)": True, "camera: int8": False}
+    assert rs[-1].figure == "cameras per 2-core box" and rs[-1].value == 13
+
+
+def test_a_missing_benchmark_is_not_available_not_a_failure() -> None:
+    rs = rows({"edge": {"status": "not available", "error": "benchmarks/edge_camera.py"}})
+    assert [(r.figure, r.met) for r in rs] == [("(not available)", None)]
+
+
+def test_default_stages_leave_the_soak_out() -> None:
+    assert "soak" not in DEFAULT_STAGES["full"] and "soak" not in DEFAULT_STAGES["quick"]
+    assert "scaling" in DEFAULT_STAGES["full"]
+    assert set(DEFAULT_STAGES["full"]) | {"soak"} == set(STAGES)
+
+
+def _script(name: str) -> Any:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def test_scaling_plan_and_the_first_stage_that_saturates() -> None:
+    sc = _script("pipeline_scaling")
+    assert sc.plan([1, 2, 4], [(1, 1), (2, 2)]) == [(1, 1, 1), (1, 1, 2), (1, 1, 4),
+                                                    (2, 2, 4)]
+    assert len(sc.plan([1, 2, 4], [(1, 1), (2, 2)], full_grid=True, points=5)) == 5
+    cool = {"ingest": {"cpu_pct": 40.0, "max_process_cpu_pct": 40.0}}
+    point = {"offered_msg_s": 2000.0, "sent_msg_s": 1990.0, "acked_msg_s": 1990.0,
+             "ingested_msg_s": 1980.0, "stored_msg_s": 1200.0, "cpu": cool}
+    assert sc.saturation(point)[0] == "stream"
+    hot = {**cool, "ingest-2": {"cpu_pct": 95.0, "max_process_cpu_pct": 95.0}}
+    assert sc.saturation({**point, "cpu": hot})[0] == "ingest"
+    assert sc.saturation({**point, "stored_msg_s": 1950.0})[0] is None
+
+
+def test_soak_slope_and_verdict() -> None:
+    soak = _script("soak")
+    assert soak.slope([(0, 1.0), (600, 3.0)]) == 2.0 / 600
+    samples = [{"t": t * 60.0, "mem_mb": {"stream": 100.0 + 0.01 * t, "ingest": 50.0 + t},
+                "lag_msgs": 10} for t in range(10)]
+    v = soak.verdict(samples, rate=500.0, flat_mb=3.0)
+    assert v["memory"]["stream"]["flat"] is True and v["memory"]["ingest"]["flat"] is False
+    assert v["memory"]["ingest"]["mb_per_10min"] == 10.0
+    assert v["lag"]["growing"] is False and v["memory_flat"] is False and v["ok"] is False
