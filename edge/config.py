@@ -14,8 +14,9 @@ registry").
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -120,6 +121,40 @@ class MotionConfig(_Strict):
     max_interval_s: float = Field(default=10.0, gt=0)
 
 
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"GANZHI_CAMERA_{name.upper()}", default)
+
+
+def _precision() -> Literal["fp32", "int8"]:
+    return "fp32" if _env("precision", "int8").lower() == "fp32" else "int8"
+
+
+class DetectConfig(_Strict):
+    """How often and on what the detector runs (edge/camera/schedule.py, docs/performance.md
+    "Edge camera"). Each default can be overridden by ``GANZHI_CAMERA_<FIELD>`` in the
+    agent's environment; a value in the box's YAML wins over both."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    idle_fps: float = Field(default_factory=lambda: float(_env("idle_fps", "1.0")), gt=0,
+                            le=60, description="detections/s with motion, nothing pending")
+    pending_fps: float = Field(
+        default_factory=lambda: float(_env("pending_fps", "5.0")), ge=0, le=60,
+        description="detections/s while a violation awaits confirmation (0: as idle)")
+    crops: bool = Field(default_factory=lambda: _env("crops", "true").lower() in (
+        "1", "true", "yes"), description="idle detections on the motion region only")
+    crop_min_px: int = Field(default_factory=lambda: int(_env("crop_min_px", "256")), ge=32,
+                             description="smallest side of a motion crop, frame pixels")
+    crop_max_share: float = Field(
+        default_factory=lambda: float(_env("crop_max_share", "0.6")), gt=0, le=1,
+        description="a larger crop (share of the frame) runs on the whole frame")
+    rect: bool = Field(default_factory=lambda: _env("rect", "true").lower() in (
+        "1", "true", "yes"), description="input a stride multiple, not the padded square")
+    precision: Literal["fp32", "int8"] = Field(
+        default_factory=_precision,
+        description="the model's file: fp32 model.onnx or the card's int8 copy")
+
+
 class CameraHealthConfig(_Strict):
     dark_mean: float = Field(default=25.0, ge=0, le=255)
     flat_std: float = Field(default=6.0, ge=0)
@@ -146,6 +181,7 @@ class CameraConfig(_Credentials):
     min_height: float = Field(default=0.0, ge=0, le=1, description="share of frame height")
     confirm: ConfirmConfig = Field(default_factory=ConfirmConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
     health: CameraHealthConfig = Field(default_factory=CameraHealthConfig)
     snapshot_quality: int = Field(default=85, ge=30, le=100)
     report_period_s: float = Field(default=60.0, gt=0, description="heartbeat telemetry")

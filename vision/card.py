@@ -51,6 +51,25 @@ class Latency(BaseModel):
     command: str
 
 
+class Int8(BaseModel):
+    """The model quantized to INT8 with ONNX Runtime (``python -m vision.quantize``):
+    accuracy of both on the validation split, measured the same way in the same run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    method: str
+    calibration: str
+    evaluator: str
+    before: ClassMetrics  # fp32, all classes
+    after: ClassMetrics  # int8
+    before_per_class: dict[str, ClassMetrics]
+    after_per_class: dict[str, ClassMetrics]
+    latency_fp32_ms: float
+    latency_int8_ms: float
+    command: str
+
+
 class Training(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,6 +107,7 @@ class ModelCard(BaseModel):
     training: Training | None = None
     evaluation: Evaluation | None = None
     latency: Latency | None = None
+    int8: Int8 | None = None
     licence: str = ""
     notes: str = ""
 

@@ -30,8 +30,12 @@ def default_providers() -> list[str]:
 
 class YoloDetector:
     def __init__(self, model_path: Path, card: ModelCard, *, threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> None:
+                 providers: Sequence[str] | None = None, rect: bool = False) -> None:
         self.card = card
+        self.model_path = model_path
+        # rect: the input is the smallest stride multiple that holds the frame, not the
+        # square (fewer pixels for the same detail; the model has dynamic height/width).
+        self.rect = rect
         opts = ort.SessionOptions()
         # One thread by default: a box runs one detector per camera. A single camera may
         # take all cores (1.7x faster on 2 cores here, docs/vision.md).
@@ -49,9 +53,13 @@ class YoloDetector:
 
     @classmethod
     def from_dir(cls, model_dir: Path, *, threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> YoloDetector:
-        return cls(model_dir / MODEL_FILE, load_card(model_dir), threads=threads,
-                   providers=providers)
+                 providers: Sequence[str] | None = None, precision: str = "fp32",
+                 rect: bool = False) -> YoloDetector:
+        """``precision``: ``fp32`` (``model.onnx``) or ``int8`` (the card's quantized
+        file, written by ``python -m vision.quantize``)."""
+        card = load_card(model_dir)
+        return cls(model_dir / model_file(card, precision), card, threads=threads,
+                   providers=providers, rect=rect)
 
     @property
     def providers(self) -> list[str]:
@@ -64,11 +72,14 @@ class YoloDetector:
         return np.concatenate([np.asarray(self.session.run(None, {self._input: b[None]})[0],
                                           dtype=np.float32) for b in batch])
 
-    def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]:
-        """Detections per frame, in the frame's pixels, best first."""
+    def detect(self, frames: Sequence[NDArray[np.uint8]], *, upscale: bool = True
+               ) -> list[list[BoundingBox]]:
+        """Detections per frame, in the frame's pixels, best first. ``upscale=False``: a
+        frame smaller than the input size (a motion crop) runs at its own pixels."""
         if not frames:
             return []
-        batch, fits = to_batch(frames, self.card.input_size)
+        batch, fits = to_batch(frames, self.card.input_size, rect=self.rect or not upscale,
+                               upscale=upscale)
         raws = decode(self._run(batch), self.score_threshold, self.iou_threshold)
         out: list[list[BoundingBox]] = []
         for raw, fit in zip(raws, fits, strict=True):
@@ -78,6 +89,16 @@ class YoloDetector:
                             x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3]))
                 for b, s, c in zip(xyxy, raw.scores, raw.classes, strict=True)])
         return out
+
+
+def model_file(card: ModelCard, precision: str) -> str:
+    if precision == "fp32":
+        return MODEL_FILE
+    if precision == "int8":
+        if card.int8 is None:
+            raise ValueError(f"model {card.name} has no int8 file: run python -m vision.quantize")
+        return card.int8.file
+    raise ValueError(f"precision {precision!r}: fp32 or int8")
 
 
 def cpu_count() -> int:

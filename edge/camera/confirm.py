@@ -45,6 +45,11 @@ class Tracker:
             return None
         return sum(h for _, h in self.samples) / len(self.samples)
 
+    @property
+    def pending(self) -> bool:
+        """A hit in the window and nothing raised yet: the detector should look closely."""
+        return not self.active and any(h for _, h in self.samples)
+
     def update(self, t: float, hit: bool) -> Change | None:
         """One inference at time ``t`` (seconds, monotonic per camera)."""
         p = self.params

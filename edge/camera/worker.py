@@ -26,6 +26,7 @@ from edge.camera.evidence import annotate, encode_jpeg
 from edge.camera.health import HealthMonitor, HealthParams, measure
 from edge.camera.motion import MotionGate, MotionParams
 from edge.camera.regions import RegionFilter
+from edge.camera.schedule import DetectionSchedule, Mode, ScheduleParams, crop_region, to_frame
 from edge.config import CameraConfig
 from edge.spool import Spool
 from ganzhi.contracts import (
@@ -46,14 +47,22 @@ log = get_logger("edge.camera")
 
 
 class Detector(Protocol):
-    def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]: ...
+    def detect(self, frames: Sequence[NDArray[np.uint8]], *, upscale: bool = True
+               ) -> list[list[BoundingBox]]: ...
 
 
 def load_detector(cfg: CameraConfig) -> tuple[Detector, dict[str, str]]:
     """The camera's model and its class -> violation map (config overrides the card)."""
+    from vision.card import load_card
     from vision.runtime import YoloDetector
 
-    det = YoloDetector.from_dir(cfg.model_dir, threads=cfg.threads)
+    precision = cfg.detect.precision
+    if precision == "int8" and load_card(cfg.model_dir).int8 is None:
+        log.warning("camera_model_no_int8", camera=cfg.device_id, model=str(cfg.model_dir),
+                    hint="python -m vision.quantize; running fp32")
+        precision = "fp32"
+    det = YoloDetector.from_dir(cfg.model_dir, threads=cfg.threads, precision=precision,
+                                rect=cfg.detect.rect)
     if cfg.score_threshold is not None:
         det.score_threshold = cfg.score_threshold
     return det, dict(cfg.violations if cfg.violations is not None else det.card.violations)
@@ -64,6 +73,8 @@ class Counters:
     frames: int = 0
     inferences: int = 0
     skipped: int = 0
+    crops: int = 0  # inferences on a motion region only
+    pixels: int = 0  # detector input pixels (frame or crop), summed
     published: list[tuple[str, str]] = field(default_factory=list)  # (violation, state)
 
 
@@ -88,6 +99,10 @@ class CameraWorker:
         self.motion = MotionGate(MotionParams(pixel_threshold=m.pixel_threshold,
                                               min_changed=m.min_changed,
                                               max_interval_s=m.max_interval_s))
+        d = cfg.detect
+        self.schedule = DetectionSchedule(ScheduleParams(
+            idle_fps=min(d.idle_fps, cfg.fps), pending_fps=min(d.pending_fps, cfg.fps),
+            max_interval_s=m.max_interval_s, crops=d.crops))
         self.regions = RegionFilter(cfg.rois, cfg.min_height)
         self.source = source or VideoSource(cfg.device_id, cfg.source, cfg.fps, loop=cfg.loop,
                                             realtime=cfg.realtime)
@@ -147,12 +162,31 @@ class CameraWorker:
         metrics.CAMERA_FRAMES.labels(camera=cam).inc()
         for name, health_change in self.health.frame(frame.t, measure(frame.image)).items():
             self.publish(name, health_change, frame, [])
-        if self.motion.should_detect(frame.t, frame.image):
+        moved = self.motion.observe(frame.image)
+        h, w = frame.image.shape[:2]
+        d = self.cfg.detect
+        region = None
+        if moved and self.motion.region is not None and d.crops:
+            region = crop_region(self.motion.region, w, h, min_side=d.crop_min_px,
+                                 max_share=d.crop_max_share)
+        pending = any(tr.pending for tr in self.trackers.values())
+        mode = self.schedule.decide(frame.t, moved, pending, region is not None)
+        if mode is not Mode.SKIP:
             started = time.perf_counter()
-            boxes = self.detector.detect([frame.image])[0]
+            if mode is Mode.CROP and region is not None:
+                x1, y1, x2, y2 = region
+                crop = frame.image[y1:y2, x1:x2]
+                found = self.detector.detect([crop], upscale=False)[0]
+                boxes = [b.model_copy(update=dict(zip(
+                    ("x1", "y1", "x2", "y2"), to_frame((b.x1, b.y1, b.x2, b.y2), region),
+                    strict=True))) for b in found]
+                self.counters.crops += 1
+                self.counters.pixels += (x2 - x1) * (y2 - y1)
+            else:
+                boxes = self.detector.detect([frame.image])[0]
+                self.counters.pixels += w * h
             metrics.CAMERA_INFER_SECONDS.labels(camera=cam).observe(
                 time.perf_counter() - started)
-            h, w = frame.image.shape[:2]
             boxes = self.regions.apply(boxes, w, h)
             self._last_boxes = boxes
             self.counters.inferences += 1
