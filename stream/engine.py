@@ -38,7 +38,16 @@ from ganzhi.contracts import (
 )
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.rules import cold_chain, device_config, device_events, device_health, elevator, vision
+from stream.rules import (
+    cold_chain,
+    device_config,
+    device_events,
+    device_health,
+    elevator,
+    fast,
+    ordering,
+    vision,
+)
 from stream.rules.cold_chain import ColdChainState
 from stream.rules.device_config import ConfigState
 from stream.rules.device_events import DeviceEventsState
@@ -46,7 +55,7 @@ from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
 from stream.rules.excursion import to_us
 from stream.rules.model import Rules
-from stream.rules.ordering import Chain, SnapshotRule, feed
+from stream.rules.ordering import Chain, OrderedState, SnapshotRule, feed
 
 log = get_logger(__name__)
 
@@ -130,6 +139,7 @@ class Cached:
     obj: BaseModel  # ``raw`` parsed
     partition: int | None  # where it was last written (None: read, not written here)
     extra: object = None  # in-memory companion of ``obj`` (an ordering Chain)
+    frags: ordering.Fragments | None = None  # JSON of parts of ``obj`` (ordering.dump_json)
 
 
 class StateCache:
@@ -215,16 +225,22 @@ class StateView:
             c = cache.get(key) if cache is not None else None
             if c is not None and c.obj is obj and c.partition == partition:
                 continue  # unchanged since this worker wrote it there
-            raw = obj.model_dump_json()
             x = self._extra.get(key)
             extra = x[1] if x is not None and x[0] is obj else None
+            frags = None
+            if isinstance(obj, OrderedState):
+                raw, frags = ordering.dump_json(
+                    obj, c.frags if c is not None else None,
+                    extra if isinstance(extra, Chain) else None)
+            else:
+                raw = obj.model_dump_json()
             if c is not None and c.partition == partition and c.raw == raw:
-                c.obj, c.extra = obj, extra  # the same JSON: the store has it
+                c.obj, c.extra, c.frags = obj, extra, frags  # the same JSON: the store has it
                 continue
             self.store.put(key, raw, partition)
             n += 1
             if cache is not None:
-                cache[key] = Cached(raw, obj, partition, extra)
+                cache[key] = Cached(raw, obj, partition, extra, frags)
         self._pending.clear()
         self._extra.clear()
         return n
@@ -346,7 +362,9 @@ class RuleEngine:
         r = device_health.observe(st, params or HealthParams(), ts, received_at)
         if params is not None:
             out.transitions.extend(r.transitions)
-        self._save_health(view, HealthEntry(partition=partition, state=r.state))
+        # (Both parts valid already: built without validating them again.)
+        self._save_health(view, fast.build(HealthEntry, {"partition": partition,
+                                                         "state": r.state}))
 
     def detection(self, view: StateView, partition: int, msg: Detection,
                   received_at: datetime, out: Evaluation) -> None:

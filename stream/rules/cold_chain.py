@@ -37,6 +37,7 @@ in-order samples).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -46,7 +47,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import excursion
+from stream.rules import excursion, fast
 from stream.rules.excursion import ExcursionParams, ExcursionState, from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
 
@@ -252,6 +253,10 @@ class ColdChainState(BaseModel):
     changed_at: dict[str, int] = {}  # when each metric last changed value
 
 
+_HOLD0 = Hold()
+_PROBE0 = ProbeTrack()
+
+
 @dataclass(frozen=True)
 class StepResult:
     state: ColdChainState
@@ -297,23 +302,24 @@ def _hold(
     ts = ctx.ts
     if h.phase in (Phase.NORMAL, Phase.PENDING):
         if not active:
-            return Hold(), None
+            return _HOLD0, None
         started = h.started_at if h.phase is Phase.PENDING and h.started_at is not None \
             else (ts if start is None else start)
         if ts - started < _us(duration_s):
-            return Hold(phase=Phase.PENDING, started_at=started), None
+            return fast.make(Hold, phase=Phase.PENDING, started_at=started), None
         tr = _make(TransitionKind.FIRING, rule_id, severity, ctx.site_id, ctx.device_id,
                    started, ts, what, values)
-        return Hold(phase=Phase.FIRING, started_at=started, open_id=tr.transition_id), tr
+        return fast.make(Hold, phase=Phase.FIRING, started_at=started,
+                         open_id=tr.transition_id), tr
     started = h.started_at if h.started_at is not None else ts
     if not clear_ok:
-        return h.model_copy(update={"phase": Phase.FIRING, "since": None}), None
+        return fast.replace(h, phase=Phase.FIRING, since=None), None
     since = h.since if h.phase is Phase.CLEARING and h.since is not None else ts
     if ts - since < _us(clear_duration_s):
-        return h.model_copy(update={"phase": Phase.CLEARING, "since": since}), None
+        return fast.replace(h, phase=Phase.CLEARING, since=since), None
     tr = _make(TransitionKind.RESOLVED, rule_id, severity, ctx.site_id, ctx.device_id,
                started, ts, f"cleared: {what}", values)
-    return Hold(), tr
+    return _HOLD0, tr
 
 
 def _excursion(
@@ -415,11 +421,12 @@ def step(
     # Air history for rise rules (longest window needed).
     window_s = max(params.rate_of_rise.window_s if params.rate_of_rise else 0.0,
                    params.compressor.window_s if params.compressor else 0.0)
-    hist = list(state.air_history)
+    # (Sorted by time: samples come in order, a late one returned above.) Entries within
+    # ``window`` of ``t``: from the first with x[0] >= t - window (a 1-tuple sorts first).
+    old = state.air_history
+    hist = old[bisect.bisect_left(old, (t - _us(window_s),)):]
     if air is not None:
         hist.append((t, air))
-    within = _us(window_s)
-    hist = [x for x in hist if t - x[0] <= within]
     upd["air_history"] = hist
 
     # temperature_high / frozen_rebound: excursion machines, defrost-gated on the air probe.
@@ -452,9 +459,8 @@ def step(
     # rate_of_rise on the air probe.
     rp = params.rate_of_rise
     if rp is not None and air is not None:
-        within = _us(rp.window_s)
-        rise = _rise([x for x in hist if t - x[0] <= within], t, rp.window_s,
-                     rp.min_coverage)
+        rise = _rise(hist[bisect.bisect_left(hist, (t - _us(rp.window_s),)):], t,
+                     rp.window_s, rp.min_coverage)
         active = rise is not None and rise > rp.rise_c and not suppressed
         clear_ok = rise is None or rise <= rp.rise_c - rp.hysteresis
         h, tr = _hold(
@@ -507,15 +513,15 @@ def step(
                 continue
             seen = True
             v = values[m]
-            pt = probes.get(m, ProbeTrack())
+            pt = probes.get(m, _PROBE0)
             if not pp.valid_min <= v <= pp.valid_max:
                 inv = pt.invalid_since if pt.invalid_since is not None else t
-                pt = ProbeTrack(invalid_since=inv)
+                pt = fast.make(ProbeTrack, invalid_since=inv)
                 if t - inv >= _us(pp.invalid_s):
                     faults.append((inv, f"{m} impossible value {v}"))
             else:
                 since = pt.since if pt.value == v and pt.since is not None else t
-                pt = ProbeTrack(value=v, since=since)
+                pt = fast.make(ProbeTrack, value=v, since=since)
                 others = [changed_at[o] for o in pp.others if o != m and o in changed_at]
                 if t - since > _us(pp.stuck_s) and any(c > since for c in others):
                     faults.append((since, f"{m} stuck at {v}"))
@@ -540,9 +546,8 @@ def step(
                      else t) if off else None
         upd["compressor_off_since"] = off_since
         if cp is not None and air is not None:
-            within = _us(cp.window_s)
-            rise = _rise([x for x in hist if t - x[0] <= within], t, cp.window_s,
-                         0.95)
+            rise = _rise(hist[bisect.bisect_left(hist, (t - _us(cp.window_s),)):], t,
+                         cp.window_s, 0.95)
             active = (off_since is not None and t - off_since >= _us(cp.window_s)
                       and rise is not None and rise >= cp.rise_c)
             h, tr = _hold(
@@ -556,7 +561,7 @@ def step(
             upd["compressor"] = h
             out.extend([tr] if tr else [])
 
-    return StepResult(state.model_copy(update=upd), out)
+    return StepResult(fast.replace(state, **upd), out)
 
 
 _HOLDS = {

@@ -35,7 +35,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import identity
+from stream.rules import fast, identity
 from stream.rules.excursion import from_us, to_us
 
 RULE_ID = "device.offline"
@@ -130,7 +130,7 @@ def _heard(st: DeviceHealthState, p: HealthParams, ts: datetime,
         out.append(_transition(st, p, TransitionKind.RESOLVED, st.offline.started_at, at,
                                "device heard again", st.offline.reason))
         upd["offline"] = None
-    return HealthResult(st.model_copy(update=upd), out)
+    return HealthResult(fast.replace(st, **upd), out)
 
 
 def observe(state: DeviceHealthState, params: HealthParams, ts: datetime,

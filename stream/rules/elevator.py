@@ -93,6 +93,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
+from stream.rules import fast
 from stream.rules.excursion import from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
 
@@ -198,6 +199,9 @@ class ElevatorState(BaseModel):
     close_attempt: bool = False
     rules: dict[str, RuleState] = {}
     late_count: int = 0
+
+
+_RS0 = RuleState()
 
 
 # --- predicates over the snapshot ---------------------------------------------------------
@@ -366,18 +370,18 @@ def _advance(rs: RuleState, cond: bool, may_raise: bool, t: int, rp: RuleParams,
     clear = round(rp.clear_s * 1_000_000)
     if rs.phase is Phase.NORMAL or rs.phase is Phase.PENDING:
         if not (cond and may_raise):
-            return RuleState(), None
+            return _RS0, None
         start = rs.started_at if rs.phase is Phase.PENDING and rs.started_at is not None else t
         if t - start >= timer:
-            return RuleState(phase=Phase.FIRING, started_at=start, fired_at=t), \
+            return fast.make(RuleState, phase=Phase.FIRING, started_at=start, fired_at=t), \
                 TransitionKind.FIRING
-        return RuleState(phase=Phase.PENDING, started_at=start), None
+        return fast.make(RuleState, phase=Phase.PENDING, started_at=start), None
     if cond:
-        return rs.model_copy(update={"phase": Phase.FIRING, "since": None}), None
+        return fast.replace(rs, phase=Phase.FIRING, since=None), None
     since = rs.since if rs.phase is Phase.CLEARING and rs.since is not None else t
     if t - since >= clear:
-        return RuleState(), TransitionKind.RESOLVED
-    return rs.model_copy(update={"phase": Phase.CLEARING, "since": since}), None
+        return _RS0, TransitionKind.RESOLVED
+    return fast.replace(rs, phase=Phase.CLEARING, since=since), None
 
 
 def _door_memory(state: ElevatorState, snap: Mapping[str, float], params: ElevatorParams,
@@ -413,15 +417,14 @@ def step(
         return state.model_copy(update={"late_count": state.late_count + 1}), []
     snap = {**state.snapshot, **{k: float(x) for k, x in values.items()}}
     origin, opening, closing = _door_memory(state, snap, params)
-    new = state.model_copy(update={"last_ts": t, "snapshot": snap, "door_origin": origin,
-                                   "open_attempt": opening, "close_attempt": closing})
-    conds = evaluate(new, params)
+    view = _View(snap, params, origin, opening, closing)  # (what evaluate() reads)
+    conds = {rid: bool(pred(view)) for rid, pred in PREDICATES.items()}
     suppressed = conds[INSPECTION_MODE] or conds[MAINTENANCE_MODE]
     rules: dict[str, RuleState] = {}
     out: list[AlertTransition] = []
     for rid, cond in conds.items():
         rp = params.rule(rid)
-        rs = state.rules.get(rid, RuleState())
+        rs = state.rules.get(rid, _RS0)
         if not rp.enabled and rs.phase not in (Phase.FIRING, Phase.CLEARING):
             continue
         may_raise = rp.enabled and (rid in MODE_RULES or not suppressed)
@@ -435,7 +438,9 @@ def step(
             out.append(_transition(kind, rid, rp, site_id, device_id, started, t, snap))
         if rs.phase is not Phase.NORMAL:
             rules[rid] = rs
-    return new.model_copy(update={"rules": rules}), out
+    return fast.build(ElevatorState, {
+        "last_ts": t, "snapshot": snap, "door_origin": origin, "open_attempt": opening,
+        "close_attempt": closing, "rules": rules, "late_count": state.late_count}), out
 
 
 def open_alerts(state: ElevatorState) -> list[str]:

@@ -22,6 +22,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
+from stream.rules import fast
 from stream.rules.identity import fingerprint, transition_id
 
 RULE_ID = "cold_chain.temperature_high"
@@ -53,7 +54,8 @@ class Phase(StrEnum):
 
 def to_us(ts: datetime) -> int:
     """Event time as integer microseconds since the epoch (exact, JSON-safe)."""
-    return (ts - _EPOCH) // timedelta(microseconds=1)
+    d = ts - _EPOCH  # (exact, as ``// timedelta(microseconds=1)``, faster)
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def from_us(us: int) -> datetime:
@@ -120,16 +122,17 @@ def _advance(
     above = value > p.limit
     if m.phase is Phase.NORMAL or m.phase is Phase.PENDING:
         if not above:
-            return Machine(last_value=value), None
+            return fast.make(Machine, last_value=value), None
         if m.phase is Phase.NORMAL or m.started_at is None:
-            m = Machine(phase=Phase.PENDING, started_at=ts, max_value=value, last_value=value)
+            m = fast.make(Machine, phase=Phase.PENDING, started_at=ts, max_value=value,
+                          last_value=value)
         else:
             mx = value if m.max_value is None else max(m.max_value, value)
-            m = m.model_copy(update={"max_value": mx, "last_value": value})
+            m = fast.replace(m, max_value=mx, last_value=value)
         start = m.started_at
         assert start is not None
         if ts - start >= dur:
-            m = m.model_copy(update={"phase": Phase.FIRING, "fired_at": ts})
+            m = fast.replace(m, phase=Phase.FIRING, fired_at=ts)
             return m, _Event(TransitionKind.FIRING, m, start, ts)
         return m, None
     # FIRING or CLEARING
@@ -137,13 +140,13 @@ def _advance(
     assert start is not None
     mx = max(m.max_value if m.max_value is not None else value, value)
     if value > p.clear_below:
-        return m.model_copy(update={"phase": Phase.FIRING, "since": None, "max_value": mx,
-                                    "last_value": value}), None
+        return fast.replace(m, phase=Phase.FIRING, since=None, max_value=mx,
+                            last_value=value), None
     since = m.since if m.phase is Phase.CLEARING and m.since is not None else ts
-    m = m.model_copy(update={"phase": Phase.CLEARING, "since": since, "max_value": mx,
-                             "last_value": value})
+    m = fast.replace(m, phase=Phase.CLEARING, since=since, max_value=mx, last_value=value)
     if ts - since >= clear:
-        return Machine(last_value=value), _Event(TransitionKind.RESOLVED, m, start, ts)
+        return fast.make(Machine, last_value=value), \
+            _Event(TransitionKind.RESOLVED, m, start, ts)
     return m, None
 
 
@@ -190,6 +193,7 @@ def step(
 ) -> StepResult:
     """Feed one sample (any order); returns the new state and the transitions to send."""
     t = to_us(ts)
+    value = float(value)  # (the state's fields are floats)
     if state.committed_until is not None and t <= state.committed_until:
         return StepResult(state.model_copy(update={"late_count": state.late_count + 1}), [],
                           late=True)
@@ -216,8 +220,8 @@ def step(
         if ev.kind is TransitionKind.FIRING and open_ is None:
             tr = _transition(ev.kind, params, site_id, device_id, ev.started_at, ev.at,
                              ev.machine)
-            open_ = Emitted(started_at=ev.started_at, fired_at=ev.at,
-                            transition_id=tr.transition_id)
+            open_ = fast.build(Emitted, {"started_at": ev.started_at, "fired_at": ev.at,
+                                         "transition_id": tr.transition_id})
         elif ev.kind is TransitionKind.RESOLVED and open_ is not None:
             tr = _transition(ev.kind, params, site_id, device_id, open_.started_at, ev.at,
                              ev.machine)
@@ -246,8 +250,9 @@ def step(
         out.append(tr)
         last_at = view_at
 
-    new_state = ExcursionState(
-        committed=committed, committed_until=committed_until, buffer=buffer[n_committed:],
-        open=open_, last_emitted_at=last_at, late_count=state.late_count,
-    )
+    new_state = fast.build(ExcursionState, {
+        "committed": committed, "committed_until": committed_until,
+        "buffer": buffer[n_committed:], "open": open_, "last_emitted_at": last_at,
+        "late_count": state.late_count,
+    })
     return StepResult(new_state, out)

@@ -45,7 +45,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from ganzhi.contracts import AlertTransition, TransitionKind
-from stream.rules import identity
+from stream.rules import fast, identity
 from stream.rules.excursion import from_us, to_us
 
 S = TypeVar("S", bound=BaseModel)
@@ -124,6 +124,63 @@ def _construct(cls: type[OrderedState[S]], **values: Any) -> OrderedState[S]:
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj
+
+
+# What this module's JSON of an OrderedState starts with when the parts are left out.
+_BARE = '{"watermark":null,"checkpoint":null,"checkpoint_ts":null,"buffer":[],"head":null'
+
+Fragments = dict[int, tuple[object, str]]  # id(part) -> (part, its JSON)
+
+
+def dump_json(st: OrderedState[Any], known: Fragments | None = None,
+              chain: Chain[Any] | None = None) -> tuple[str, Fragments]:
+    """``st.model_dump_json()``, the same string, made from the JSON of its parts
+    (checkpoint, head, buffered snapshots), each taken from ``known`` (the fragments
+    returned with the previous state of the device) where it is the very same object:
+    a snapshot stays in the buffer for many feeds, and the checkpoint is a state that
+    was the head (and written) some feeds before. Returns the fragments to keep: those
+    of the parts and of the chain's states (the next checkpoints)."""
+    new: Fragments = {}
+
+    def part(x: BaseModel | None) -> str:
+        if x is None:
+            return "null"
+        k = id(x)
+        hit = known.get(k) if known is not None else None
+        if hit is not None and hit[0] is x:
+            new[k] = hit
+            return hit[1]
+        j = x.model_dump_json()
+        new[k] = (x, j)
+        return j
+
+    wm, cts, late = st.watermark, st.checkpoint_ts, st.late_count
+    if not ((wm is None or type(wm) is int) and (cts is None or type(cts) is int)
+            and type(late) is int):
+        return st.model_dump_json(), {}
+    cp = part(st.checkpoint)
+    buf = ",".join([part(x) for x in st.buffer])
+    head = part(st.head)
+    if st.sent or st.announced or st.generations:
+        bare = _construct(type(st), watermark=None, checkpoint=None, checkpoint_ts=None,
+                          buffer=[], head=None, sent=st.sent, announced=st.announced,
+                          late_count=late, generations=st.generations).model_dump_json()
+        if not bare.startswith(_BARE):
+            return st.model_dump_json(), {}
+        tail = bare[len(_BARE):]
+    else:
+        tail = f',"sent":{{}},"announced":{{}},"late_count":{late},"generations":{{}}}}'
+    raw = (f'{{"watermark":{"null" if wm is None else wm},"checkpoint":{cp},'
+           f'"checkpoint_ts":{"null" if cts is None else cts},"buffer":[{buf}],'
+           f'"head":{head}{tail}')
+    if chain is not None and known:
+        for x in chain.states:
+            k = id(x)
+            if k not in new:
+                hit = known.get(k)
+                if hit is not None and hit[0] is x:
+                    new[k] = hit
+    return raw, new
 
 
 @dataclass
@@ -243,13 +300,13 @@ def feed(
             merged = {**buffer[i].values, **vals}
             if merged == buffer[i].values:
                 continue  # a replay
-            buffer[i] = Snapshot(ts=ts, values=merged)
+            buffer[i] = fast.build(Snapshot, {"ts": ts, "values": merged})
             in_order = False
         else:
             if i < len(keys):
                 in_order = False
                 reordered += 1
-            buffer.insert(i, Snapshot(ts=ts, values=vals))
+            buffer.insert(i, fast.build(Snapshot, {"ts": ts, "values": vals}))
             keys.insert(i, ts)
         wm = ts if wm is None else max(wm, ts)
 
