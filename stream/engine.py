@@ -254,8 +254,11 @@ class Evaluation:
 
 def snapshots(msg: Telemetry) -> list[tuple[datetime, dict[str, float]]]:
     """The readings of one message grouped by their timestamp, oldest first."""
+    readings = msg.readings
+    if readings and all(r.ts is None for r in readings):  # the usual case: one snapshot
+        return [(msg.ts, {r.metric: r.value for r in readings})]
     by_ts: dict[datetime, dict[str, float]] = defaultdict(dict)
-    for r in msg.readings:
+    for r in readings:
         by_ts[r.ts or msg.ts][r.metric] = r.value
     return sorted(by_ts.items(), key=lambda kv: kv[0])
 

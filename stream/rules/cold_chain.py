@@ -38,7 +38,7 @@ in-order samples).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -291,13 +291,14 @@ class _Ctx:
 
 def _hold(
     h: Hold, ctx: _Ctx, *, rule_id: str, severity: Severity, active: bool, clear_ok: bool,
-    duration_s: float, clear_duration_s: float, what: str, values: dict[str, Any],
-    start: int | None = None,
+    duration_s: float, clear_duration_s: float,
+    describe: Callable[[], tuple[str, dict[str, Any]]], start: int | None = None,
 ) -> tuple[Hold, AlertTransition | None]:
     """Advance a confirm / clear-hold machine by one in-order sample.
 
     ``active``: the condition holds now; ``clear_ok``: it is clearly gone (hysteresis).
     ``start``: when the condition began, if earlier than now (defaults to now).
+    ``describe``: the transition's summary and values (called only to make one).
     """
     ts = ctx.ts
     if h.phase in (Phase.NORMAL, Phase.PENDING):
@@ -307,6 +308,7 @@ def _hold(
             else (ts if start is None else start)
         if ts - started < _us(duration_s):
             return fast.make(Hold, phase=Phase.PENDING, started_at=started), None
+        what, values = describe()
         tr = _make(TransitionKind.FIRING, rule_id, severity, ctx.site_id, ctx.device_id,
                    started, ts, what, values)
         return fast.make(Hold, phase=Phase.FIRING, started_at=started,
@@ -317,6 +319,7 @@ def _hold(
     since = h.since if h.phase is Phase.CLEARING and h.since is not None else ts
     if ts - since < _us(clear_duration_s):
         return fast.replace(h, phase=Phase.CLEARING, since=since), None
+    what, values = describe()
     tr = _make(TransitionKind.RESOLVED, rule_id, severity, ctx.site_id, ctx.device_id,
                started, ts, f"cleared: {what}", values)
     return _HOLD0, tr
@@ -451,8 +454,9 @@ def step(
                 state.temperature_low, ctx, rule_id=RULE_TEMPERATURE_LOW, severity=lp.severity,
                 active=lv <= lp.limit, clear_ok=lv > lp.limit + lp.hysteresis,
                 duration_s=lp.duration_s, clear_duration_s=lp.clear_duration_s,
-                what=f"{lp.metric} at or below {lp.limit:.1f} °C (freezing risk)",
-                values={"metric": lp.metric, "limit": lp.limit, "value": lv})
+                describe=lambda: (
+                    f"{lp.metric} at or below {lp.limit:.1f} °C (freezing risk)",
+                    {"metric": lp.metric, "limit": lp.limit, "value": lv}))
             upd["temperature_low"] = h
             out.extend([tr] if tr else [])
 
@@ -467,8 +471,9 @@ def step(
             state.rate_of_rise, ctx, rule_id=RULE_RATE_OF_RISE, severity=rp.severity,
             active=active, clear_ok=clear_ok and not suppressed, duration_s=rp.duration_s,
             clear_duration_s=rp.clear_duration_s,
-            what=f"air rising faster than {rp.rise_c:.1f} °C per {rp.window_s:.0f} s",
-            values={"rise_c": rise, "threshold_c": rp.rise_c, "window_s": rp.window_s})
+            describe=lambda: (
+                f"air rising faster than {rp.rise_c:.1f} °C per {rp.window_s:.0f} s",
+                {"rise_c": rise, "threshold_c": rp.rise_c, "window_s": rp.window_s}))
         upd["rate_of_rise"] = h
         out.extend([tr] if tr else [])
 
@@ -484,8 +489,8 @@ def step(
                 state.door_open, ctx, rule_id=RULE_DOOR_OPEN, severity=dp.severity,
                 active=is_open, clear_ok=not is_open, duration_s=dp.limit_s,
                 clear_duration_s=dp.clear_duration_s, start=door_since,
-                what=f"door open longer than {dp.limit_s:.0f} s",
-                values={"limit_s": dp.limit_s})
+                describe=lambda: (f"door open longer than {dp.limit_s:.0f} s",
+                                  {"limit_s": dp.limit_s}))
             upd["door_open"] = h
             out.extend([tr] if tr else [])
 
@@ -498,8 +503,8 @@ def step(
             active=v < hp.low or v > hp.high,
             clear_ok=hp.low + hp.hysteresis <= v <= hp.high - hp.hysteresis,
             duration_s=hp.duration_s, clear_duration_s=hp.clear_duration_s,
-            what=f"humidity outside {hp.low:.0f}-{hp.high:.0f} %",
-            values={"low": hp.low, "high": hp.high, "value": v})
+            describe=lambda: (f"humidity outside {hp.low:.0f}-{hp.high:.0f} %",
+                              {"low": hp.low, "high": hp.high, "value": v}))
         upd["humidity"] = h
         out.extend([tr] if tr else [])
 
@@ -533,8 +538,9 @@ def step(
                 active=bool(faults), clear_ok=not faults, duration_s=0.0,
                 clear_duration_s=pp.clear_duration_s,
                 start=min(f[0] for f in faults) if faults else None,
-                what="probe failure: " + ("; ".join(f[1] for f in faults) or "probe"),
-                values={"faults": [f[1] for f in faults]})
+                describe=lambda: (
+                    "probe failure: " + ("; ".join(f[1] for f in faults) or "probe"),
+                    {"faults": [f[1] for f in faults]}))
             upd["probe_failure"] = h
             out.extend([tr] if tr else [])
 
@@ -554,10 +560,11 @@ def step(
                 state.compressor, ctx, rule_id=RULE_COMPRESSOR, severity=cp.severity,
                 active=active, clear_ok=not off, duration_s=cp.duration_s,
                 clear_duration_s=cp.clear_duration_s,
-                what=f"compressor not running while the air rises ≥ {cp.rise_c:.1f} °C "
-                     f"per {cp.window_s:.0f} s",
-                values={"rise_c": rise, "off_since": None if off_since is None
-                        else from_us(off_since).isoformat()})
+                describe=lambda: (
+                    f"compressor not running while the air rises ≥ {cp.rise_c:.1f} °C "
+                    f"per {cp.window_s:.0f} s",
+                    {"rise_c": rise, "off_since": None if off_since is None
+                     else from_us(off_since).isoformat()}))
             upd["compressor"] = h
             out.extend([tr] if tr else [])
 

@@ -37,6 +37,7 @@ or without it.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,6 +111,7 @@ class OrderedState(BaseModel, Generic[S]):
     generations: dict[str, Generation] = {}
 
 
+_TS = operator.attrgetter("ts")  # a Snapshot's sort key
 _FIELDS = ("watermark", "checkpoint", "checkpoint_ts", "buffer", "head", "sent",
            "announced", "late_count", "generations")
 
@@ -284,7 +286,6 @@ def feed(
     read from the store). The result is the same either way."""
     lateness = round(allowed_lateness_s * 1_000_000)
     buffer = list(st.buffer)
-    keys = [s.ts for s in buffer]
     wm = st.watermark
     late = reordered = 0
     in_order = True
@@ -295,19 +296,18 @@ def feed(
                 wm is not None and ts < wm - lateness):
             late += 1
             continue
-        i = bisect.bisect_left(keys, ts)
-        if i < len(keys) and keys[i] == ts:
+        i = bisect.bisect_left(buffer, ts, key=_TS)
+        if i < len(buffer) and buffer[i].ts == ts:
             merged = {**buffer[i].values, **vals}
             if merged == buffer[i].values:
                 continue  # a replay
             buffer[i] = fast.build(Snapshot, {"ts": ts, "values": merged})
             in_order = False
         else:
-            if i < len(keys):
+            if i < len(buffer):
                 in_order = False
                 reordered += 1
             buffer.insert(i, fast.build(Snapshot, {"ts": ts, "values": vals}))
-            keys.insert(i, ts)
         wm = ts if wm is None else max(wm, ts)
 
     checkpoint = st.checkpoint if st.checkpoint is not None else rule.state_type()
@@ -359,7 +359,7 @@ def feed(
 
     # Snapshots older than the lateness window become final: fold them into the checkpoint.
     cp_ts = st.checkpoint_ts
-    n = bisect.bisect_left(keys, wm - lateness) if wm is not None else 0
+    n = bisect.bisect_left(buffer, wm - lateness, key=_TS) if wm is not None else 0
     if len(buffer) - n > max_buffer:  # bounded state: the oldest become final early
         n = len(buffer) - max_buffer
     if n:
