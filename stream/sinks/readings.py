@@ -96,8 +96,8 @@ COMPACT_LOCK = 0x726F6C6C
 # The pending deltas merged into both rollup tables with the arithmetic of rollups.merge:
 # counts and sums add (the stored mean weighted by its count), min/max, and last by the
 # greatest (last_time, last) — compared as a float8 pair (epoch seconds, value), exact to
-# the microsecond. Rows upserted in key order, so no two compactions (or a compaction and
-# anything else writing rollups in key order) can deadlock.
+# the microsecond. Nothing else writes the rollups and compactions run one at a time (the
+# lock), so the rows need no particular order (no deadlock to avoid; the sort cost more).
 _MERGE = """
 ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
   count = r.count + EXCLUDED.count,
@@ -127,7 +127,6 @@ WITH moved AS (
          min(min), max(max), sum(sum) / sum(count), (max(tl))[2], max(last_time)
   FROM m
   GROUP BY 1, 2, 3, 4
-  ORDER BY 2, 3, 4, 1
   {_MERGE}
   RETURNING 1
 ), n AS (
@@ -135,7 +134,6 @@ WITH moved AS (
     (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
   SELECT bucket, site_id, device_id, metric, count, min, max, sum / count, tl[2], last_time
   FROM m
-  ORDER BY site_id, device_id, metric, bucket
   {_MERGE}
   RETURNING 1
 )
