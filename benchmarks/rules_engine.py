@@ -181,9 +181,10 @@ def before_after(a: argparse.Namespace
                 for mix in a.mix:
                     old[mix].append(child(a, tree, mix))
                     new[mix].append(child(a, ROOT, mix))
-                    print(f"  round {r + 1} {mix}: before {old[mix][-1]['msg_s']:.0f} "
-                          f"after {new[mix][-1]['msg_s']:.0f} msg/s", file=sys.stderr,
-                          flush=True)
+                    o, n = old[mix][-1], new[mix][-1]
+                    print(f"  round {r + 1} {mix}: before {o['msg_s']:.0f} msg/s "
+                          f"{o['msg_cpu_s']:.0f} msg/CPU-s, after {n['msg_s']:.0f} msg/s "
+                          f"{n['msg_cpu_s']:.0f} msg/CPU-s", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tree)], check=False)

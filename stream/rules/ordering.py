@@ -131,58 +131,89 @@ def _construct(cls: type[OrderedState[S]], **values: Any) -> OrderedState[S]:
 # What this module's JSON of an OrderedState starts with when the parts are left out.
 _BARE = '{"watermark":null,"checkpoint":null,"checkpoint_ts":null,"buffer":[],"head":null'
 
-Fragments = dict[int, tuple[object, str]]  # id(part) -> (part, its JSON)
+@dataclass
+class Fragments:
+    """The JSON of the parts of the state last written for a device (in memory only):
+    ``states[i]`` is the JSON of ``state_objs[i]`` (None: not made), the checkpoint and
+    the chain's states (the head last); ``snaps[i]`` that of ``buffer[i]``."""
+
+    state_objs: list[Any]
+    states: list[str | None]
+    buffer: list[Any]
+    snaps: list[str]
+
+
+def _align(prev: Sequence[Any], vals: Sequence[Any], new: Sequence[Any]) -> list[Any]:
+    """For each object of ``new``, the value kept for the very same object in ``prev``
+    (``vals[i]`` for ``prev[i]``) or None. Lists that slid along (the oldest items
+    dropped, newer ones appended) are matched in one pass."""
+    out: list[Any] = [None] * len(new)
+    if not prev or not new:
+        return out
+    first = new[0]
+    k = 0
+    for k, x in enumerate(prev):  # noqa: B007 (k is used after the loop)
+        if x is first:
+            break
+    else:
+        k = len(prev)
+    m = 0
+    while k < len(prev) and m < len(new) and prev[k] is new[m]:
+        out[m] = vals[k]
+        k += 1
+        m += 1
+    return out
 
 
 def dump_json(st: OrderedState[Any], known: Fragments | None = None,
-              chain: Chain[Any] | None = None) -> tuple[str, Fragments]:
+              chain: Chain[Any] | None = None) -> tuple[str, Fragments | None]:
     """``st.model_dump_json()``, the same string, made from the JSON of its parts
     (checkpoint, head, buffered snapshots), each taken from ``known`` (the fragments
     returned with the previous state of the device) where it is the very same object:
     a snapshot stays in the buffer for many feeds, and the checkpoint is a state that
     was the head (and written) some feeds before. Returns the fragments to keep: those
     of the parts and of the chain's states (the next checkpoints)."""
-    new: Fragments = {}
-
-    def part(x: BaseModel | None) -> str:
-        if x is None:
-            return "null"
-        k = id(x)
-        hit = known.get(k) if known is not None else None
-        if hit is not None and hit[0] is x:
-            new[k] = hit
-            return hit[1]
-        j = x.model_dump_json()
-        new[k] = (x, j)
-        return j
-
     wm, cts, late = st.watermark, st.checkpoint_ts, st.late_count
     if not ((wm is None or type(wm) is int) and (cts is None or type(cts) is int)
             and type(late) is int):
-        return st.model_dump_json(), {}
-    cp = part(st.checkpoint)
-    buf = ",".join([part(x) for x in st.buffer])
-    head = part(st.head)
+        return st.model_dump_json(), None
+    # The states whose JSON is worth keeping: the checkpoint, the chain's states (the
+    # next checkpoints) ending with the head; without a chain the checkpoint and head.
+    if chain is not None and chain.base is st.checkpoint and chain.end is st.head:
+        objs: list[Any] = [chain.base, *chain.states]
+    else:
+        objs = [st.checkpoint, st.head]
+    jsons: list[str | None] = (_align(known.state_objs, known.states, objs)
+                               if known is not None else [None] * len(objs))
+    if st.checkpoint is None:
+        cp = "null"
+    else:
+        cp = jsons[0] or st.checkpoint.model_dump_json()
+        jsons[0] = cp
+    if st.head is None:
+        head = "null"
+    else:
+        head = jsons[-1] or st.head.model_dump_json()
+        jsons[-1] = head
+    buffer = st.buffer
+    snaps: list[str] = (_align(known.buffer, known.snaps, buffer)
+                        if known is not None else [None] * len(buffer))  # type: ignore[list-item]
+    for i, j in enumerate(snaps):
+        if j is None:
+            snaps[i] = buffer[i].model_dump_json()
     if st.sent or st.announced or st.generations:
         bare = _construct(type(st), watermark=None, checkpoint=None, checkpoint_ts=None,
                           buffer=[], head=None, sent=st.sent, announced=st.announced,
                           late_count=late, generations=st.generations).model_dump_json()
         if not bare.startswith(_BARE):
-            return st.model_dump_json(), {}
+            return st.model_dump_json(), None
         tail = bare[len(_BARE):]
     else:
         tail = f',"sent":{{}},"announced":{{}},"late_count":{late},"generations":{{}}}}'
     raw = (f'{{"watermark":{"null" if wm is None else wm},"checkpoint":{cp},'
-           f'"checkpoint_ts":{"null" if cts is None else cts},"buffer":[{buf}],'
+           f'"checkpoint_ts":{"null" if cts is None else cts},"buffer":[{",".join(snaps)}],'
            f'"head":{head}{tail}')
-    if chain is not None and known:
-        for x in chain.states:
-            k = id(x)
-            if k not in new:
-                hit = known.get(k)
-                if hit is not None and hit[0] is x:
-                    new[k] = hit
-    return raw, new
+    return raw, Fragments(objs, jsons, buffer, snaps)
 
 
 @dataclass
