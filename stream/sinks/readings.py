@@ -2,11 +2,13 @@
 
 Idempotence is per message, not per reading. Each batch, in one transaction:
 
-1. ``INSERT … ON CONFLICT DO NOTHING RETURNING`` the batch's message ids into
-   ``stream_messages`` (keyed by msg_id and the message's earliest reading time): one
-   conflict check per message (about ten readings) instead of one per reading. The ids
-   returned are the messages never stored before; a replayed Kafka record and a
-   redelivered MQTT message (same msg_id at another offset) are not among them.
+1. The batch's message ids into ``stream_messages`` (keyed by msg_id and the message's
+   earliest reading time): one conflict check per message (about ten readings) instead
+   of one per reading. First by a binary COPY, which its unique key refuses if any id is
+   there already; then (the transaction has done nothing else yet) the batch goes again
+   with ``INSERT … ON CONFLICT DO NOTHING RETURNING``, whose ids are the messages never
+   stored before: a replayed Kafka record and a redelivered MQTT message (same msg_id at
+   another offset) are not among them.
 2. Binary COPY of those messages' readings straight into ``readings`` (no staging table,
    no unique index on readings).
 3. The new readings aggregated here per (site, device, metric, minute)
