@@ -125,8 +125,9 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"GANZHI_CAMERA_{name.upper()}", default)
 
 
-def _precision() -> Literal["fp32", "int8"]:
-    return "fp32" if _env("precision", "int8").lower() == "fp32" else "int8"
+def _precision() -> Literal["auto", "fp32", "int8"]:
+    value = _env("precision", "auto").lower()
+    return "fp32" if value == "fp32" else "int8" if value == "int8" else "auto"
 
 
 class DetectConfig(_Strict):
@@ -150,9 +151,10 @@ class DetectConfig(_Strict):
         description="a larger crop (share of the frame) runs on the whole frame")
     rect: bool = Field(default_factory=lambda: _env("rect", "true").lower() in (
         "1", "true", "yes"), description="input a stride multiple, not the padded square")
-    precision: Literal["fp32", "int8"] = Field(
+    precision: Literal["auto", "fp32", "int8"] = Field(
         default_factory=_precision,
-        description="the model's file: fp32 model.onnx or the card's int8 copy")
+        description="fp32 model.onnx, the card's int8 copy, or auto: int8 where the card "
+                    "shows the violation classes kept their recall with it")
 
 
 class CameraHealthConfig(_Strict):

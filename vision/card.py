@@ -7,6 +7,7 @@ reads its input size, class names and thresholds from the card, and the camera a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ganzhi.contracts import Violation
 
 CARD_FILE = "card.yaml"
+RECALL_TOLERANCE = 0.01  # INT8 runs by default when no violation class lost more
 MODEL_FILE = "model.onnx"
 
 
@@ -68,6 +70,14 @@ class Int8(BaseModel):
     latency_fp32_ms: float
     latency_int8_ms: float
     command: str
+
+    def keeps_recall(self, classes: Iterable[str], tolerance: float = RECALL_TOLERANCE
+                     ) -> bool:
+        """Did each of ``classes`` (the violation classes) keep its recall on the val
+        split, within ``tolerance``? (One instance of a 15-instance class is 0.067.)"""
+        return all(self.after_per_class[c].recall >= self.before_per_class[c].recall
+                   - tolerance for c in classes
+                   if c in self.before_per_class and c in self.after_per_class)
 
 
 class Training(BaseModel):

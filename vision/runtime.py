@@ -9,7 +9,7 @@ and its card are read from disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +89,14 @@ class YoloDetector:
                             x1=float(b[0]), y1=float(b[1]), x2=float(b[2]), y2=float(b[3]))
                 for b, s, c in zip(xyxy, raw.scores, raw.classes, strict=True)])
         return out
+
+
+def pick_precision(card: ModelCard, wanted: str, classes: Iterable[str]) -> str:
+    """``auto``: the INT8 file when the card has one and ``classes`` (the violation
+    classes) kept their recall with it on the val split; else FP32."""
+    if wanted != "auto":
+        return wanted
+    return "int8" if card.int8 is not None and card.int8.keeps_recall(classes) else "fp32"
 
 
 def model_file(card: ModelCard, precision: str) -> str:

@@ -54,13 +54,17 @@ class Detector(Protocol):
 def load_detector(cfg: CameraConfig) -> tuple[Detector, dict[str, str]]:
     """The camera's model and its class -> violation map (config overrides the card)."""
     from vision.card import load_card
-    from vision.runtime import YoloDetector
+    from vision.runtime import YoloDetector, pick_precision
 
-    precision = cfg.detect.precision
-    if precision == "int8" and load_card(cfg.model_dir).int8 is None:
+    card = load_card(cfg.model_dir)
+    classes = cfg.violations if cfg.violations is not None else card.violations
+    precision = pick_precision(card, cfg.detect.precision, classes)
+    if precision == "int8" and card.int8 is None:
         log.warning("camera_model_no_int8", camera=cfg.device_id, model=str(cfg.model_dir),
                     hint="python -m vision.quantize; running fp32")
         precision = "fp32"
+    log.info("camera_model", camera=cfg.device_id, model=str(cfg.model_dir),
+             precision=precision)
     det = YoloDetector.from_dir(cfg.model_dir, threads=cfg.threads, precision=precision,
                                 rect=cfg.detect.rect)
     if cfg.score_threshold is not None:

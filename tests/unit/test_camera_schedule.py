@@ -3,6 +3,8 @@ scheduler, crop geometry, boxes mapped back to the frame, rectangular input, set
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,9 @@ from edge.camera.confirm import ConfirmParams, Tracker
 from edge.camera.motion import MotionGate
 from edge.camera.schedule import DetectionSchedule, Mode, ScheduleParams, crop_region, to_frame
 from edge.config import DetectConfig
+from vision.card import load_card
 from vision.preprocess import canvas_for, letterbox, to_batch
+from vision.runtime import pick_precision
 
 FPS = 5
 
@@ -143,7 +147,7 @@ def test_detect_settings_have_typed_defaults_overridable_by_env(
         monkeypatch: pytest.MonkeyPatch) -> None:
     d = DetectConfig()
     assert (d.idle_fps, d.pending_fps, d.crops, d.rect, d.precision) == (1.0, 5.0, True, True,
-                                                                          "int8")
+                                                                          "auto")
     monkeypatch.setenv("GANZHI_CAMERA_IDLE_FPS", "2.5")
     monkeypatch.setenv("GANZHI_CAMERA_CROPS", "false")
     monkeypatch.setenv("GANZHI_CAMERA_PRECISION", "fp32")
@@ -153,3 +157,15 @@ def test_detect_settings_have_typed_defaults_overridable_by_env(
     monkeypatch.setenv("GANZHI_CAMERA_IDLE_FPS", "0")
     with pytest.raises(ValueError):
         DetectConfig()
+
+
+def test_auto_precision_takes_int8_only_where_the_violation_classes_kept_recall() -> None:
+    models = Path(__file__).resolve().parents[2] / "models"
+    ppe, mask = load_card(models / "ppe"), load_card(models / "mask")
+    assert ppe.int8 is not None and mask.int8 is not None
+    assert pick_precision(ppe, "auto", ppe.violations) == "int8"
+    # mask_incorrect lost one of its 15 val instances with INT8: FP32 stays
+    assert pick_precision(mask, "auto", mask.violations) == "fp32"
+    assert pick_precision(mask, "auto", ["no_mask"]) == "int8"
+    assert pick_precision(ppe, "fp32", ppe.violations) == "fp32"
+    assert pick_precision(mask, "int8", mask.violations) == "int8"
