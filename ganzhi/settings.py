@@ -106,7 +106,7 @@ class StreamSettings(BaseModel):
     app_id: str = "ganzhi-stream"
     data_dir: Path = Path("var/stream")
     batch_size: int = 2000
-    batch_within_s: float = 0.5
+    batch_within_s: float = 0.1
     web_port: int = 6066
     # Rules model: this YAML file, then the rule_config table on top (either optional).
     rules_file: Path | None = None
