@@ -255,8 +255,14 @@ class Evaluation:
 def snapshots(msg: Telemetry) -> list[tuple[datetime, dict[str, float]]]:
     """The readings of one message grouped by their timestamp, oldest first."""
     readings = msg.readings
-    if readings and all(r.ts is None for r in readings):  # the usual case: one snapshot
-        return [(msg.ts, {r.metric: r.value for r in readings})]
+    one: dict[str, float] = {}
+    for r in readings:  # the usual case: no reading with its own time, one snapshot
+        if r.ts is not None:
+            break
+        one[r.metric] = r.value
+    else:
+        if readings:
+            return [(msg.ts, one)]
     by_ts: dict[datetime, dict[str, float]] = defaultdict(dict)
     for r in readings:
         by_ts[r.ts or msg.ts][r.metric] = r.value

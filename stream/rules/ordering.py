@@ -362,11 +362,17 @@ def feed(
         chain = Chain(checkpoint)
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer, chain)
 
-    sent = dict(st.sent)
-    generations = dict(st.generations)
-    out = [t for t in (_regenerate(p, generations) for p in produced)
-           if t.transition_id not in sent]
-    announced = dict(st.announced)
+    if not produced and (in_order or not st.announced):
+        # Nothing to send or take back (the usual case): the maps stay as they are
+        # (never changed in place: shared with the state before).
+        sent, generations, announced = st.sent, st.generations, st.announced
+        out: list[AlertTransition] = []
+    else:
+        sent = dict(st.sent)
+        generations = dict(st.generations)
+        out = [t for t in (_regenerate(p, generations) for p in produced)
+               if t.transition_id not in sent]
+        announced = dict(st.announced)
     for t in out:
         g = generations.get(episode_key(t))
         if t.kind is TransitionKind.RESOLVED and g is not None:
