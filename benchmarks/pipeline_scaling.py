@@ -145,18 +145,38 @@ def ingest_acked(stack: Stack) -> float | None:
     return sum(got) if got else None
 
 
-def wait_assigned(stack: Stack, name: str, timeout: float) -> float:
-    """Until the stream worker's log says it holds telemetry partitions; seconds waited."""
+def stream_logs(stack: Stack) -> dict[str, int]:
+    """Each live stream worker's log size: where to look for what it logs next."""
+    out = {}
+    for name in ("stream", "stream-2"):
+        svc = stack.services.get(name)
+        if svc is not None and svc.alive():
+            out[name] = svc.log_path.stat().st_size if svc.log_path.exists() else 0
+    return out
+
+
+def wait_ready(stack: Stack, since: dict[str, int], timeout: float,
+               check: Any = None) -> tuple[float, bool]:
+    """Until every live stream worker has logged Faust's "Worker ready" after ``since``
+    (its log sizes before the group changed): the rebalance is done and the rule-state
+    table recovered from its changelog. (seconds waited, whether all got there)."""
     t0 = time.monotonic()
-    svc = stack.services[name]
     while time.monotonic() - t0 < timeout:
-        text = svc.log_path.read_text(errors="replace") if svc.log_path.exists() else ""
-        lines = [x for x in text.splitlines() if "partitions_assigned" in x]
-        if lines and "telemetry_partitions\": []" not in lines[-1] \
-                and "telemetry_partitions=[]" not in lines[-1]:
-            return time.monotonic() - t0
+        if check is not None:
+            check()
+        waiting = []
+        for name in ("stream", "stream-2"):
+            svc = stack.services.get(name)
+            if svc is None or not svc.alive():
+                continue
+            with svc.log_path.open("rb") as fh:
+                fh.seek(since.get(name, 0))
+                if b"Worker ready" not in fh.read():
+                    waiting.append(name)
+        if not waiting:
+            return time.monotonic() - t0, True
         time.sleep(0.5)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, False
 
 
 class Run:
@@ -190,12 +210,15 @@ class Run:
         asyncio.run(ensure_topics(st.bootstrap, PARTITIONS))
         for name in ("alerts", "stream", "ingest"):
             st.start_service(name)
-        say(f"  stream: partitions assigned after "
-            f"{wait_assigned(st, 'stream', 60):.1f} s")
+        took, ok = wait_ready(st, {}, 120, self.check)
+        say(f"  stream: ready after {took:.1f} s" + ("" if ok else " (not yet: going on)"))
 
-    def set_workers(self, ingest: int, stream: int) -> bool:
-        """Start or stop the second workers; True if the stream group changed."""
+    def set_workers(self, ingest: int, stream: int) -> dict[str, Any] | None:
+        """Start or stop the second workers. When the stream group changed: how long
+        the rebalance and the rule-state recovery took (None: it did not change)."""
         st, changed = self.stack, False
+        since = stream_logs(st)
+        t0 = time.monotonic()
         for kind, want in (("ingest", ingest), ("stream", stream)):
             name = f"{kind}-2"
             running = name in st.services and st.services[name].alive()
@@ -203,14 +226,19 @@ class Run:
                 say(f"  starting {name}")
                 add_worker(st, kind, 2)
                 changed = changed or kind == "stream"
-                if kind == "stream":
-                    say(f"  {name}: partitions assigned after "
-                        f"{wait_assigned(st, name, 60):.1f} s")
             elif want < 2 and running:
                 say(f"  stopping {name}")
                 st.services[name].stop()
                 changed = changed or kind == "stream"
-        return changed
+        if not changed:
+            return None
+        _, lag = self.lag()
+        took, ok = wait_ready(st, since, self.args.recovery_timeout, self.check)
+        took = time.monotonic() - t0
+        say(f"  stream group changed: rebalanced and state recovered in {took:.0f} s"
+            + ("" if ok else f" (NOT within {self.args.recovery_timeout:.0f} s)")
+            + f"; lag {lag}")
+        return {"seconds": round(took, 1), "complete": ok, "lag_at_change_msgs": lag}
 
     def lag(self) -> tuple[int | None, int | None]:
         end, committed = kafka_offsets(self.stack.bootstrap, TELEMETRY, GROUP)
@@ -233,10 +261,10 @@ class Run:
         rate = a.base_rate * multiple
         label = f"{ingest} ingest, {stream} stream, {multiple:g}× ({rate:,.0f} msg/s)"
         say(f"[{n}/{of}] {label}; load {uptime()}")
-        rebalanced = self.set_workers(ingest, stream)
+        rebalance = self.set_workers(ingest, stream)
         stats = self.root / f"publisher-{n}.txt"
         self.pub = start_publisher(self.stack.ports.mqtt, rate, a.readings, a.devices, stats)
-        warm = a.warmup + (a.rebalance_warmup if rebalanced else 0)
+        warm = a.warmup + (a.rebalance_warmup if rebalance else 0)
         self.sleep(warm)
         parts = {**stack_parts(self.stack), "publisher": self.pub.pid}
         p0 = sample_processes(parts)
@@ -265,7 +293,7 @@ class Run:
             "label": label, "ingest_workers": ingest, "stream_workers": stream,
             "cpus": os.cpu_count(),
             "multiple": multiple, "offered_msg_s": rate, "readings_per_msg": a.readings,
-            "window_s": round(dt, 1), "warmup_s": warm,
+            "window_s": round(dt, 1), "warmup_s": warm, "stream_rebalance": rebalance,
         }
         if pub0 and pub1 and pub1[0] > pub0[0]:
             pdt = pub1[0] - pub0[0]
@@ -328,6 +356,14 @@ def print_table(result: dict[str, Any]) -> None:
               f"{c('tansu')} / {c('stream', 'stream-2')} / {c('postgres')} "
               f"({_fmt(p.get('machine_busy_pct'))}% of {result['cpus']}) "
               f"| {p['saturates'] or 'none'}: {p['why']} |")
+    for p in result["points"]:
+        rb = p.get("stream_rebalance")
+        if rb:
+            print(f"\nBefore {p['label']}: the stream group changed; rebalance and rule-state "
+                  f"recovery from the changelog took {rb['seconds']:,.0f} s"
+                  + ("" if rb["complete"] else " and had not finished")
+                  + f" (lag then {_fmt(rb.get('lag_at_change_msgs'))} messages); "
+                  "no readings are stored meanwhile.")
     if result["points"]:
         last = result["points"][-1]
         print(f"\nMemory at the end of the last point ({last['label']}), MB: "
@@ -362,8 +398,10 @@ def main() -> int:
     ap.add_argument("--seconds-per-point", type=float, default=None,
                     help="measured window per point (default 30; quick 15)")
     ap.add_argument("--warmup", type=float, default=None, help="s before each window")
-    ap.add_argument("--rebalance-warmup", type=float, default=10.0,
-                    help="extra s after the stream group changed")
+    ap.add_argument("--rebalance-warmup", type=float, default=5.0,
+                    help="extra s after the stream group changed (and recovered)")
+    ap.add_argument("--recovery-timeout", type=float, default=240.0,
+                    help="bound of the wait for a changed stream group to be ready")
     ap.add_argument("--drain", type=float, default=None,
                     help="bound of the wait for the backlog between points")
     ap.add_argument("--readings", type=int, default=10, help="readings per message")

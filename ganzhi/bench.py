@@ -206,8 +206,11 @@ def _scaling_rows(f: dict[str, Any]) -> list[Row]:
         offered = float(p["offered_msg_s"])
         stored = p.get("stored_msg_s")
         sat = p.get("saturates") or "none"
+        rb = p.get("stream_rebalance")
+        join = (f"; stream group changed: {float(rb['seconds']):,.0f} s to rebalance and "
+                f"recover{'' if rb.get('complete') else ', unfinished'}" if rb else "")
         out.append(Row("scaling", f"{p['label']}: stored (saturates: {sat}; "
-                                  f"{cpus} cores for all)",
+                                  f"{cpus} cores for all{join})",
                        stored, "msg/s", offered,
                        float(stored) / offered if stored is not None and offered else None))
     if f["points"]:

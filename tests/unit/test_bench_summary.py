@@ -104,7 +104,8 @@ def _scaling() -> dict[str, Any]:
          "stored_msg_s": 500.0, "saturates": None},
         {"label": "1 ingest, 1 stream, 4× (2,000 msg/s)", "offered_msg_s": 2000.0,
          "stored_msg_s": 1200.0, "saturates": "stream",
-         "rss_mb": {"ingest": 80.0, "stream": 150.5}},
+         "rss_mb": {"ingest": 80.0, "stream": 150.5},
+         "stream_rebalance": {"seconds": 95.2, "complete": False}},
     ]}
 
 
@@ -112,7 +113,8 @@ def test_scaling_rows_are_figures_with_the_saturating_stage() -> None:
     rs = rows({"scaling": _ok(_scaling())})
     assert [r.met for r in rs] == [None, None, None]
     assert rs[1].ratio == 0.6 and rs[1].ceiling == 2000.0 and "saturates: stream" in rs[1].figure
-    assert "saturates: none" in rs[0].figure
+    assert "saturates: none" in rs[0].figure and "group" not in rs[0].figure
+    assert "95 s to rebalance and recover, unfinished" in rs[1].figure
     assert rs[2].value == "ingest 80, stream 150"
 
 
