@@ -224,6 +224,9 @@ class Chain(Generic[S]):
     base: S
     states: list[S] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
+    # Made by stepping the buffer again for state read from the store: its links'
+    # transitions were not checked against ``sent`` (see the reordering in feed).
+    replayed: bool = False
 
     @property
     def end(self) -> S:
@@ -320,6 +323,7 @@ def feed(
     wm = st.watermark
     late = reordered = 0
     in_order = True
+    first = len(buffer)  # the first position of the buffer that changed
     for ts_dt, values in sorted(snapshots, key=lambda s: s[0]):
         ts = to_us(ts_dt)
         vals = {k: float(v) for k, v in values.items()}
@@ -334,11 +338,13 @@ def feed(
                 continue  # a replay
             buffer[i] = fast.build(Snapshot, {"ts": ts, "values": merged})
             in_order = False
+            first = min(first, i)
         else:
             if i < len(buffer):
                 in_order = False
                 reordered += 1
             buffer.insert(i, fast.build(Snapshot, {"ts": ts, "values": vals}))
+            first = min(first, i)
         wm = ts if wm is None else max(wm, ts)
 
     checkpoint = st.checkpoint if st.checkpoint is not None else rule.state_type()
@@ -348,7 +354,7 @@ def feed(
         new = buffer[len(st.buffer):]
         head = st.head if st.head is not None else rule.state_type()
         if chain is None and rebuild:
-            chain = Chain(checkpoint)
+            chain = Chain(checkpoint, replayed=True)
             _fold(rule, checkpoint, params, site_id, device_id, st.buffer, chain)
             if chain.end == head:
                 head = chain.end  # equal: stepping on from it gives the same
@@ -356,8 +362,20 @@ def feed(
                 chain = None
         elif chain is not None:
             checkpoint = chain.base
-            chain = Chain(chain.base, list(chain.states), list(chain.params))  # not shared
+            chain = Chain(chain.base, list(chain.states), list(chain.params),
+                          chain.replayed)  # not shared
         head, produced = _fold(rule, head, params, site_id, device_id, new, chain)
+    elif (chain is not None and first > 0 and not chain.replayed and not st.generations
+          and chain.prefix_is(first, params)):
+        # Placed after the first ``first`` snapshots: their states are in the chain,
+        # stepped with these parameters, and the transitions they make were sent (or
+        # found sent) when they were stepped, so the fold from the checkpoint would
+        # only find them in ``sent`` again (no generations: ids unchanged). Step on
+        # from the state after them.
+        checkpoint = chain.base
+        chain = Chain(chain.base, chain.states[:first], chain.params[:first])
+        head, produced = _fold(rule, chain.states[-1], params, site_id, device_id,
+                               buffer[first:], chain)
     else:
         chain = Chain(checkpoint)
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer, chain)
@@ -403,7 +421,7 @@ def feed(
         # (The lateness window, then the bound: one fold of the first n either way.)
         if chain is not None and chain.prefix_is(n, params):
             checkpoint = chain.states[n - 1]  # stepped already, for the head
-            chain = Chain(checkpoint, chain.states[n:], chain.params[n:])
+            chain = Chain(checkpoint, chain.states[n:], chain.params[n:], chain.replayed)
         else:
             checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
             chain = None
