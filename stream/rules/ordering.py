@@ -31,7 +31,12 @@ again. The chain is used only where it is exactly what the fold would give: it h
 off the very state objects it was made from (identity), and each link was stepped with
 parameters equal to those in force. Anything else (state reloaded from the store,
 parameters changed) falls back to the fold, so transitions and state are the same with
-or without it.
+or without it. A snapshot placed out of order is stepped on from the chain's state
+before it (not from the checkpoint) where the fold would give the same.
+
+The JSON written for the state is made by :func:`dump_json` from the JSON of its parts
+kept from the previous write (same bytes as ``model_dump_json``): per feed only the new
+head and the new snapshots are serialised.
 """
 
 from __future__ import annotations
