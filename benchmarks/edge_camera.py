@@ -65,14 +65,17 @@ SPRITE_H = 240
 GRACE_S = 3.0
 
 # Configurations: the camera agent as it was (before), each lever alone, all of them.
-BEFORE = dict(idle_fps=5.0, pending_fps=0.0, crops=False, rect=False, precision="fp32")
+BEFORE = dict(idle_fps=5.0, pending_fps=0.0, crops=False, rect=False, precision="fp32",
+              crop_native=False)
 CONFIGS: dict[str, dict[str, Any]] = {
     "before": BEFORE,
     "rect input": {**BEFORE, "rect": True},
     "rate 1/s idle, 5/s pending": {**BEFORE, "idle_fps": 1.0, "pending_fps": 5.0},
+    "motion crops (native px)": {**BEFORE, "crops": True, "crop_native": True},
     "motion crops": {**BEFORE, "crops": True},
     "int8": {**BEFORE, "precision": "int8"},
-    "after": dict(idle_fps=1.0, pending_fps=5.0, crops=True, rect=True, precision="int8"),
+    "after": dict(idle_fps=1.0, pending_fps=5.0, crops=True, rect=True, precision="int8",
+                  crop_native=False),
 }
 CHOSEN = "after"
 

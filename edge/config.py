@@ -149,6 +149,9 @@ class DetectConfig(_Strict):
     crop_max_share: float = Field(
         default_factory=lambda: float(_env("crop_max_share", "0.6")), gt=0, le=1,
         description="a larger crop (share of the frame) runs on the whole frame")
+    crop_native: bool = Field(default_factory=lambda: _env("crop_native", "false").lower() in (
+        "1", "true", "yes"), description="crops at their own pixels (else at the scale the "
+                                         "whole frame runs at)")
     rect: bool = Field(default_factory=lambda: _env("rect", "true").lower() in (
         "1", "true", "yes"), description="input a stride multiple, not the padded square")
     precision: Literal["auto", "fp32", "int8"] = Field(

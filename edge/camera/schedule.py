@@ -82,8 +82,17 @@ def crop_region(motion: Box, width: int, height: int, *, min_side: int, margin: 
     return left, top, left + w, top + h
 
 
-def to_frame(xyxy: tuple[float, float, float, float], region: Box
+def to_frame(xyxy: tuple[float, float, float, float], region: Box, scale: float = 1.0
              ) -> tuple[float, float, float, float]:
-    """A box found in a crop -> the same box in the whole frame's pixels."""
+    """A box found in a crop (resized by ``scale`` before detection) -> the same box in
+    the whole frame's pixels."""
     x0, y0 = region[0], region[1]
-    return xyxy[0] + x0, xyxy[1] + y0, xyxy[2] + x0, xyxy[3] + y0
+    return (xyxy[0] / scale + x0, xyxy[1] / scale + y0, xyxy[2] / scale + x0,
+            xyxy[3] / scale + y0)
+
+
+def crop_scale(width: int, height: int, input_size: int, native: bool) -> float:
+    """How a crop of a ``width`` x ``height`` frame is resized for the detector: by the
+    scale the whole frame runs at (objects look the size they do in full-frame
+    detections: recall as before), or (``native``) not at all, as Frigate does."""
+    return 1.0 if native else min(1.0, input_size / max(width, height))

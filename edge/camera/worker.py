@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -26,7 +27,14 @@ from edge.camera.evidence import annotate, encode_jpeg
 from edge.camera.health import HealthMonitor, HealthParams, measure
 from edge.camera.motion import MotionGate, MotionParams
 from edge.camera.regions import RegionFilter
-from edge.camera.schedule import DetectionSchedule, Mode, ScheduleParams, crop_region, to_frame
+from edge.camera.schedule import (
+    DetectionSchedule,
+    Mode,
+    ScheduleParams,
+    crop_region,
+    crop_scale,
+    to_frame,
+)
 from edge.config import CameraConfig
 from edge.spool import Spool
 from ganzhi.contracts import (
@@ -180,10 +188,17 @@ class CameraWorker:
             if mode is Mode.CROP and region is not None:
                 x1, y1, x2, y2 = region
                 crop = frame.image[y1:y2, x1:x2]
+                card = getattr(self.detector, "card", None)
+                scale = crop_scale(w, h, card.input_size, d.crop_native) if card else 1.0
+                if scale < 1.0:
+                    crop = np.asarray(cv2.resize(crop, (max(1, round((x2 - x1) * scale)),
+                                                        max(1, round((y2 - y1) * scale))),
+                                                 interpolation=cv2.INTER_LINEAR), np.uint8)
                 found = self.detector.detect([crop], upscale=False)[0]
                 boxes = [b.model_copy(update=dict(zip(
-                    ("x1", "y1", "x2", "y2"), to_frame((b.x1, b.y1, b.x2, b.y2), region),
-                    strict=True))) for b in found]
+                    ("x1", "y1", "x2", "y2"),
+                    to_frame((b.x1, b.y1, b.x2, b.y2), region, scale), strict=True)))
+                    for b in found]
                 self.counters.crops += 1
                 self.counters.pixels += (x2 - x1) * (y2 - y1)
             else:

@@ -10,7 +10,14 @@ import pytest
 
 from edge.camera.confirm import ConfirmParams, Tracker
 from edge.camera.motion import MotionGate
-from edge.camera.schedule import DetectionSchedule, Mode, ScheduleParams, crop_region, to_frame
+from edge.camera.schedule import (
+    DetectionSchedule,
+    Mode,
+    ScheduleParams,
+    crop_region,
+    crop_scale,
+    to_frame,
+)
 from edge.config import DetectConfig
 from vision.card import load_card
 from vision.preprocess import canvas_for, letterbox, to_batch
@@ -93,6 +100,15 @@ def test_crop_covering_most_of_the_frame_is_refused() -> None:
 def test_boxes_in_the_crop_map_back_to_the_frame() -> None:
     assert to_frame((10.0, 20.0, 110.0, 220.0), (192, 52, 448, 308)) == (202.0, 72.0,
                                                                          302.0, 272.0)
+
+
+def test_boxes_in_a_scaled_crop_map_back_to_the_frame() -> None:
+    scale = crop_scale(640, 360, 448, native=False)
+    assert scale == pytest.approx(0.7)  # the scale the whole 640x360 frame runs at
+    assert crop_scale(640, 360, 448, native=True) == 1.0
+    assert crop_scale(320, 240, 448, native=False) == 1.0  # never upscaled
+    assert to_frame((7.0, 14.0, 77.0, 154.0), (192, 52, 448, 308), scale) == pytest.approx(
+        (202.0, 72.0, 302.0, 272.0))
 
 
 def test_crop_runs_at_its_own_pixels_on_a_stride_multiple_input() -> None:
