@@ -54,6 +54,8 @@ from ganzhi.stack.system import Ports, Secrets, Stack
 GROUP = "ganzhi-stream"
 TELEMETRY = KafkaTopic.TELEMETRY.value
 GROWS_WITH_DATA = {"tansu": "memory-only storage: holds every record"}
+NOTES = {"postgres": "PSS: grows while the shared buffers (128 MB by default) are first "
+                     "touched, then levels off"}
 
 
 # --- pure -----------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def verdict(samples: list[dict[str, Any]], rate: float, flat_mb: float) -> dict[
             "first_mb": pts[0][1] if pts else None, "last_mb": pts[-1][1] if pts else None,
             "mb_per_10min": per10,
             "flat": None if per10 is None else abs(per10) < flat_mb,
-            "note": GROWS_WITH_DATA.get(name.split("-")[0], ""),
+            "note": GROWS_WITH_DATA.get(name.split("-")[0], NOTES.get(name, "")),
         }
     lags = [(s["t"], float(s["lag_msgs"])) for s in half if s.get("lag_msgs") is not None]
     k = slope(lags)

@@ -226,7 +226,7 @@ def _soak_rows(f: dict[str, Any]) -> list[Row]:
     minutes = f["samples"][-1]["t"] / 60 if f.get("samples") else 0.0
     out = []
     for name, m in v["memory"].items():
-        judged = not m.get("note") and m.get("flat") is not None
+        judged = m.get("flat") is not None and name.split("-")[0] != "tansu"  # memory only
         figure = f"memory slope {name} ({minutes:.0f} min at {float(f['rate_msg_s']):,.0f} " \
                  f"msg/s{'; ' + m['note'] if m.get('note') else ''})"
         slope = m.get("mb_per_10min")
