@@ -2,7 +2,7 @@
 
 Runs ``benchmarks/<x>.py`` one after the other, each as a child process of this Python
 (each starts and stops its own Mosquitto, Tansu or PostgreSQL on loopback), with sizes
-from a profile (``quick`` about 2–3 minutes, ``full`` about 10–15 on two cores) and a
+from a profile (``quick`` about 3–5 minutes, ``full`` about 30 on two cores) and a
 time bound per stage. Each script's figures come from its JSON output; a stage that
 fails or runs out of time is a row of the table, not the end of the run. Ctrl-C or
 SIGTERM interrupts the running child (SIGINT, so that its own clean-up stops its
@@ -74,7 +74,7 @@ PROFILES: dict[str, dict[str, tuple[list[str], float]]] = {
         "rules": (["--devices", "1500", "--per-device", "40", "--warmup", "15"], 420),
         "latency": (["--trials", "30", "--warmup", "15", "--timeout", "30",
                      "--max-seconds", "780"], 900),
-        "scaling": ([], 720),
+        "scaling": ([], 1200),  # ~9 min, plus rule-state recoveries after a group change
         "edge": ([], 900),
         "soak": (["--minutes", f"{SOAK_MINUTES:g}"], SOAK_MINUTES * 60 + 240),
     },

@@ -538,9 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         "against the targets, and JSON")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                      help="small sizes, about 2-3 minutes on two cores")
+                      help="small sizes, a few minutes on two cores (no scaling, no soak)")
     size.add_argument("--full", dest="profile", action="store_const", const="full",
-                      help="the default: about 10-15 minutes on two cores")
+                      help="the default: every stage but the soak, about 30 minutes on "
+                      "two cores")
     bench.set_defaults(profile="full")
     bench.add_argument("--only", default=None, metavar="STAGES",
                        help="comma-separated subset of ingest,sink,rules,latency,scaling,"
