@@ -230,12 +230,16 @@ def _soak_rows(f: dict[str, Any]) -> list[Row]:
         figure = f"memory slope {name} ({minutes:.0f} min at {float(f['rate_msg_s']):,.0f} " \
                  f"msg/s{'; ' + m['note'] if m.get('note') else ''})"
         slope = m.get("mb_per_10min")
-        out.append(Row("soak", figure, slope, "MB/10 min", m.get("last_mb"),
-                       None, f"|slope| < {limit:g} MB/10 min" if judged else "",
+        last = m.get("last_mb")
+        out.append(Row("soak", figure, slope, "MB/10 min",
+                       f"{float(last):,.0f} MB at the end" if last is not None else None,
+                       None, f"slope within ±{limit:g} MB/10 min" if judged else "",
                        bool(m["flat"]) if judged else None))
     lag = v["lag"]
     growing = lag.get("growing")
-    out.append(Row("soak", f"consumer lag trend (last {lag.get('last_msgs')} msgs)",
+    last_lag = lag.get("last_msgs")
+    shown = f"{float(last_lag):,.0f}" if last_lag is not None else "?"
+    out.append(Row("soak", f"consumer lag trend (last {shown} msgs)",
                    lag.get("msgs_per_10min"), "msgs/10 min", None, None, "not growing",
                    None if growing is None else not growing))
     return out
