@@ -1,10 +1,11 @@
 """Accuracy of an ONNX detector on a YOLO dataset's validation split, without ultralytics.
 
 Per class: average precision at IoU 0.5 and averaged over 0.5:0.95 (detections matched
-to labels best score first, COCO's 101-point interpolation), and the precision and recall
-at the card's score threshold (what the camera agent acts on). Used to compare a model
-with its INT8 copy measured the same way (``python -m vision.quantize``); its figures are
-close to, not identical with, ultralytics' (which picks P/R at the best-F1 confidence).
+to labels best score first, COCO's 101-point AP), and the precision and recall at the
+card's score threshold (what the camera agent acts on). Used to compare a model with its
+INT8 copy measured the same way (``python -m vision.quantize``); its figures are not
+ultralytics' (which picks P/R at the best-F1 confidence and interpolates AP on to
+recall 1, so reports a higher mAP).
 """
 
 from __future__ import annotations
@@ -51,10 +52,14 @@ def read_labels(path: Path, width: int, height: int
 
 
 def average_precision(recall: NDArray[np.float64], precision: NDArray[np.float64]) -> float:
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.flip(np.maximum.accumulate(np.flip(np.concatenate([[1.0], precision, [0.0]]))))
-    x = np.linspace(0, 1, 101)
-    return float(np.mean(np.interp(x, mrec, mpre)))
+    """COCO's 101-point AP: at each recall level, the best precision at that recall or
+    above (0 past the highest recall reached)."""
+    if not len(recall):
+        return 0.0
+    envelope = np.flip(np.maximum.accumulate(np.flip(precision)))
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    return float(np.mean(np.where(idx < len(recall), envelope[np.minimum(idx, len(recall) - 1)],
+                                  0.0)))
 
 
 @dataclass

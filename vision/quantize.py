@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                     "../shared/datasets)")
     ap.add_argument("--calibration", type=int, default=64, help="training images to calibrate")
     ap.add_argument("--limit", type=int, default=0, help="evaluate on the first N val images")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="keep the INT8 file there is, measure both again")
     a = ap.parse_args(argv)
     card = load_card(a.model)
     dataset = a.dataset or ROOT.parent / "shared" / "datasets" / DATASETS.get(card.name, "")
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     dst = a.model / INT8_FILE
     print(f"[vision.quantize] {a.model / MODEL_FILE} -> {dst} ({len(calibration)} "
           "calibration images)", file=sys.stderr, flush=True)
-    quantize(a.model / MODEL_FILE, dst, calibration, card.input_size)
+    if not a.evaluate_only or not dst.is_file():
+        quantize(a.model / MODEL_FILE, dst, calibration, card.input_size)
     if a.limit:
         val = val[: a.limit]
     results = {}
@@ -123,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration=f"{len(calibration)} training images of {dataset.name}, "
                     f"letterboxed to {card.input_size} px",
         evaluator=f"vision.evaluate on {len(val)} val images at {card.input_size} px: "
-                  f"P/R at score >= {card.score_threshold}, AP with 101-point "
-                  "interpolation (close to, not identical with, ultralytics' figures)",
+                  f"P/R at score >= {card.score_threshold}, COCO 101-point AP (zero "
+                  "past the highest recall; ultralytics interpolates on to recall 1)",
         before=b_all, after=a_all, before_per_class=b_per, after_per_class=a_per,
         latency_fp32_ms=b_ms, latency_int8_ms=a_ms,
         command=f"python -m vision.quantize {a.model}")})
