@@ -121,13 +121,10 @@ class MotionConfig(_Strict):
     max_interval_s: float = Field(default=10.0, gt=0)
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"GANZHI_CAMERA_{name.upper()}", default)
-
-
-def _precision() -> Literal["auto", "fp32", "int8"]:
-    value = _env("precision", "auto").lower()
-    return "fp32" if value == "fp32" else "int8" if value == "int8" else "auto"
+def _env(name: str, default: str) -> Any:
+    """The raw text of ``GANZHI_CAMERA_<NAME>``: pydantic converts and checks it like a
+    YAML value, so a malformed one is a validation error naming the field, not a crash."""
+    return os.environ.get(f"GANZHI_CAMERA_{name.upper()}", default).strip()
 
 
 class DetectConfig(_Strict):
@@ -137,25 +134,25 @@ class DetectConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    idle_fps: float = Field(default_factory=lambda: float(_env("idle_fps", "1.0")), gt=0,
+    idle_fps: float = Field(default_factory=lambda: _env("idle_fps", "1.0"), gt=0,
                             le=60, description="detections/s with motion, nothing pending")
     pending_fps: float = Field(
-        default_factory=lambda: float(_env("pending_fps", "5.0")), ge=0, le=60,
+        default_factory=lambda: _env("pending_fps", "5.0"), ge=0, le=60,
         description="detections/s while a violation awaits confirmation (0: as idle)")
-    crops: bool = Field(default_factory=lambda: _env("crops", "true").lower() in (
-        "1", "true", "yes"), description="idle detections on the motion region only")
-    crop_min_px: int = Field(default_factory=lambda: int(_env("crop_min_px", "256")), ge=32,
+    crops: bool = Field(default_factory=lambda: _env("crops", "true"),
+                        description="idle detections on the motion region only")
+    crop_min_px: int = Field(default_factory=lambda: _env("crop_min_px", "256"), ge=32,
                              description="smallest side of a motion crop, frame pixels")
     crop_max_share: float = Field(
-        default_factory=lambda: float(_env("crop_max_share", "0.6")), gt=0, le=1,
+        default_factory=lambda: _env("crop_max_share", "0.6"), gt=0, le=1,
         description="a larger crop (share of the frame) runs on the whole frame")
-    crop_native: bool = Field(default_factory=lambda: _env("crop_native", "false").lower() in (
-        "1", "true", "yes"), description="crops at their own pixels (else at the scale the "
-                                         "whole frame runs at)")
-    rect: bool = Field(default_factory=lambda: _env("rect", "true").lower() in (
-        "1", "true", "yes"), description="input a stride multiple, not the padded square")
+    crop_native: bool = Field(
+        default_factory=lambda: _env("crop_native", "false"),
+        description="crops at their own pixels (else at the scale the whole frame runs at)")
+    rect: bool = Field(default_factory=lambda: _env("rect", "true"),
+                       description="input a stride multiple, not the padded square")
     precision: Literal["auto", "fp32", "int8"] = Field(
-        default_factory=_precision,
+        default_factory=lambda: _env("precision", "auto").lower(),
         description="fp32 model.onnx, the card's int8 copy, or auto: int8 where the card "
                     "shows the violation classes kept their recall with it")
 

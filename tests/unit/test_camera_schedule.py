@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edge.camera.confirm import ConfirmParams, Tracker
 from edge.camera.motion import MotionGate
@@ -185,3 +186,15 @@ def test_auto_precision_takes_int8_only_where_the_violation_classes_kept_recall(
     assert pick_precision(mask, "auto", ["no_mask"]) == "int8"
     assert pick_precision(ppe, "fp32", ppe.violations) == "fp32"
     assert pick_precision(mask, "int8", mask.violations) == "int8"
+
+
+@pytest.mark.parametrize(("name", "value", "field"), [
+    ("IDLE_FPS", "abc", "idle_fps"), ("CROPS", "maybe", "crops"),
+    ("PRECISION", "fp16", "precision"), ("CROP_MIN_PX", "1.5", "crop_min_px"),
+])
+def test_a_malformed_env_value_is_a_validation_error_naming_the_field(
+        monkeypatch: pytest.MonkeyPatch, name: str, value: str, field: str) -> None:
+    monkeypatch.setenv(f"GANZHI_CAMERA_{name}", value)
+    with pytest.raises(ValidationError) as err:
+        DetectConfig()
+    assert err.value.errors()[0]["loc"] == (field,)
