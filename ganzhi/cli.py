@@ -506,7 +506,19 @@ def _bench(_s: Settings, a: argparse.Namespace) -> int:
         print(f"ganzhi bench: unknown stage(s) {', '.join(unknown)}; "
               f"choose from {','.join(STAGES)}", file=sys.stderr)
         return 2
-    return main(a.profile, only, Path(a.out), a.soak_minutes)
+    if a.soak_minutes is not None and not 0 < a.soak_minutes <= 24 * 60:
+        print("ganzhi bench: --soak-minutes must be more than 0 and at most 1440",
+              file=sys.stderr)
+        return 2
+    out = Path(a.out)
+    try:  # before any stage runs: a summary that cannot be written is known now
+        out.resolve().parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a"):
+            pass
+    except OSError as exc:
+        print(f"ganzhi bench: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return main(a.profile, only, out, a.soak_minutes)
 
 
 def main(argv: list[str] | None = None) -> int:

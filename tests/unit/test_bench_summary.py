@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ganzhi.bench import DEFAULT_STAGES, PROFILES, STAGES, Row, rows, table
 
 
@@ -206,3 +208,17 @@ def test_soak_slope_and_verdict() -> None:
     assert v["memory"]["stream"]["flat"] is True and v["memory"]["ingest"]["flat"] is False
     assert v["memory"]["ingest"]["mb_per_10min"] == 10.0
     assert v["lag"]["growing"] is False and v["memory_flat"] is False and v["ok"] is False
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--only", "bogus"], "unknown stage(s) bogus"),
+    (["--soak-minutes", "-1"], "--soak-minutes must be more than 0"),
+    (["--soak-minutes", "0"], "--soak-minutes must be more than 0"),
+    (["--out", "/proc/nope/summary.json", "--only", "rules"], "cannot write /proc/nope"),
+])
+def test_bad_arguments_are_refused_before_any_stage_runs(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from ganzhi.cli import main as cli_main
+
+    assert cli_main(["bench", *args]) == 2
+    assert message in capsys.readouterr().err
