@@ -21,7 +21,7 @@ comes again. A crash after it leaves the deltas for the next compaction.
 Compaction (:meth:`ReadingsSink.compact`, after a write once ``compact_every_s`` has
 passed since the last one, and on :meth:`ReadingsSink.close`) moves every pending delta
 into ``rollups_1m`` and ``rollups_1h`` in one transaction (``DELETE … RETURNING``, then one
-upsert per minute and per hour bucket, in key order), one compaction at a time across
+upsert per minute and per hour bucket), one compaction at a time across
 workers (``pg_advisory_xact_lock``). The merge is order-independent (counts and sums add,
 min/max, last by greatest ``(time, value)``), so late and out-of-order readings and any
 interleaving of batches and compactions give the rollups a ``GROUP BY`` over ``readings``
