@@ -119,7 +119,7 @@ def saturation(point: dict[str, Any]) -> tuple[str | None, str]:
             return stage, "; ".join(reasons) + starved
     if starved:
         return "machine (all cores)", starved[2:]
-    return None, "none: every stage kept up"
+    return None, "every stage kept up"
 
 
 # --- the run --------------------------------------------------------------------------------
