@@ -9,7 +9,8 @@ telemetry (``--readings`` readings per message, QoS 1) at ``--rate`` msg/s; with
 Every ``--interval`` seconds (default 30) it samples the RSS (and PSS) of every service
 and broker, the stream group's consumer lag and the rows stored, and prints a line. At
 the end, per process, the slope of a straight line fitted to the second half of the
-samples, in MB per 10 minutes ("flat" below ``--flat-mb``), and the lag's trend: not
+samples, in MB per 10 minutes ("flat": rising less than ``--flat-mb``; a falling line is
+memory handed back after the warm-up, not a leak), and the lag's trend: not
 growing when the fit over the second half rises less than 1 % of the messages offered
 in 10 minutes or the last lag is under 2 s of input.
 
@@ -87,7 +88,7 @@ def verdict(samples: list[dict[str, Any]], rate: float, flat_mb: float) -> dict[
         out["memory"][name] = {
             "first_mb": pts[0][1] if pts else None, "last_mb": pts[-1][1] if pts else None,
             "mb_per_10min": per10,
-            "flat": None if per10 is None else abs(per10) < flat_mb,
+            "flat": None if per10 is None else per10 < flat_mb,
             "note": GROWS_WITH_DATA.get(name.split("-")[0], NOTES.get(name, "")),
         }
     lags = [(s["t"], float(s["lag_msgs"])) for s in half if s.get("lag_msgs") is not None]
@@ -131,7 +132,7 @@ def main() -> int:
     ap.add_argument("--readings", type=int, default=10, help="readings per message")
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--flat-mb", type=float, default=3.0,
-                    help="flat: |slope| below this many MB per 10 min")
+                    help="flat: rising less than this many MB per 10 min")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -237,7 +238,7 @@ def print_verdict(result: dict[str, Any]) -> None:
           + ("growing" if lag["growing"] else "not growing" if lag["growing"] is False
              else "unknown"))
     print(f"verdict: memory {'flat' if v['memory_flat'] else 'NOT flat'} "
-          f"(|slope| < {v['flat_mb_per_10min']} MB / 10 min; PostgreSQL as PSS); "
+          f"(rising < {v['flat_mb_per_10min']} MB / 10 min; PostgreSQL as PSS); "
           f"{'OK' if v['ok'] else 'NOT OK'}")
 
 

@@ -233,7 +233,7 @@ def _soak_rows(f: dict[str, Any]) -> list[Row]:
         last = m.get("last_mb")
         out.append(Row("soak", figure, slope, "MB/10 min",
                        f"{float(last):,.0f} MB at the end" if last is not None else None,
-                       None, f"slope within ±{limit:g} MB/10 min" if judged else "",
+                       None, f"rising < {limit:g} MB/10 min" if judged else "",
                        bool(m["flat"]) if judged else None))
     lag = v["lag"]
     growing = lag.get("growing")

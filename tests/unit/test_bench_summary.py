@@ -122,7 +122,7 @@ def test_scaling_rows_are_figures_with_the_saturating_stage() -> None:
 
 def _soak(slopes: dict[str, float], lag_growing: bool | None) -> dict[str, Any]:
     memory = {name: {"first_mb": 100.0, "last_mb": 100.0 + s, "mb_per_10min": s,
-                     "flat": abs(s) < 3.0, "note": "memory-only" if name == "tansu" else ""}
+                     "flat": s < 3.0, "note": "memory-only" if name == "tansu" else ""}
               for name, s in slopes.items()}
     return {"rate_msg_s": 600.0, "samples": [{"t": 0.0}, {"t": 300.0}],
             "verdict": {"flat_mb_per_10min": 3.0, "memory": memory,
@@ -208,6 +208,10 @@ def test_soak_slope_and_verdict() -> None:
     assert v["memory"]["stream"]["flat"] is True and v["memory"]["ingest"]["flat"] is False
     assert v["memory"]["ingest"]["mb_per_10min"] == 10.0
     assert v["lag"]["growing"] is False and v["memory_flat"] is False and v["ok"] is False
+    falling = [{"t": t * 60.0, "mem_mb": {"stream": 700.0 - 2 * t}, "lag_msgs": 10}
+               for t in range(10)]
+    v = soak.verdict(falling, rate=500.0, flat_mb=3.0)  # memory handed back: no leak
+    assert v["memory"]["stream"]["flat"] is True and v["ok"] is True
 
 
 @pytest.mark.parametrize(("args", "message"), [
