@@ -157,9 +157,10 @@ def stream_logs(stack: Stack) -> dict[str, int]:
 
 def wait_ready(stack: Stack, since: dict[str, int], timeout: float,
                check: Any = None) -> tuple[float, bool]:
-    """Until every live stream worker has logged Faust's "Worker ready" after ``since``
-    (its log sizes before the group changed): the rebalance is done and the rule-state
-    table recovered from its changelog. (seconds waited, whether all got there)."""
+    """Until every live stream worker has logged ``rule_state_claimed`` after ``since``
+    (its log sizes before the group changed): the rebalance is done and each worker has
+    its partitions' rule state (kept, or loaded from the checkpoints in PostgreSQL).
+    (seconds waited, whether all got there)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if check is not None:
@@ -171,7 +172,7 @@ def wait_ready(stack: Stack, since: dict[str, int], timeout: float,
                 continue
             with svc.log_path.open("rb") as fh:
                 fh.seek(since.get(name, 0))
-                if b"Worker ready" not in fh.read():
+                if b"rule_state_claimed" not in fh.read():
                     waiting.append(name)
         if not waiting:
             return time.monotonic() - t0, True
@@ -360,7 +361,7 @@ def print_table(result: dict[str, Any]) -> None:
         rb = p.get("stream_rebalance")
         if rb:
             print(f"\nBefore {p['label']}: the stream group changed; rebalance and rule-state "
-                  f"recovery from the changelog took {rb['seconds']:,.0f} s"
+                  f"claim (kept or loaded from checkpoints) took {rb['seconds']:,.0f} s"
                   + ("" if rb["complete"] else " and had not finished")
                   + f" (lag then {_fmt(rb.get('lag_at_change_msgs'))} messages); "
                   "no readings are stored meanwhile.")

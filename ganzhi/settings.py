@@ -51,10 +51,11 @@ class MqttSettings(BaseModel):
 class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = 4
-    # Tansu reports a partition's end offset as the start of the last batch + 1, so
-    # readers "up to the end" (Faust changelog recovery) miss a multi-record batch's
-    # tail. One record per batch keeps it exact; real Kafka may raise this.
-    producer_max_batch_size: int = 1
+    # The stream worker's producer batch (bytes; transitions and dead letters). It was 1
+    # while rule state went to a changelog that Faust read "up to the end" (Tansu reports
+    # a partition's end offset as the start of its last batch + 1); no reader of the
+    # platform does that since rule state is checkpointed to PostgreSQL.
+    producer_max_batch_size: int = 16384
     linger_ms: int = 5
     # The largest record the brokers take (message.max.bytes); bigger ones are
     # dead-lettered before producing, not retried.
@@ -117,6 +118,10 @@ class StreamSettings(BaseModel):
     health_tick_s: float = 5.0
     # Least time between two compactions of the rollup deltas into rollups_1m/1h.
     rollup_compact_s: float = 5.0
+    # How often the rule state changed since the last checkpoint is saved to PostgreSQL
+    # with the offsets it reflects (stream/checkpoints.py). After a crash the records of
+    # up to this long are processed again; shorter costs more writes of the same states.
+    checkpoint_s: float = Field(default=5.0, gt=0)
     cold_chain: ColdChainRuleSettings = Field(default_factory=ColdChainRuleSettings)
     device_health: HealthRuleSettings = Field(default_factory=HealthRuleSettings)
 

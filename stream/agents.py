@@ -1,11 +1,11 @@
 """Faust glue: the agents (telemetry, status, detections, device events), the timers,
-the table-backed state store, the transition sender."""
+the rule-state checkpoints at assignment, revocation and on a timer, the senders."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
 from stream import metrics
 from stream.app import StreamApp
+from stream.checkpoints import Checkpointer
 from stream.engine import tune_gc
 from stream.offset_gaps import OffsetTracker
 from stream.processor import BatchProcessor, DeadLetterSender, Incoming, TransitionSender
@@ -25,31 +26,6 @@ from stream.rules.sources import RulesProvider
 log = get_logger(__name__)
 SOURCE_TOPICS = {KafkaTopic.TELEMETRY.value, KafkaTopic.STATUS.value,
                  KafkaTopic.DETECTION.value, KafkaTopic.EVENT.value}
-
-
-class TableStateStore:
-    """Rule state in a changelogged Faust table.
-
-    Writes go to the changelog partition of the message the state came from (the
-    device's partition), not to that of whatever event happens to be current: a batch
-    holds events of several partitions, and a worker recovers only its own partitions.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, key: str) -> str | None:
-        value = self._table.get(key.encode())
-        return value.decode() if value is not None else None
-
-    def put(self, key: str, value: str, partition: int) -> None:
-        k, v = key.encode(), value.encode()
-        self._table.data[k] = v
-        self._table.send_changelog(partition, k, v)
-
-    def keys(self) -> Iterator[str]:
-        for k in list(self._table.data.keys()):
-            yield k.decode()
 
 
 async def _send_all(topic: Any, records: Sequence[tuple[bytes, bytes]]) -> None:
@@ -113,8 +89,27 @@ def backlogged(app: Any, processor: BatchProcessor, partitions: Iterable[int]) -
     return out
 
 
+async def seek_to_state(app: Any, checkpointer: Checkpointer, offsets: OffsetTracker) -> None:
+    """After an assignment: claim the partitions' rule state (kept or loaded from its
+    checkpoint) and read each source partition from the first record that state does not
+    reflect (from the start where none was processed). Faust's committed offsets are not
+    used: they may be ahead of the last checkpoint. Should Faust seek to them afterwards
+    (stream/offset_gaps.py), the tracker sees the jump and seeks back."""
+    tps = [tp for tp in app.consumer.assignment() if tp.topic in SOURCE_TOPICS]
+    starts = await checkpointer.assigned({tp.partition for tp in tps})
+    unknown = [tp for tp in tps if tp.topic not in starts.get(tp.partition, {})]
+    earliest = dict(await app.consumer.earliest_offsets(*unknown)) if unknown else {}
+    targets: dict[tuple[str, int], int | None] = {}
+    for tp in tps:
+        offset = starts.get(tp.partition, {}).get(tp.topic, earliest.get(tp))
+        if offset is not None:
+            await app.consumer.seek(tp, offset)
+        targets[(tp.topic, tp.partition)] = offset
+    offsets.assigned(targets)
+
+
 def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchProcessor,
-                    provider: RulesProvider) -> Ownership:
+                    provider: RulesProvider, checkpointer: Checkpointer) -> Ownership:
     s = settings.stream
     app = stream_app.app
     tune_gc()
@@ -157,16 +152,22 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
 
     @app.on_rebalance_complete.connect  # type: ignore[untyped-decorator]
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            await seek_to_state(app, checkpointer, offsets)
+        except Stopped:
+            return
         owned.update(app.consumer.assignment())
-        # Where each partition starts again: the committed offsets (Faust seeks there
-        # too, but only after it has resumed fetching: see stream/offset_gaps.py).
-        committed = await app.consumer.seek_to_committed()
-        offsets.assigned({(tp.topic, tp.partition): o for tp, o in committed.items()
-                          if tp.topic in SOURCE_TOPICS})
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
     async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         owned.partitions = frozenset()
+        # The agents are idle here (Faust waited for them): save everything, so whoever
+        # takes a partition starts from this worker's last record.
+        await checkpointer.checkpoint("revoked")
+
+    @app.timer(interval=s.checkpoint_s)  # type: ignore[untyped-decorator]
+    async def checkpoint_timer() -> None:
+        await checkpointer.checkpoint()
 
     @app.timer(interval=s.health_tick_s)  # type: ignore[untyped-decorator]
     async def offline_timer() -> None:

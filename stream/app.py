@@ -1,4 +1,4 @@
-"""The Faust application, its topics and its table, built from settings."""
+"""The Faust application and its topics, built from settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import faust
 from ganzhi.contracts import KafkaTopic
 from ganzhi.settings import Settings
 
-STATE_TABLE = "rule-state"
 FAUST_ENV_PREFIX = "GANZHI_FAUST_"
 
 
@@ -22,7 +21,6 @@ class StreamApp:
     detections: Any  # faust topic (camera findings)
     transitions: Any  # faust topic
     dead_letters: Any  # faust topic (records refused for good)
-    rule_state: Any  # faust.Table: b"site/device/<rules>" -> state JSON bytes (stream.engine)
     events: Any  # faust topic (device events: alarm button, power, source errors)
 
 
@@ -38,11 +36,10 @@ def build_app(settings: Settings) -> StreamApp:
         # GANZHI_FAUST_BROKER_SESSION_TIMEOUT=10 (environment wins over these arguments).
         env_prefix=FAUST_ENV_PREFIX,
         broker=broker_urls(k.bootstrap),
-        store="memory://",  # state is rebuilt from the changelog topic on start
+        store="memory://",  # no Faust tables: rule state is checkpointed to PostgreSQL
         # Tansu cannot run idempotent/transactional producers: at-least-once plus
         # idempotent sinks and deterministic transition ids.
         processing_guarantee="at_least_once",
-        # Tansu quirk: changelog recovery misses the tail of a multi-record batch.
         producer_max_batch_size=k.producer_max_batch_size,
         producer_linger=k.linger_ms / 1000,
         topic_partitions=k.partitions,
@@ -66,8 +63,4 @@ def build_app(settings: Settings) -> StreamApp:
     events = app.topic(KafkaTopic.EVENT.value, partitions=k.partitions, **raw)
     transitions = app.topic(KafkaTopic.ALERT_TRANSITIONS.value, partitions=k.partitions, **raw)
     dead_letters = app.topic(KafkaTopic.DEAD_LETTER.value, partitions=k.partitions, **raw)
-    # bytes key/value types make the table's changelog codec "raw" too.
-    table = app.Table(STATE_TABLE, default=None, partitions=k.partitions,
-                      key_type=bytes, value_type=bytes)
-    return StreamApp(app, telemetry, status, detections, transitions, dead_letters, table,
-                     events)
+    return StreamApp(app, telemetry, status, detections, transitions, dead_letters, events)

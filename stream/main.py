@@ -22,12 +22,12 @@ from ganzhi.observability import OpsServer, configure_logging, get_logger
 from ganzhi.settings import Settings
 from stream import offset_gaps
 from stream.agents import (
-    TableStateStore,
     dead_letter_sender,
     register_agents,
     transition_sender,
 )
 from stream.app import build_app
+from stream.checkpoints import CheckpointedStates, Checkpointer, CheckpointRepository
 from stream.engine import RuleEngine
 from stream.processor import BatchProcessor
 from stream.rules.sources import RulesProvider
@@ -84,8 +84,8 @@ def run(settings: Settings) -> int:
     actual = loop.run_until_complete(
         topic_partitions(settings.kafka.bootstrap, KafkaTopic.TELEMETRY.value))
     if actual != settings.kafka.partitions:
-        # Rule state lives in the changelog partition of the device's telemetry partition,
-        # so the table must have exactly as many partitions as the source topic.
+        # Rule state is checkpointed per partition of the device's messages, and the
+        # offline timer finds a device's partition by hashing: the topic's count rules.
         log.warning("telemetry_partitions_differ_from_settings", using="the topic's",
                     topic_partitions=actual, settings_partitions=settings.kafka.partitions)
         settings = settings.model_copy(
@@ -100,17 +100,25 @@ def run(settings: Settings) -> int:
         lambda: provider.rules,
         lambda site, device: partition_for(kafka_key(site, device), partitions))
     stop = asyncio.Event()
+    states = CheckpointedStates()
     processor = BatchProcessor(
-        engine, sink, TableStateStore(stream_app.rule_state),
+        engine, sink, states,
         transition_sender(stream_app.transitions),
         dead_letter=dead_letter_sender(stream_app.dead_letters),
         stop=stop, max_ts_ahead=timedelta(seconds=settings.event_time.max_ahead_s),
+        on_processed=states.processed,
     )
-    register_agents(stream_app, settings, processor, provider)
+    checkpointer = Checkpointer(CheckpointRepository(dsn, s.app_id), states, processor.lock,
+                                forget=processor.forget_state, stop=stop)
+    register_agents(stream_app, settings, processor, provider, checkpointer)
     started = time.time()
 
     @stream_app.app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
     async def _close_sink(app: Any, **kwargs: Any) -> None:
+        # The last checkpoint (the agents are done): whoever takes the partitions next
+        # starts from this worker's last record.
+        await checkpointer.checkpoint("stop")
+        await checkpointer.close()
         await sink.close()
 
     def health() -> dict[str, Any]:

@@ -55,3 +55,19 @@ DEVICES_INCOMPLETE = Gauge(
     "Devices heard whose class needs parameters nobody set (device.incomplete_config "
     "open), of the partitions this worker owns; set by the offline timer",
     ["device_class"])
+CHECKPOINT_SECONDS = Histogram(
+    "ganzhi_stream_checkpoint_seconds",
+    "Time to write one rule-state checkpoint to PostgreSQL (stream/checkpoints.py)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CHECKPOINT_STATES = Counter(
+    "ganzhi_stream_checkpoint_states_total", "Rule states written by checkpoints")
+CHECKPOINT_FAILURES = Counter(
+    "ganzhi_stream_checkpoint_failures_total",
+    "Failed checkpoint writes and partition claims (transient: retried)")
+CHECKPOINT_FENCED = Counter(
+    "ganzhi_stream_checkpoint_fenced_total",
+    "Partitions found claimed by another worker at a checkpoint (their state is dropped)")
+STATE_LOADED = Counter(
+    "ganzhi_stream_state_loaded_total",
+    "Rule states loaded from checkpoints when partitions were taken")

@@ -112,6 +112,7 @@ class BatchProcessor:
         stop: asyncio.Event | None = None,
         max_ts_ahead: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = _now,
+        on_processed: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self._engine = engine
         self._sink = sink
@@ -123,7 +124,10 @@ class BatchProcessor:
         self.stop = stop or asyncio.Event()
         self._max_ts_ahead = max_ts_ahead
         self._clock = clock
-        self._lock = asyncio.Lock()
+        # Held while state is read and written; the checkpointer takes it to copy state
+        # and positions that agree with each other.
+        self.lock = asyncio.Lock()
+        self._on_processed = on_processed  # (topic, partition, offset): its effects are saved
         self.last_batch_at: float | None = None
         # Per telemetry partition: the last offset processed and its receive time.
         self._progress: dict[int, tuple[int, datetime]] = {}
@@ -234,6 +238,17 @@ class BatchProcessor:
         out.transitions.extend(ev.transitions)
         out.late += ev.late
 
+    def _processed(self, batch: Sequence[Incoming]) -> None:
+        if self._on_processed is not None:
+            for item in batch:
+                if item.offset is not None:
+                    self._on_processed(item.topic, item.partition, item.offset)
+
+    def forget_state(self, keys: Sequence[str]) -> None:
+        """Drop the parsed copies of ``keys`` (their partitions went to another worker)."""
+        for key in keys:
+            self._cache.entries.pop(key, None)
+
     def _done(self, out: BatchOutcome, started: float) -> BatchOutcome:
         metrics.BATCHES.inc()
         metrics.BATCH_MESSAGES.observe(out.messages)
@@ -248,10 +263,11 @@ class BatchProcessor:
         started = time.perf_counter()
         out = BatchOutcome(messages=len(batch))
         stored = await self._store(self._parse(Telemetry, batch, out), out)
-        async with self._lock:
+        async with self.lock:
             view, ev = StateView(self._states, self._cache), Evaluation()
             self._evaluate_each(stored, view, ev, out, self._engine.telemetry)
             await self._emit(view, ev, out)
+            self._processed(batch)
         for item in batch:
             if item.offset is not None and item.received_at is not None:
                 last = self._progress.get(item.partition)
@@ -265,10 +281,11 @@ class BatchProcessor:
         started = time.perf_counter()
         out = BatchOutcome(messages=len(batch))
         messages = self._parse(model, batch, out)
-        async with self._lock:
+        async with self.lock:
             view, ev = StateView(self._states, self._cache), Evaluation()
             self._evaluate_each(messages, view, ev, out, handle)
             await self._emit(view, ev, out)
+            self._processed(batch)
         return self._done(out, started)
 
     async def process_status(self, batch: Sequence[Incoming]) -> BatchOutcome:
@@ -301,7 +318,7 @@ class BatchProcessor:
                 clocks[p] = now
             elif p in self._progress:
                 clocks[p] = min(now, self._progress[p][1])
-        async with self._lock:
+        async with self.lock:
             view, ev = StateView(self._states, self._cache), Evaluation()
             self._engine.tick(view, clocks, active_since, ev)
             await self._emit(view, ev, out)
