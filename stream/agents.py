@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,22 +89,47 @@ def backlogged(app: Any, processor: BatchProcessor, partitions: Iterable[int]) -
     return out
 
 
+def start_offsets(state: Mapping[int, Mapping[str, int]],
+                  earliest: Mapping[tuple[str, int], int | None]
+                  ) -> tuple[dict[tuple[str, int], int | None], list[tuple[str, int, int, int]]]:
+    """Where to read each source partition (``earliest``'s keys) from: the first record
+    the rule state does not reflect (``state``: partition -> topic -> next offset), or the
+    log's start where no record of that topic was processed. An offset the log no longer
+    holds (retention deleted it while no worker ran) starts at the log's start instead:
+    returned second, as (topic, partition, wanted, start), for the log."""
+    out: dict[tuple[str, int], int | None] = {}
+    lost: list[tuple[str, int, int, int]] = []
+    for (topic, partition), start in earliest.items():
+        want = state.get(partition, {}).get(topic)
+        if want is None:
+            out[(topic, partition)] = start
+        elif start is not None and want < start:
+            out[(topic, partition)] = start
+            lost.append((topic, partition, want, start))
+        else:
+            out[(topic, partition)] = want
+    return out, lost
+
+
 async def seek_to_state(app: Any, checkpointer: Checkpointer, offsets: OffsetTracker) -> None:
     """After an assignment: claim the partitions' rule state (kept or loaded from its
     checkpoint) and read each source partition from the first record that state does not
-    reflect (from the start where none was processed). Faust's committed offsets are not
-    used: they may be ahead of the last checkpoint. Should Faust seek to them afterwards
+    reflect (:func:`start_offsets`). Faust's committed offsets are not used: they may be
+    ahead of the last checkpoint. Should Faust seek to them afterwards
     (stream/offset_gaps.py), the tracker sees the jump and seeks back."""
     tps = [tp for tp in app.consumer.assignment() if tp.topic in SOURCE_TOPICS]
-    starts = await checkpointer.assigned({tp.partition for tp in tps})
-    unknown = [tp for tp in tps if tp.topic not in starts.get(tp.partition, {})]
-    earliest = dict(await app.consumer.earliest_offsets(*unknown)) if unknown else {}
-    targets: dict[tuple[str, int], int | None] = {}
+    state = await checkpointer.assigned({tp.partition for tp in tps})
+    earliest = dict(await app.consumer.earliest_offsets(*tps)) if tps else {}
+    targets, lost = start_offsets(
+        state, {(tp.topic, tp.partition): earliest.get(tp) for tp in tps})
+    for topic, partition, want, start in lost:
+        log.error("records_gone_before_processed", topic=topic, partition=partition,
+                  first_wanted=want, log_start=start,
+                  detail="retention deleted them while no worker read this partition")
     for tp in tps:
-        offset = starts.get(tp.partition, {}).get(tp.topic, earliest.get(tp))
+        offset = targets[(tp.topic, tp.partition)]
         if offset is not None:
             await app.consumer.seek(tp, offset)
-        targets[(tp.topic, tp.partition)] = offset
     offsets.assigned(targets)
 
 

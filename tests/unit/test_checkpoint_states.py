@@ -52,3 +52,20 @@ def test_load_replaces_a_partition_and_drop_forgets_it() -> None:
     assert s.drop([1]) == ["a/other/health"]
     assert s.held() == {0}
     assert len(s) == 1
+
+
+def test_each_source_partition_starts_after_what_the_state_reflects() -> None:
+    from stream.agents import start_offsets
+
+    state = {0: {"telemetry": 120, "status": 3}, 1: {}}
+    earliest = {("telemetry", 0): 0, ("status", 0): 5, ("events", 0): 0,
+                ("telemetry", 1): 40, ("telemetry", 2): None}
+    targets, lost = start_offsets(state, earliest)
+    assert targets == {
+        ("telemetry", 0): 120,  # the checkpoint's position
+        ("status", 0): 5,  # retention took 3 and 4 before anyone read them: the log start
+        ("events", 0): 0,  # nothing of this topic processed yet: from the start
+        ("telemetry", 1): 40,
+        ("telemetry", 2): None,  # start unknown: take what comes
+    }
+    assert lost == [("status", 0, 3, 5)]
