@@ -2,10 +2,10 @@
 
 Feeds simulated cold rooms and elevators (the scenario simulators) through
 ``BatchProcessor`` with an in-memory state store and sink, in batches like the worker's,
-and prints messages per second. The state store holds JSON strings as the Faust table
-does. Every device sends one message per batch (steady state: a worker keeping up with
-devices that report every few seconds); the first ``--warmup`` messages of each device
-are not timed (new devices, lateness buffers filling).
+and prints messages per second. The state store holds JSON strings as the worker's
+checkpointed store does. Every device sends one message per batch (steady state: a
+worker keeping up with devices that report every few seconds); the first ``--warmup``
+messages of each device are not timed (new devices, lateness buffers filling).
 
 Mixes (``--mix``, all by default):
 

@@ -6,7 +6,7 @@ rule-state store), so it runs the same under Faust and in tests. Per device it k
 * ``{site}/{device}/cold_store`` or ``.../elevator`` - the snapshot rules of that class in
   an :mod:`stream.rules.ordering` wrapper (lateness buffer, speculative head);
 * ``{site}/{device}/health`` - :mod:`stream.rules.device_health` plus the device's
-  partition, so the timer knows which worker owns it and where its changelog goes;
+  partition, so the timer knows which worker owns it and which checkpoint holds it;
 * ``{site}/{device}/events`` - :mod:`stream.rules.device_events` (alarm button, power,
   source errors) plus the partition, written only once the device sent such an event;
 * ``{site}/{device}/config`` - :mod:`stream.rules.device_config` (``device.incomplete_config``)
