@@ -420,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = YoloDetector.from_dir(MODEL, threads=1, providers=["CPUExecutionProvider"])
     bad, good = sprites(card.classes, violations, fp32)
     log(f"sprites from val images: {len(bad)} violators, {len(good)} compliant")
+    if not bad or not good:
+        print(f"edge_camera: no labelled validation images under {DATASET / 'images' / 'val'}"
+              " (the clips are built from them: put the shared datasets beside the checkout,"
+              " ../shared/datasets)", file=sys.stderr)
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="edge-camera-"))
     try:
         clips = [make_clip(tmp, f"cam-{i + 1:02d}", i, a.seconds, bad, good)
