@@ -470,3 +470,93 @@ async def test_sigterm_stops_promptly_while_the_database_is_down_and_nothing_is_
         if second is not None:
             second.kill()
         pg.stop()
+
+
+def claims(worker: Worker) -> list[dict[str, object]]:
+    """The worker's ``rule_state_claimed`` log records, oldest first."""
+    out = []
+    for line in worker.log.read_text(errors="replace").splitlines():
+        if '"rule_state_claimed"' in line:
+            try:
+                out.append(json.loads(line[line.index("{"):]))
+            except ValueError:
+                continue
+    return out
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, *workers: Worker) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout}s: {what}\n"
+                         + "\n".join(w.tail()[-2000:] for w in workers))
+
+
+def device_on(partition: int, prefix: str) -> str:
+    from ganzhi.kafka import partition_for
+
+    return next(d for i in range(1000) if partition_for(
+        kafka_key("site-a", d := f"{prefix}-{i}"), 2) == partition)
+
+
+@pytest.mark.timeout(420)
+async def test_two_workers_share_the_partitions_and_a_killed_one_hands_over(
+    worker_env: dict[str, str], tmp_path: Path, kafka_bootstrap: str, pg_dsn: str
+) -> None:
+    env = {**worker_env, "GANZHI_STREAM__CHECKPOINT_S": "1"}
+    second_env = {**env, "GANZHI_OPS__STREAM": str(free_port()),
+                  "GANZHI_STREAM__WEB_PORT": str(free_port()),
+                  "GANZHI_STREAM__DATA_DIR": str(tmp_path / "stream-2")}
+    a = Worker(env, tmp_path / "a.log").start()
+    b = Worker(second_env, tmp_path / "b.log").start()
+    hot0, hot1 = device_on(0, "hot"), device_on(1, "hot")
+    try:
+        wait_until("each worker holds one partition",
+                   lambda: all(c and len(c[-1]["partitions"]) == 1  # type: ignore[arg-type]
+                               for c in (claims(a), claims(b))), 120, a, b)
+        # Both excursions begin (pending: 300 s needed), one on each worker's partition.
+        first = excursion(hot0, range(0, 181, 30)) + excursion(hot1, range(0, 181, 30))
+        await produce(kafka_bootstrap, first)
+
+        def positions() -> dict[int, int]:
+            with psycopg.connect(pg_dsn) as conn:
+                rows = conn.execute(
+                    "SELECT partition, (offsets->>%s)::int FROM stream_partitions"
+                    " WHERE app_id = %s", (KafkaTopic.TELEMETRY.value,
+                                           env["GANZHI_STREAM__APP_ID"])).fetchall()
+            return {p: o for p, o in rows if o is not None}
+
+        wait_until("both partitions checkpointed past the first messages",
+                   lambda: sum(positions().values()) >= len(first), 60, a, b)
+        victim, survivor = (a, b) if 0 in claims(a)[-1]["partitions"] else (b, a)  # type: ignore[operator]
+        victim.kill()  # kill -9: no revocation, no last checkpoint
+
+        second = excursion(hot0, range(210, 421, 30)) + excursion(hot1, range(210, 421, 30))
+        await produce(kafka_bootstrap, second)
+        wait_until("the survivor took both partitions and loaded the victim's state",
+                   lambda: any(len(c["partitions"]) == 2  # type: ignore[arg-type]
+                               and c["states_loaded"] > 0 for c in claims(survivor)),
+                   120, survivor)
+        n = 2 * len(first + second)  # two readings per message
+
+        def stored() -> int:
+            with psycopg.connect(pg_dsn) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+            return int(row[0]) if row else 0
+
+        wait_until("every reading stored", lambda: stored() >= n, 120, survivor)
+        await committed(kafka_bootstrap, env["GANZHI_STREAM__APP_ID"], len(first + second), 60)
+        readings, _ = snapshot(pg_dsn)
+        assert len(readings) == n  # none lost, none stored twice
+        assert len({(r[1], r[2], r[0]) for r in readings}) == n
+        got = await transitions(kafka_bootstrap)
+        # Each fired once, at 300 s from the start before the kill: the state of the
+        # killed worker's device came from its checkpoint and the records after it.
+        assert sorted((t.device_id, t.kind, t.started_at, t.at) for t in got) == sorted(
+            (d, TransitionKind.FIRING, T0, T0 + timedelta(seconds=300)) for d in (hot0, hot1))
+        assert await asyncio.to_thread(survivor.terminate) == 0
+    finally:
+        a.kill()
+        b.kill()
