@@ -2,10 +2,14 @@
 
 Feeds simulated cold rooms and elevators (the scenario simulators) through
 ``BatchProcessor`` with an in-memory state store and sink, in batches like the worker's,
-and prints messages per second. The state store holds JSON strings as the worker's
-checkpointed store does. Every device sends one message per batch (steady state: a
-worker keeping up with devices that report every few seconds); the first ``--warmup``
-messages of each device are not timed (new devices, lateness buffers filling).
+and prints messages per second. The state store is the worker's
+(``CheckpointedStates``); a checkpoint's serialisation of the changed states (its CPU
+work, without the write) runs every ``--checkpoint-every`` batches, by default after
+every batch: each device's state is serialised once per message it sends, as for
+devices reporting every checkpoint interval (5 s) or less often, the usual case (a
+device heard more often is serialised less than once per message). Every device sends
+one message per batch; the first ``--warmup`` messages of each device are not timed
+(new devices, lateness buffers filling).
 
 Mixes (``--mix``, all by default):
 
@@ -106,7 +110,8 @@ def messages(mix: str, devices: int, per_device: int) -> list[list[bytes]]:
     return batches
 
 
-async def run(mix: str, devices: int, per_device: int, warmup: int) -> dict[str, Any]:
+async def run(mix: str, devices: int, per_device: int, warmup: int,
+              checkpoint_every: int = 1) -> dict[str, Any]:
     from stream.engine import RuleEngine
     from stream.memory import MemoryAdapters
     from stream.processor import BatchProcessor, Incoming
@@ -115,7 +120,13 @@ async def run(mix: str, devices: int, per_device: int, warmup: int) -> dict[str,
     batches = messages(mix, devices, per_device)
     mem = MemoryAdapters()
     rules = Rules(RulesDoc.model_validate(RULES))
-    proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, mem, mem.send,
+    try:  # state kept as objects, serialised for checkpoints
+        from stream.checkpoints import CheckpointedStates
+        from stream.state import Held  # noqa: F401
+        states: Any = CheckpointedStates()
+    except ImportError:  # (code before that, --before: JSON made in every batch)
+        states = mem
+    proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, states, mem.send,
                           dead_letter=mem.dead_letter)
     timed = 0
     started = cpu = 0.0
@@ -123,6 +134,10 @@ async def run(mix: str, devices: int, per_device: int, warmup: int) -> dict[str,
         if i == warmup:
             started, cpu = time.perf_counter(), time.process_time()
         await proc.process([Incoming(0, v) for v in batch])
+        if states is not mem and (i + 1) % checkpoint_every == 0:
+            for cp in states.take({0}):
+                for _, held in cp.states:
+                    held.json()
         if i >= warmup:
             timed += len(batch)
     elapsed = time.perf_counter() - started
@@ -146,7 +161,8 @@ def measure(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
         tune()
     out = {}
     for mix in a.mix:
-        out[mix] = asyncio.run(run(mix, a.devices, a.per_device, a.warmup))
+        out[mix] = asyncio.run(run(mix, a.devices, a.per_device, a.warmup,
+                                   a.checkpoint_every))
         print(f"  {mix}: {out[mix]['msg_s']:.0f} msg/s", file=sys.stderr, flush=True)
     return out
 
@@ -155,7 +171,8 @@ def child(a: argparse.Namespace, tree: Path, mix: str) -> dict[str, Any]:
     """One mix measured in a fresh interpreter on the code of ``tree``."""
     cmd = [sys.executable, __file__, "--impl", str(tree), "--json",
            "--devices", str(a.devices), "--per-device", str(a.per_device),
-           "--warmup", str(a.warmup), "--mix", mix]
+           "--warmup", str(a.warmup), "--mix", mix,
+           "--checkpoint-every", str(a.checkpoint_every)]
     res = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     result: dict[str, Any] = json.loads(res.stdout)[mix]
     return result
@@ -197,6 +214,8 @@ def main() -> None:
     ap.add_argument("--per-device", type=int, default=40, help="messages (= batches)")
     ap.add_argument("--warmup", type=int, default=15, help="first batches not timed")
     ap.add_argument("--mix", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    ap.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                    help="serialise the changed states every N batches (default: each)")
     ap.add_argument("--before", metavar="REF", help="also measure the code at git REF")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --before: rounds of before/after per mix (best kept)")

@@ -6,10 +6,11 @@ checkpoint and a crash are processed again, which at-least-once already allows: 
 readings sink ignores stored messages and the rules repeat the same transitions with
 the same ids, which the alerts service deduplicates.
 
-* :class:`CheckpointedStates` is the processor's :class:`~stream.engine.StateStore`: a
-  dict of the JSON states of the partitions this worker holds, the keys changed since the
-  last checkpoint, and per partition the next offset of each source topic that the state
-  reflects (:meth:`CheckpointedStates.processed`, called after each batch's state is saved).
+* :class:`CheckpointedStates` is the processor's :class:`~stream.state.StateStore`: the
+  states (:class:`~stream.state.Held`: objects, JSON only once a checkpoint writes them) of
+  the partitions this worker holds, the keys changed since the last checkpoint, and per
+  partition the next offset of each source topic that the state reflects
+  (:meth:`CheckpointedStates.processed`, called after each batch's state is saved).
 * :class:`CheckpointRepository` is the PostgreSQL side (migration 0016): a partition is
   *claimed* by raising its epoch; a checkpoint is written only under the epoch its worker
   holds, in one transaction with its states, so a worker that lost a partition (its
@@ -19,9 +20,10 @@ the same ids, which the alerts service deduplicates.
   partition must be read from; every ``checkpoint_s`` and when partitions are revoked or
   the worker stops, it saves what changed.
 
-A checkpoint copies the changed states under the processor's lock (dictionary work, no
-I/O) and writes them outside it, so batches go on meanwhile; a failed write marks them
-changed again for the next one.
+A checkpoint takes the changed states under the processor's lock (references to state
+objects that are never changed in place: dictionary work, no I/O, no JSON) and serialises
+and writes them outside it, giving the event loop back every few hundred states, so
+batches go on meanwhile; a failed write marks them changed again for the next one.
 """
 
 from __future__ import annotations
@@ -40,36 +42,37 @@ import psycopg
 from ganzhi.failures import RetryPolicy, is_transient, retry_transient
 from ganzhi.observability import get_logger
 from stream import metrics
+from stream.state import Held
 
 log = get_logger(__name__)
 
 Offsets = dict[str, int]  # topic -> next offset to read
+YIELD_EVERY = 256  # states serialised between two turns of the event loop
 
 
 @dataclass(frozen=True)
 class PartitionCheckpoint:
     partition: int
     offsets: Offsets
-    states: list[tuple[str, str]]  # (key, JSON): those changed since the last checkpoint
+    states: list[tuple[str, Held]]  # those changed since the last checkpoint
 
 
 @dataclass
 class CheckpointedStates:
-    """Rule state (key -> JSON) of the partitions this worker holds, in memory."""
+    """Rule state of the partitions this worker holds, in memory."""
 
-    _data: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _data: dict[str, Held] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
     _next: dict[int, Offsets] = field(default_factory=dict)
     _saved: dict[int, Offsets] = field(default_factory=dict)
 
     # --- StateStore -----------------------------------------------------------------
 
-    def get(self, key: str) -> str | None:
-        v = self._data.get(key)
-        return v[0] if v is not None else None
+    def get(self, key: str) -> Held | None:
+        return self._data.get(key)
 
-    def put(self, key: str, value: str, partition: int) -> None:
-        self._data[key] = (value, partition)
+    def put(self, key: str, value: Held) -> None:
+        self._data[key] = value
         self._dirty.add(key)
 
     def keys(self) -> Iterator[str]:
@@ -94,11 +97,11 @@ class CheckpointedStates:
     def take(self, partitions: Collection[int]) -> list[PartitionCheckpoint]:
         """What changed on ``partitions`` since the last checkpoint (states and offsets),
         no longer marked changed: give it back with :meth:`untake` if it is not saved."""
-        states: dict[int, list[tuple[str, str]]] = {}
+        states: dict[int, list[tuple[str, Held]]] = {}
         for key in list(self._dirty):
-            value, p = self._data[key]
-            if p in partitions:
-                states.setdefault(p, []).append((key, value))
+            held = self._data[key]
+            if held.partition in partitions:
+                states.setdefault(held.partition, []).append((key, held))
                 self._dirty.discard(key)
         out = []
         for p in sorted(partitions):
@@ -119,13 +122,13 @@ class CheckpointedStates:
         """Replace what is held of ``partition`` by a checkpoint."""
         self.drop([partition])
         for key, value in states:
-            self._data[key] = (value, partition)
+            self._data[key] = Held.of_json(value, partition)
         self._next[partition] = dict(offsets)
         self._saved[partition] = dict(offsets)
 
     def drop(self, partitions: Collection[int]) -> list[str]:
         """Forget ``partitions``; returns the keys forgotten."""
-        gone = [k for k, (_, p) in self._data.items() if p in partitions]
+        gone = [k for k, h in self._data.items() if h.partition in partitions]
         for k in gone:
             del self._data[k]
             self._dirty.discard(k)
@@ -136,7 +139,7 @@ class CheckpointedStates:
 
     def held(self) -> set[int]:
         """Partitions with state or positions here."""
-        return set(self._next) | {p for _, p in self._data.values()}
+        return set(self._next) | {h.partition for h in self._data.values()}
 
 
 @dataclass(frozen=True)
@@ -217,11 +220,16 @@ class CheckpointRepository:
                     [json.dumps(cp.offsets) for cp in cps], self.app_id))
                 kept = {p for (p,) in cast("list[tuple[int]]", await cur.fetchall())}
                 if any(cp.states for cp in cps if cp.partition in kept):
+                    n = 0
                     async with cur.copy("COPY stream_state_in FROM STDIN") as copy:
                         for cp in cps:
                             if cp.partition in kept:
-                                for key, value in cp.states:
-                                    await copy.write_row((key, cp.partition, value))
+                                for key, held in cp.states:
+                                    # (Serialised here, outside the processor's lock.)
+                                    await copy.write_row((key, cp.partition, held.json()))
+                                    n += 1
+                                    if n % YIELD_EVERY == 0:
+                                        await asyncio.sleep(0)  # batches go on meanwhile
                     await cur.execute(_SAVE_STATES, (self.app_id,))
             return {cp.partition for cp in cps} - kept
         except psycopg.OperationalError:
@@ -242,13 +250,11 @@ class Checkpointer:
     """Claims, loads and checkpoints the partitions of one worker (see the module doc)."""
 
     def __init__(self, repo: CheckpointRepository, states: CheckpointedStates,
-                 lock: asyncio.Lock, *, forget: Callable[[list[str]], None] = lambda k: None,
-                 retry: RetryPolicy | None = None, stop: asyncio.Event | None = None,
-                 owner: str | None = None) -> None:
+                 lock: asyncio.Lock, *, retry: RetryPolicy | None = None,
+                 stop: asyncio.Event | None = None, owner: str | None = None) -> None:
         self.repo = repo
         self.states = states
         self._lock = lock  # the processor's: state and positions are consistent under it
-        self._forget = forget
         self._retry = retry or RetryPolicy(base_s=0.5, max_s=10.0)
         self._stop = stop
         self.owner = owner or worker_name()
@@ -265,7 +271,7 @@ class Checkpointer:
         async with self._saving, self._lock:
             gone = self.states.held() - set(partitions)
             if gone:
-                self._forget(self.states.drop(gone))
+                self.states.drop(gone)
             for p in gone:
                 self.epochs.pop(p, None)
             if not partitions:
@@ -284,7 +290,7 @@ class Checkpointer:
                 if self.epochs.get(p) == c.epoch - 1:
                     kept += 1  # nobody took it since our last claim: memory is current
                 else:
-                    self._forget(self.states.drop([p]))
+                    self.states.drop([p])
                     self.states.load(p, by_partition.get(p, []), c.offsets)
                     loaded += len(by_partition.get(p, []))
                 self.epochs[p] = c.epoch
@@ -321,7 +327,7 @@ class Checkpointer:
                 log.warning("partitions_taken_by_another_worker", partitions=sorted(fenced),
                             detail="their state here is dropped; the new owner has it")
                 async with self._lock:
-                    self._forget(self.states.drop(fenced))
+                    self.states.drop(fenced)
                 for p in fenced:
                     self.epochs.pop(p, None)
             written = sum(len(cp.states) for cp in done)

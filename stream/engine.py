@@ -1,7 +1,7 @@
 """Rule evaluation: dispatch by device class, device health, the offline timer.
 
-Pure apart from the :class:`StateView` it reads and writes (an in-memory view over the
-rule-state store), so it runs the same under Faust and in tests. Per device it keeps:
+Pure apart from the :class:`~stream.state.StateView` it reads and writes (an in-memory
+view over the rule-state store), so it runs the same under Faust and in tests. Per device it keeps:
 
 * ``{site}/{device}/cold_store`` or ``.../elevator`` - the snapshot rules of that class in
   an :mod:`stream.rules.ordering` wrapper (lateness buffer, speculative head);
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,7 +45,6 @@ from stream.rules import (
     device_health,
     elevator,
     fast,
-    ordering,
     vision,
 )
 from stream.rules.cold_chain import ColdChainState
@@ -55,7 +54,8 @@ from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
 from stream.rules.excursion import to_us
 from stream.rules.model import Rules
-from stream.rules.ordering import Chain, OrderedState, SnapshotRule, feed
+from stream.rules.ordering import Chain, SnapshotRule, feed
+from stream.state import StateView
 
 log = get_logger(__name__)
 
@@ -93,16 +93,6 @@ def state_key(site_id: str, device_id: str, name: str) -> str:
     return f"{site_id}/{device_id}/{name}"
 
 
-class StateStore(Protocol):
-    """Rule state per key; ``partition`` is that of the device's messages."""
-
-    def get(self, key: str) -> str | None: ...
-
-    def put(self, key: str, value: str, partition: int) -> None: ...
-
-    def keys(self) -> Iterator[str]: ...
-
-
 class HealthEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -128,122 +118,6 @@ def event_label(name: str) -> str:
     """The ``event`` label of ``ganzhi_stream_events_total``: a name a rule reads, or
     ``other`` (devices choose event names: the label's values stay bounded)."""
     return name if name in device_events.KNOWN_EVENTS else "other"
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass
-class Cached:
-    raw: str  # what the store holds (JSON)
-    obj: BaseModel  # ``raw`` parsed
-    partition: int | None  # where it was last written (None: read, not written here)
-    extra: object = None  # in-memory companion of ``obj`` (an ordering Chain)
-    frags: ordering.Fragments | None = None  # JSON of parts of ``obj`` (ordering.dump_json)
-
-
-class StateCache:
-    """Parsed rule state kept between batches, so a device's state is not parsed again
-    on every batch. An entry is used only while the store still holds exactly the JSON
-    it was parsed from (a recovery, a rebalance or another writer changes that), so the
-    store stays the one source of truth; the cache saves parsing, nothing else."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, Cached] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-
-@dataclass
-class StateView:
-    """Parsed state for one batch: each key is parsed once from the store (or taken from
-    ``cache``, parsed in an earlier batch), and written back once, as JSON, by
-    :meth:`flush` (after the transitions were sent); keys whose state did not change
-    are not written again."""
-
-    store: StateStore
-    cache: StateCache | None = None
-    _pending: dict[str, tuple[BaseModel, int]] = field(default_factory=dict)
-    # Undo log of the message being evaluated: key -> what _pending held before it.
-    _undo: dict[str, tuple[BaseModel, int] | None] = field(default_factory=dict)
-    # In-memory companions (ordering chains) of the objects saved in this batch.
-    _extra: dict[str, tuple[BaseModel, object]] = field(default_factory=dict)
-
-    def load(self, key: str, model: type[M]) -> M | None:
-        if key in self._pending:
-            obj = self._pending[key][0]
-            assert isinstance(obj, model)
-            return obj
-        raw = self.store.get(key)
-        if not raw:
-            return None
-        if self.cache is not None:
-            c = self.cache.entries.get(key)
-            if c is not None and isinstance(c.obj, model) and c.raw == raw:
-                return c.obj
-            parsed = model.model_validate_json(raw)
-            self.cache.entries[key] = Cached(raw, parsed, None)
-            return parsed
-        return model.model_validate_json(raw)
-
-    def extra(self, key: str, obj: BaseModel) -> object:
-        """The companion kept with ``obj`` (as loaded for ``key``), if any."""
-        if key in self._extra:
-            o, x = self._extra[key]
-            return x if o is obj else None
-        if self.cache is None:
-            return None
-        c = self.cache.entries.get(key)
-        return c.extra if c is not None and c.obj is obj else None
-
-    def set_extra(self, key: str, obj: BaseModel, extra: object) -> None:
-        self._extra[key] = (obj, extra)
-
-    def save(self, key: str, obj: BaseModel, partition: int) -> None:
-        if key not in self._undo:
-            self._undo[key] = self._pending.get(key)
-        self._pending[key] = (obj, partition)
-
-    def begin(self) -> None:
-        """Start one message's changes (undone together by :meth:`rollback`)."""
-        self._undo.clear()
-
-    def rollback(self) -> None:
-        for key, before in self._undo.items():
-            if before is None:
-                self._pending.pop(key, None)
-            else:
-                self._pending[key] = before
-        self._undo.clear()
-
-    def flush(self) -> int:
-        """Write the changed state; returns how many keys were written."""
-        n = 0
-        cache = self.cache.entries if self.cache is not None else None
-        for key, (obj, partition) in self._pending.items():
-            c = cache.get(key) if cache is not None else None
-            if c is not None and c.obj is obj and c.partition == partition:
-                continue  # unchanged since this worker wrote it there
-            x = self._extra.get(key)
-            extra = x[1] if x is not None and x[0] is obj else None
-            frags = None
-            if isinstance(obj, OrderedState):
-                raw, frags = ordering.dump_json(
-                    obj, c.frags if c is not None else None,
-                    extra if isinstance(extra, Chain) else None)
-            else:
-                raw = obj.model_dump_json()
-            if c is not None and c.partition == partition and c.raw == raw:
-                c.obj, c.extra, c.frags = obj, extra, frags  # the same JSON: the store has it
-                continue
-            self.store.put(key, raw, partition)
-            n += 1
-            if cache is not None:
-                cache[key] = Cached(raw, obj, partition, extra, frags)
-        self._pending.clear()
-        self._extra.clear()
-        return n
 
 
 @dataclass

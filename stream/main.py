@@ -109,7 +109,7 @@ def run(settings: Settings) -> int:
         on_processed=states.processed,
     )
     checkpointer = Checkpointer(CheckpointRepository(dsn, s.app_id), states, processor.lock,
-                                forget=processor.forget_state, stop=stop)
+                                stop=stop)
     register_agents(stream_app, settings, processor, provider, checkpointer)
     started = time.time()
 

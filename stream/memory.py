@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 from ganzhi.contracts import AlertTransition, DeadLetter
 from stream.sinks.readings import ReadingRow, WriteResult
+from stream.state import Held
 
 
 @dataclass
 class MemoryAdapters:
     """Readings sink (counts), rule-state store, transition and dead-letter senders."""
 
-    states: dict[str, tuple[str, int]] = field(default_factory=dict)
+    states: dict[str, Held] = field(default_factory=dict)
     transitions: list[AlertTransition] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     rows: int = 0
@@ -23,11 +24,11 @@ class MemoryAdapters:
         self.rows += len(rows)
         return WriteResult(len(rows), 0, 0)
 
-    def get(self, key: str) -> str | None:
-        return self.states[key][0] if key in self.states else None
+    def get(self, key: str) -> Held | None:
+        return self.states.get(key)
 
-    def put(self, key: str, value: str, partition: int) -> None:
-        self.states[key] = (value, partition)
+    def put(self, key: str, value: Held) -> None:
+        self.states[key] = value
 
     def keys(self) -> Iterator[str]:
         return iter(list(self.states))

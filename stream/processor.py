@@ -48,8 +48,9 @@ from ganzhi.failures import (
 )
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.engine import Evaluation, RuleEngine, StateCache, StateStore, StateView
+from stream.engine import Evaluation, RuleEngine
 from stream.sinks.readings import ReadingRow, WriteResult, rows_from_telemetry
+from stream.state import StateStore, StateView
 
 log = get_logger(__name__)
 
@@ -117,7 +118,6 @@ class BatchProcessor:
         self._engine = engine
         self._sink = sink
         self._states = states
-        self._cache = StateCache()  # rule state parsed in earlier batches
         self._send = send
         self._send_dead = dead_letter
         self._retry = retry
@@ -244,11 +244,6 @@ class BatchProcessor:
                 if item.offset is not None:
                     self._on_processed(item.topic, item.partition, item.offset)
 
-    def forget_state(self, keys: Sequence[str]) -> None:
-        """Drop the parsed copies of ``keys`` (their partitions went to another worker)."""
-        for key in keys:
-            self._cache.entries.pop(key, None)
-
     def _done(self, out: BatchOutcome, started: float) -> BatchOutcome:
         metrics.BATCHES.inc()
         metrics.BATCH_MESSAGES.observe(out.messages)
@@ -264,7 +259,7 @@ class BatchProcessor:
         out = BatchOutcome(messages=len(batch))
         stored = await self._store(self._parse(Telemetry, batch, out), out)
         async with self.lock:
-            view, ev = StateView(self._states, self._cache), Evaluation()
+            view, ev = StateView(self._states), Evaluation()
             self._evaluate_each(stored, view, ev, out, self._engine.telemetry)
             await self._emit(view, ev, out)
             self._processed(batch)
@@ -282,7 +277,7 @@ class BatchProcessor:
         out = BatchOutcome(messages=len(batch))
         messages = self._parse(model, batch, out)
         async with self.lock:
-            view, ev = StateView(self._states, self._cache), Evaluation()
+            view, ev = StateView(self._states), Evaluation()
             self._evaluate_each(messages, view, ev, out, handle)
             await self._emit(view, ev, out)
             self._processed(batch)
@@ -319,7 +314,7 @@ class BatchProcessor:
             elif p in self._progress:
                 clocks[p] = min(now, self._progress[p][1])
         async with self.lock:
-            view, ev = StateView(self._states, self._cache), Evaluation()
+            view, ev = StateView(self._states), Evaluation()
             self._engine.tick(view, clocks, active_since, ev)
             await self._emit(view, ev, out)
         metrics.TICKS.inc()

@@ -156,17 +156,15 @@ def _align(prev: Sequence[Any], vals: Sequence[Any], new: Sequence[Any]) -> list
     if not prev or not new:
         return out
     first = new[0]
-    k = 0
     for k, x in enumerate(prev):  # noqa: B007 (k is used after the loop)
         if x is first:
             break
     else:
-        k = len(prev)
-    m = 0
-    while k < len(prev) and m < len(new) and prev[k] is new[m]:
-        out[m] = vals[k]
-        k += 1
-        m += 1
+        return out
+    for m, (a, b, v) in enumerate(zip(prev[k:], new, vals[k:])):  # noqa: B905 (shortest)
+        if a is not b:
+            break
+        out[m] = v
     return out
 
 

@@ -13,28 +13,34 @@ from stream.checkpoints import (
     CheckpointRepository,
     PartitionCheckpoint,
 )
+from stream.state import Held
+
+
+def json_of(states: CheckpointedStates, key: str) -> str | None:
+    held = states.get(key)
+    return None if held is None else held.json()
 
 
 async def test_a_claim_loads_what_the_last_owner_saved(pg_dsn: str) -> None:
     first = Checkpointer(CheckpointRepository(pg_dsn, "app"), CheckpointedStates(),
                          asyncio.Lock(), owner="w1")
     assert await first.assigned({0, 1}) == {0: {}, 1: {}}  # nothing saved yet
-    first.states.put("s/d1/cold_store", '{"v": 1}', 0)
-    first.states.put("s/d2/cold_store", '{"v": 2}', 1)
+    first.states.put("s/d1/cold_store", Held.of_json('{"v": 1}', 0))
+    first.states.put("s/d2/cold_store", Held.of_json('{"v": 2}', 1))
     first.states.processed("ganzhi.telemetry.v1", 0, 99)
     assert await first.checkpoint() == 2
-    first.states.put("s/d1/cold_store", '{"v": 3}', 0)  # after the checkpoint: not saved
+    # After the checkpoint: not saved.
+    first.states.put("s/d1/cold_store", Held.of_json('{"v": 3}', 0))
     first.states.processed("ganzhi.telemetry.v1", 0, 120)
 
-    forgotten: list[str] = []
     second = Checkpointer(CheckpointRepository(pg_dsn, "app"), CheckpointedStates(),
-                          asyncio.Lock(), owner="w2", forget=forgotten.extend)
+                          asyncio.Lock(), owner="w2")
     assert await second.assigned({0}) == {0: {"ganzhi.telemetry.v1": 100}}
-    assert second.states.get("s/d1/cold_store") == '{"v": 1}'
+    assert json_of(second.states, "s/d1/cold_store") == '{"v": 1}'
     assert second.states.get("s/d2/cold_store") is None  # partition 1 is not its
 
     # The first worker lost partition 0 without knowing: its checkpoint must not land.
-    first.states.put("s/d2/cold_store", '{"v": 4}', 1)
+    first.states.put("s/d2/cold_store", Held.of_json('{"v": 4}', 1))
     assert await first.checkpoint() == 1  # partition 1 is still its own
     assert 0 not in first.epochs and first.states.get("s/d1/cold_store") is None
     with psycopg.connect(pg_dsn) as conn:
@@ -54,16 +60,14 @@ async def test_a_claim_loads_what_the_last_owner_saved(pg_dsn: str) -> None:
 
 
 async def test_a_worker_keeps_its_memory_when_nobody_took_the_partition(pg_dsn: str) -> None:
-    forgotten: list[str] = []
     w = Checkpointer(CheckpointRepository(pg_dsn, "app"), CheckpointedStates(),
-                     asyncio.Lock(), owner="w1", forget=forgotten.extend)
+                     asyncio.Lock(), owner="w1")
     await w.assigned({0, 1})
-    w.states.put("s/d1/health", "unsaved", 0)
+    w.states.put("s/d1/health", Held.of_json("unsaved", 0))
     w.states.processed("ganzhi.telemetry.v1", 0, 5)
     # A rebalance that gives it partition 0 again and takes 1 away.
     assert await w.assigned({0}) == {0: {"ganzhi.telemetry.v1": 6}}
-    assert w.states.get("s/d1/health") == "unsaved"
-    assert forgotten == []
+    assert json_of(w.states, "s/d1/health") == "unsaved"
     await w.close()
 
 
@@ -71,7 +75,7 @@ async def test_a_failed_write_keeps_the_states_for_the_next_checkpoint(pg_dsn: s
     repo = CheckpointRepository(pg_dsn, "app")
     w = Checkpointer(repo, CheckpointedStates(), asyncio.Lock(), owner="w1")
     await w.assigned({0})
-    w.states.put("s/d1/health", "1", 0)
+    w.states.put("s/d1/health", Held.of_json("1", 0))
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE stream_state RENAME TO stream_state_away")
         try:
@@ -84,7 +88,8 @@ async def test_a_failed_write_keeps_the_states_for_the_next_checkpoint(pg_dsn: s
 
 def test_save_ignores_partitions_without_an_epoch() -> None:
     repo = CheckpointRepository("postgresql://unused", "app")
-    got = asyncio.run(repo.save([PartitionCheckpoint(3, {}, [("k", "v")])], {}))
+    got = asyncio.run(repo.save([PartitionCheckpoint(3, {}, [("k", Held.of_json("v", 3))])],
+                                {}))
     assert got == set()
 
 

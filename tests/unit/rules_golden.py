@@ -4,9 +4,9 @@ wrote its fixture from the code before the rule-path rewrite of issue 13).
 Deterministic telemetry from the scenario simulators (the mixes of
 ``benchmarks/rules_engine.py``) goes through ``BatchProcessor`` with the in-memory
 adapters; the transitions (every field) and the final state store (the JSON strings, as
-the Faust table holds them) are digested. A run can restart half-way: a new processor
-over the same store (what a restarted worker reads), or one whose store was written
-by another code version (``seed_store``).
+a checkpoint holds them) are digested. A run can restart half-way: a new processor
+over the store read back from its JSON (what a restarted worker loads), or one whose
+store was written by another code version (``seed_store``).
 """
 
 from __future__ import annotations
@@ -100,11 +100,12 @@ def run(mix: str, restart_at: int | None = None,
     from stream.memory import MemoryAdapters
     from stream.processor import BatchProcessor, Incoming
     from stream.rules.model import Rules, RulesDoc
+    from stream.state import Held
 
     all_batches = batches(mix)[start:stop]
     mem = MemoryAdapters()
     if seed_store is not None:
-        mem.states.update(seed_store)
+        mem.states.update({k: Held.of_json(v, p) for k, (v, p) in seed_store.items()})
     rules = Rules(RulesDoc.model_validate(RULES))
 
     def make() -> BatchProcessor:
@@ -117,13 +118,16 @@ def run(mix: str, restart_at: int | None = None,
         nonlocal proc
         for i, b in enumerate(all_batches):
             if i == restart_at:
-                proc = make()  # a restarted worker: nothing in memory but the store
+                # A restarted worker: nothing in memory but what its checkpoint holds.
+                mem.states = {k: Held.of_json(h.json(), h.partition)
+                              for k, h in mem.states.items()}
+                proc = make()
             await proc.process([Incoming(0, v, received_at=r) for v, r in b])
 
     asyncio.run(go())
     assert not mem.dead, mem.dead[0].error
     return {"transitions": [t.model_dump_json() for t in mem.transitions],
-            "states": dict(mem.states)}
+            "states": {k: (h.json(), h.partition) for k, h in mem.states.items()}}
 
 
 def digest(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""The batch path's shortcuts (parsed state kept between batches, each snapshot stepped
-once through the ordering chain, unchanged state not written) give exactly what the
-straightforward path gives: state read from JSON and written back for every message, the
-checkpoint folded again from the buffer (``ordering.feed`` without a chain)."""
+"""The batch path's shortcuts (state kept as objects between batches and serialised only
+for checkpoints, each snapshot stepped once through the ordering chain, the JSON made from
+the parts kept from the last one) give exactly what the straightforward path gives: state
+read from JSON and written back for every message, the checkpoint folded again from the
+buffer (``ordering.feed`` without a chain)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ganzhi.contracts import AlertTransition, DeviceClass, Reading, Telemetry
-from stream.engine import COLD_STORE_RULES, RuleEngine, StateView
+from stream.engine import COLD_STORE_RULES, RuleEngine
 from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
 from stream.rules import ordering
 from stream.rules.model import Rules, RulesDoc
+from stream.state import Held, StateView
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 SITE = "site-a"
@@ -122,11 +124,12 @@ def test_batched_fast_path_equals_the_reference(
             [(msg.ts, {r.metric: r.value for r in msg.readings})],
             cfg.allowed_lateness_s).state.model_dump_json()
     for device, raw in ref_store.items():
-        assert mem.states[f"{SITE}/{device}/cold_store"][0] == raw
+        assert mem.states[f"{SITE}/{device}/cold_store"].json() == raw
 
 
-def test_state_changed_underneath_is_parsed_again() -> None:
-    """The cache serves a key only while the store holds the JSON it was parsed from."""
+def test_state_replaced_underneath_is_what_is_read() -> None:
+    """State put into the store by a checkpoint load is parsed from its JSON; the chain
+    kept with the state it replaced is not used with it."""
     mem = MemoryAdapters()
     engine = RuleEngine(lambda: RULES_A, lambda s, d: 0)
     proc = BatchProcessor(engine, mem, mem, mem.send, dead_letter=mem.dead_letter,
@@ -134,11 +137,14 @@ def test_state_changed_underneath_is_parsed_again() -> None:
     first = telemetry(0, T0, True, 3.0)
     asyncio.run(proc.process([Incoming(0, first.model_dump_json().encode())]))
     key = f"{SITE}/cr-0/cold_store"
-    # Another writer (a recovery from the changelog) puts an older state there.
-    mem.states[key] = (COLD_STORE_RULES.ordered_type().model_dump_json(), 0)
-    view = StateView(mem, proc._cache)
+    assert isinstance(mem.states[key].extra, ordering.Chain)
+    # A checkpoint load puts an older state there.
+    mem.states[key] = Held.of_json(COLD_STORE_RULES.ordered_type().model_dump_json(), 0)
+    view = StateView(mem)
     loaded = view.load(key, COLD_STORE_RULES.ordered_type)
     assert loaded is not None and loaded.watermark is None
+    assert view.load(key, COLD_STORE_RULES.ordered_type) is loaded  # parsed once
+    assert view.extra(key, loaded) is None
 
 
 def test_the_randomized_streams_make_transitions() -> None:

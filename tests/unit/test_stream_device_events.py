@@ -79,7 +79,7 @@ async def test_power_lost_and_restored() -> None:
     assert h.alerts() == [("device.power_lost", FIRING, 10, 10),
                           ("device.power_lost", RESOLVED, 10, 70)]
     entry = h.states[state_key("site-a", "el-1", EVENTS)]
-    assert entry[1] == 0  # written to the device's partition
+    assert entry.partition == 0  # written to the device's partition
 
 
 async def test_alarm_button_resolves_on_telemetry_after_the_quiet_period() -> None:

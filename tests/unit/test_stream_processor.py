@@ -21,10 +21,11 @@ from ganzhi.contracts import (
 )
 from ganzhi.failures import RetryPolicy, Stopped
 from ganzhi.settings import ColdChainRuleSettings
-from stream.engine import RuleEngine, StateView, state_key
+from stream.engine import RuleEngine, state_key
 from stream.processor import BatchProcessor, Incoming
 from stream.rules.model import Rules, RulesDoc
 from stream.sinks.readings import ReadingRow, WriteResult
+from stream.state import Held, StateView
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -33,7 +34,7 @@ class Recorder:
     def __init__(self, fail_writes: int = 0) -> None:
         self.events: list[str] = []
         self.rows: list[ReadingRow] = []
-        self.states: dict[str, tuple[str, int]] = {}
+        self.states: dict[str, Held] = {}
         self.sent: list[AlertTransition] = []
         self.dead: list[DeadLetter] = []
         self.fail_writes = fail_writes
@@ -46,13 +47,13 @@ class Recorder:
         self.rows.extend(rows)
         return WriteResult(len(rows), 0, 1)
 
-    def get(self, key: str) -> str | None:
-        return self.states[key][0] if key in self.states else None
+    def get(self, key: str) -> Held | None:
+        return self.states.get(key)
 
-    def put(self, key: str, value: str, partition: int) -> None:
+    def put(self, key: str, value: Held) -> None:
         if self.events[-1:] != ["state"]:
             self.events.append("state")
-        self.states[key] = (value, partition)
+        self.states[key] = value
 
     def keys(self) -> Iterator[str]:
         return iter(list(self.states))
@@ -93,8 +94,8 @@ async def test_writes_then_sends_then_saves_state() -> None:
     assert rec.events == ["write", "send", "state"]
     assert len(rec.rows) == 6 and out.inserted == 6
     assert [t.kind for t in rec.sent] == [TransitionKind.FIRING]
-    assert rec.states[state_key("site-a", "cs-1", "cold_store")][1] == 1  # device's partition
-    assert rec.states[state_key("site-a", "cs-1", "health")][1] == 1
+    assert rec.states[state_key("site-a", "cs-1", "cold_store")].partition == 1  # device's
+    assert rec.states[state_key("site-a", "cs-1", "health")].partition == 1
 
 
 async def test_state_carries_across_batches() -> None:
