@@ -120,12 +120,13 @@ async def run(mix: str, devices: int, per_device: int, warmup: int,
     batches = messages(mix, devices, per_device)
     mem = MemoryAdapters()
     rules = Rules(RulesDoc.model_validate(RULES))
-    try:  # state kept as objects, serialised for checkpoints
+    import stream.engine
+
+    if hasattr(stream.engine, "StateCache"):  # (--before: JSON made in every batch)
+        states: Any = mem
+    else:  # state kept as objects, serialised for checkpoints
         from stream.checkpoints import CheckpointedStates
-        from stream.state import Held  # noqa: F401
-        states: Any = CheckpointedStates()
-    except ImportError:  # (code before that, --before: JSON made in every batch)
-        states = mem
+        states = CheckpointedStates()
     proc = BatchProcessor(RuleEngine(lambda: rules, lambda s, d: 0), mem, states, mem.send,
                           dead_letter=mem.dead_letter)
     timed = 0
