@@ -31,6 +31,7 @@ from ganzhi.failures import (
     is_transient,
     retry_transient,
 )
+from ganzhi.kafka import client_options
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings
 
@@ -153,7 +154,7 @@ class TransitionConsumer:
         k = self._settings.kafka
         consumer = AIOKafkaConsumer(
             KafkaTopic.ALERT_TRANSITIONS.value,
-            bootstrap_servers=k.bootstrap,
+            **client_options(k),
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -162,7 +163,7 @@ class TransitionConsumer:
             rebalance_timeout_ms=int(k.group_rebalance_timeout_s * 1000),
             group_instance_id=self._instance_id,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap, acks="all",
+        self._producer = AIOKafkaProducer(**client_options(k), acks="all",
                                           enable_idempotence=False)
         await self._producer.start()
         await consumer.start()

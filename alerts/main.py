@@ -98,7 +98,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ops_port: int | None = 
     """Run consumer and dispatcher until ``stop`` is set (tests call this directly)."""
     dsn = settings.db.dsn.get_secret_value()
     await asyncio.to_thread(migrate, dsn)
-    await ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions)
+    await ensure_topics(settings.kafka)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         dsn,
         min_size=settings.db.pool_min,

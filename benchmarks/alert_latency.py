@@ -59,7 +59,7 @@ from ganzhi.contracts import (
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.mqtt import make_client
-from ganzhi.settings import MqttSettings
+from ganzhi.settings import KafkaSettings, MqttSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -325,7 +325,7 @@ def main() -> int:
     try:
         stack.start_infrastructure()
         migrate(stack.dsn)
-        asyncio.run(ensure_topics(stack.bootstrap, 4))
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=stack.bootstrap, partitions=4)))
         for name in ("alerts", "stream", "ingest"):
             stack.start_service(name)
         trials = Trials(stack, receiver)

@@ -357,7 +357,7 @@ def main() -> int:
     mosq = start_mosquitto(root / "mosquitto")
     tansu = start_tansu(root)
     bootstrap = f"{tansu.host}:{tansu.port}"
-    asyncio.run(ensure_topics(bootstrap, 4))
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap=bootstrap, partitions=4)))
     mq = MqttSettings(host=mosq.host, port=mosq.port)
     BROKER_PIDS.extend(m.proc.pid for m in (mosq, tansu) if m.proc is not None)
     items = payloads(a.messages, a.devices, a.readings)

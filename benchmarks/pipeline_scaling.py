@@ -63,6 +63,7 @@ from _stack import (
 from ganzhi.contracts import KafkaTopic
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
+from ganzhi.settings import KafkaSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
 
 GROUP = "ganzhi-stream"  # StreamSettings.app_id: the stream workers' consumer group
@@ -208,7 +209,7 @@ class Run:
         say(f"starting the stack in {self.root} (own Mosquitto, Tansu, PostgreSQL)")
         st.start_infrastructure()
         migrate(st.dsn)
-        asyncio.run(ensure_topics(st.bootstrap, PARTITIONS))
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=st.bootstrap, partitions=PARTITIONS)))
         for name in ("alerts", "stream", "ingest"):
             st.start_service(name)
         took, ok = wait_ready(st, {}, 120, self.check)

@@ -50,6 +50,7 @@ from _stack import (
 from ganzhi.contracts import KafkaTopic
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
+from ganzhi.settings import KafkaSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
 
 GROUP = "ganzhi-stream"
@@ -163,7 +164,7 @@ def main() -> int:
         say(f"starting the stack in {root}")
         stack.start_infrastructure()
         migrate(stack.dsn)
-        asyncio.run(ensure_topics(stack.bootstrap, 4))
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=stack.bootstrap, partitions=4)))
         for name in ("alerts", "stream", "ingest"):
             stack.start_service(name)
         stats = root / "publisher.txt"

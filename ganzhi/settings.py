@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ganzhi.contracts.bounds import KAFKA_RECORD_MAX_BYTES
@@ -50,7 +50,27 @@ class MqttSettings(BaseModel):
 
 class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:9092"
-    partitions: int = 4
+    partitions: int = Field(default=4, ge=1)
+    # Topics the services create when missing (docs/operations.md, "Kafka"): a production
+    # cluster wants 3 and min_insync_replicas 2 (with the producers' acks=all, a record is
+    # acknowledged once two brokers hold it). The embedded demo broker has one broker.
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    # Every Kafka client of the platform (ingest, stream, alerts, the admin calls) uses
+    # these. Without them anyone who reaches the brokers could write alert transitions
+    # that go out as signed clues. SSL: TLS, the brokers' certificates checked against
+    # ssl_cafile (the system's CAs if unset), a client certificate if ssl_certfile and
+    # ssl_keyfile are set (brokers requiring mutual TLS). SASL_SSL: TLS plus a user
+    # (SCRAM preferred); SASL_PLAINTEXT only for a network that is already private.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_keyfile_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
     # The stream worker's producer batch (bytes; transitions and dead letters). It was 1
     # while rule state went to a changelog that Faust read "up to the end" (Tansu reports
     # a partition's end offset as the start of its last batch + 1); no reader of the
@@ -66,6 +86,36 @@ class KafkaSettings(BaseModel):
     group_session_timeout_s: float = 6.0
     group_heartbeat_s: float = 1.5
     group_rebalance_timeout_s: float = 20.0
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL")
+        if sasl and not (self.sasl_username and self.sasl_password
+                         and self.sasl_password.get_secret_value()):
+            raise ValueError(f"security_protocol {self.security_protocol} needs "
+                             "sasl_username and sasl_password")
+        if not sasl and (self.sasl_username or self.sasl_password):
+            raise ValueError("sasl_username/sasl_password are set but security_protocol "
+                             f"is {self.security_protocol}: they would not be used")
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+            raise ValueError("SASL PLAIN without TLS sends the password in clear: use "
+                             "SASL_SSL, or a SCRAM mechanism")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (a client "
+                             "certificate and its key)")
+        tls_files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        if not self.security_protocol.endswith("SSL") and any(tls_files):
+            raise ValueError("ssl_* files are set but security_protocol is "
+                             f"{self.security_protocol}: they would not be used")
+        for f in tls_files:
+            if f is not None and not f.is_file():
+                raise ValueError(f"{f}: no such file")
+        if (self.min_insync_replicas is not None
+                and self.min_insync_replicas > self.replication_factor):
+            raise ValueError(f"min_insync_replicas {self.min_insync_replicas} is more than "
+                             f"replication_factor {self.replication_factor}: nothing could "
+                             "be written")
+        return self
 
 
 class DatabaseSettings(BaseModel):

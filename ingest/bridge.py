@@ -39,6 +39,7 @@ from ganzhi.failures import (
     retry_transient,
     unless_stopped,
 )
+from ganzhi.kafka import client_options
 from ganzhi.mqtt import make_client, session_properties
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings, share_group
@@ -143,7 +144,7 @@ class Bridge:
         self._stop = stop
         kafka = self._settings.kafka
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=kafka.bootstrap,
+            **client_options(kafka),
             acks="all",
             # Not kafka.linger_ms: a batch is handed over whole and then awaited, so
             # lingering only delays it, and cost 60% more CPU per record here

@@ -14,7 +14,7 @@ log = get_logger("ingest")
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    await ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions)
+    await ensure_topics(settings.kafka)
     bridge = Bridge(settings)
 
     def health() -> dict[str, Any]:

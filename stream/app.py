@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from ganzhi.contracts import KafkaTopic
+from ganzhi.kafka import faust_credentials
 from ganzhi.settings import Settings
 
 FAUST_ENV_PREFIX = "GANZHI_FAUST_"
@@ -43,7 +44,8 @@ def build_app(settings: Settings) -> StreamApp:
         producer_max_batch_size=k.producer_max_batch_size,
         producer_linger=k.linger_ms / 1000,
         topic_partitions=k.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=k.replication_factor,
+        broker_credentials=faust_credentials(k),
         datadir=str(s.data_dir),
         web_port=s.web_port,
         web_bind="127.0.0.1",

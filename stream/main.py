@@ -17,9 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ganzhi.contracts import KafkaTopic, kafka_key
 from ganzhi.db.migrate import migrate
-from ganzhi.kafka import ensure_topics, partition_for
+from ganzhi.kafka import client_options, ensure_topics, partition_for
 from ganzhi.observability import OpsServer, configure_logging, get_logger
-from ganzhi.settings import Settings
+from ganzhi.settings import KafkaSettings, Settings
 from stream import offset_gaps
 from stream.agents import (
     dead_letter_sender,
@@ -36,8 +36,8 @@ from stream.sinks.readings import ReadingsSink
 log = get_logger(__name__)
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def topic_partitions(k: KafkaSettings, topic: str) -> int:
+    admin = AIOKafkaAdminClient(**client_options(k))
     await admin.start()
     try:
         (desc,) = await admin.describe_topics([topic])
@@ -80,9 +80,9 @@ def run(settings: Settings) -> int:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings.kafka.bootstrap, settings.kafka.partitions))
+    loop.run_until_complete(ensure_topics(settings.kafka))
     actual = loop.run_until_complete(
-        topic_partitions(settings.kafka.bootstrap, KafkaTopic.TELEMETRY.value))
+        topic_partitions(settings.kafka, KafkaTopic.TELEMETRY.value))
     if actual != settings.kafka.partitions:
         # Rule state is checkpointed per partition of the device's messages, and the
         # offline timer finds a device's partition by hashing: the topic's count rules.

@@ -53,7 +53,7 @@ from ganzhi.contracts import (
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import get_logger
-from ganzhi.settings import ColdChainRuleSettings
+from ganzhi.settings import ColdChainRuleSettings, KafkaSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
 
 log = get_logger("faults")
@@ -366,7 +366,7 @@ class FaultRun:
         expected = expected_alerts(messages)
         stack.start_infrastructure()
         migrate(stack.dsn)
-        asyncio.run(ensure_topics(stack.bootstrap, 4))
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=stack.bootstrap, partitions=4)))
         for name in ("receiver", "api", "alerts", "stream", "ingest"):
             stack.start_service(name)
         loader = Loader(stack, messages, prof).start()

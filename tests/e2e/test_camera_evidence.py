@@ -104,7 +104,7 @@ async def ingest(mqtt_broker: Managed, kafka_bootstrap: str, tmp_path: Path
         ingest=IngestSettings(worker_id=f"ingest-{uuid.uuid4().hex[:6]}"),
         evidence=EvidenceSettings(dir=tmp_path / "evidence"),
     )
-    await ensure_topics(kafka_bootstrap, 2)
+    await ensure_topics(KafkaSettings(bootstrap=kafka_bootstrap, partitions=2))
     bridge = Bridge(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))

@@ -36,7 +36,7 @@ from ganzhi.contracts import (
 )
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
-from ganzhi.settings import MqttSettings
+from ganzhi.settings import KafkaSettings, MqttSettings
 from ganzhi.stack.system import Ports, Secrets, Stack
 
 from mqtt_device import MqttDevice
@@ -65,7 +65,7 @@ def system(tmp_path: Path) -> Iterator[Stack]:
     try:
         stack.start_infrastructure()
         migrate(stack.dsn)
-        asyncio.run(ensure_topics(stack.bootstrap, 2))
+        asyncio.run(ensure_topics(KafkaSettings(bootstrap=stack.bootstrap, partitions=2)))
         for name in ("receiver", "api", "alerts", "stream", "ingest"):
             stack.start_service(name)
         yield stack

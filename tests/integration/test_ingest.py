@@ -72,7 +72,7 @@ async def bridge(mqtt_broker: Managed, kafka_bootstrap: str) -> AsyncIterator[Br
     from ganzhi.kafka import ensure_topics
 
     settings = _settings(mqtt_broker, kafka_bootstrap)
-    await ensure_topics(kafka_bootstrap, 2)
+    await ensure_topics(KafkaSettings(bootstrap=kafka_bootstrap, partitions=2))
     b = Bridge(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(b.run(stop))
@@ -173,7 +173,7 @@ async def test_sigterm_while_kafka_is_down_stops_promptly_and_loses_nothing(
 
     kafka = start_tansu(tmp_path)
     bootstrap = f"{kafka.host}:{kafka.port}"
-    await ensure_topics(bootstrap, 2)
+    await ensure_topics(KafkaSettings(bootstrap=bootstrap, partitions=2))
     ops = free_port()
     proc = _ingest_proc(mqtt_broker, bootstrap, ops)
     pub = MqttDevice(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
@@ -192,7 +192,7 @@ async def test_sigterm_while_kafka_is_down_stops_promptly_and_loses_nothing(
         assert asyncio.get_running_loop().time() - started < 15
 
         kafka = start_tansu(tmp_path, port=kafka.port)
-        await ensure_topics(bootstrap, 2)
+        await ensure_topics(KafkaSettings(bootstrap=bootstrap, partitions=2))
         proc = _ingest_proc(mqtt_broker, bootstrap, ops)
         values = await _consume(bootstrap, KafkaTopic.TELEMETRY, 1, wait_s=60)
         assert [json.loads(v)["msg_id"] for v in values] == [str(msg.msg_id)]

@@ -33,6 +33,7 @@ from ganzhi.contracts import (
     kafka_key,
 )
 from ganzhi.kafka import ensure_topics
+from ganzhi.settings import KafkaSettings
 from ganzhi.stack.infra import free_port
 
 pytestmark = pytest.mark.integration
@@ -100,7 +101,7 @@ def chilled_rules(folder: Path) -> Path:
 async def worker_env(pg_dsn: str, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     # Topics first: a producer racing the worker would auto-create them with the
     # broker's default partition count.
-    await ensure_topics(kafka_bootstrap, 2)
+    await ensure_topics(KafkaSettings(bootstrap=kafka_bootstrap, partitions=2))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANZHI_")}
     env.update({
         "GANZHI_KAFKA__BOOTSTRAP": kafka_bootstrap,
