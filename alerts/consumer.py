@@ -12,6 +12,7 @@ nothing more is committed and the records come again to whoever consumes next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,14 +171,15 @@ class TransitionConsumer:
         self.running = True
         log.info("consumer_started", topic=KafkaTopic.ALERT_TRANSITIONS.value, group=self._group_id)
         try:
+            reported: set[int] = set()
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
-                if not batches:
-                    continue
                 for records in batches.values():
                     for record in records:
                         await self.handle(record.value, stop, record.key)
-                await consumer.commit()
+                if batches:
+                    await consumer.commit()
+                reported = await _report_lag(consumer, reported)
         except Stopped:
             # Stopped while the database was failing: commit nothing, the records come
             # again to whoever consumes next.
@@ -188,3 +190,22 @@ class TransitionConsumer:
             # their request timeouts; what was not committed comes again anyway.
             await close_within(5.0, consumer.stop, self._producer.stop)
             log.info("consumer_stopped")
+
+
+async def _report_lag(consumer: AIOKafkaConsumer, reported: set[int]) -> set[int]:
+    """``ganzhi_alerts_lag_records`` per assigned partition (those no longer assigned are
+    removed); returns the partitions reported."""
+    now: dict[int, int] = {}
+    for tp in consumer.assignment():
+        try:
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                now[tp.partition] = max(0, highwater - await consumer.position(tp))
+        except Exception:  # a rebalance took it meanwhile: not reported
+            continue
+    for p in reported - now.keys():
+        with contextlib.suppress(KeyError):
+            metrics.LAG.remove(str(p))
+    for p, n in now.items():
+        metrics.LAG.labels(str(p)).set(n)
+    return set(now)

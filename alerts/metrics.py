@@ -26,6 +26,11 @@ DELIVERIES = Counter(
     "Clue delivery attempts, by receiver and outcome (delivered, retry, dead).",
     ["receiver", "outcome"],
 )
+LAG = Gauge(
+    "ganzhi_alerts_lag_records",
+    "Alert transitions on a partition this service consumes not yet applied (the "
+    "consumer's highwater from its last fetch minus its position)",
+    ["partition"])
 OUTBOX_PENDING = Gauge(
     "ganzhi_alerts_outbox_pending",
     "Clue events waiting in a receiver's outbox, held ones included.",

@@ -73,20 +73,37 @@ class Ownership:
         log.info("partitions_assigned", telemetry_partitions=sorted(self.partitions))
 
 
-def backlogged(app: Any, processor: BatchProcessor, partitions: Iterable[int]) -> set[int]:
-    """Telemetry partitions with records not yet processed (the consumer's highwater,
-    from its last fetch, beyond the last offset processed)."""
-    out = set()
+def lag(app: Any, processor: BatchProcessor, partitions: Iterable[int]) -> dict[int, int | None]:
+    """Per telemetry partition, the records not yet processed: the consumer's highwater,
+    from its last fetch, beyond the last offset processed (None: not known now)."""
+    out: dict[int, int | None] = {}
     for p in partitions:
         try:
             highwater = app.consumer.highwater(TP(KafkaTopic.TELEMETRY.value, p))
         except Exception:  # not assigned any more, consumer restarting: judge nothing
-            out.add(p)
+            out[p] = None
             continue
         done = processor.read_up_to(p)
-        if highwater is not None and highwater > (done + 1 if done is not None else 0):
-            out.add(p)
+        out[p] = None if highwater is None else \
+            max(0, highwater - (done + 1 if done is not None else 0))
     return out
+
+
+def backlogged(behind: Mapping[int, int | None]) -> set[int]:
+    """The partitions of :func:`lag` with records waiting (or where it is not known)."""
+    return {p for p, n in behind.items() if n is None or n > 0}
+
+
+def report_lag(behind: Mapping[int, int | None], reported: set[int]) -> set[int]:
+    """Set ``ganzhi_stream_lag_records`` from :func:`lag`; partitions reported before and
+    not owned any more are removed. Returns the partitions reported now."""
+    now = {p for p, n in behind.items() if n is not None}
+    for p in reported - now:
+        with contextlib.suppress(KeyError):
+            metrics.LAG.remove(str(p))
+    for p in now:
+        metrics.LAG.labels(str(p)).set(behind[p] or 0)
+    return now
 
 
 def start_offsets(state: Mapping[int, Mapping[str, int]],
@@ -194,13 +211,18 @@ def register_agents(stream_app: StreamApp, settings: Settings, processor: BatchP
     async def checkpoint_timer() -> None:
         await checkpointer.checkpoint()
 
+    reported: set[int] = set()
+
     @app.timer(interval=s.health_tick_s)  # type: ignore[untyped-decorator]
     async def offline_timer() -> None:
+        nonlocal reported
+        behind = lag(app, processor, owned.partitions)
+        reported = report_lag(behind, reported)
         # Only on state that is complete: not while partitions move or tables recover.
         if owned.partitions and not app.rebalancing and not app.in_recovery:
             with contextlib.suppress(Stopped):  # the next worker's timer does it
                 await processor.tick(owned.partitions, owned.since,
-                                     behind=backlogged(app, processor, owned.partitions))
+                                     behind=backlogged(behind))
 
     @app.timer(interval=s.rules_poll_s)  # type: ignore[untyped-decorator]
     async def rules_poll() -> None:

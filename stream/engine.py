@@ -342,6 +342,7 @@ class RuleEngine:
         rules = self._rules()
         seen: set[tuple[str, str]] = set()
         incomplete: dict[str, int] = {c.value: 0 for c in DeviceClass}
+        liveness = {"online": 0, "offline": 0}
         for key in list(view.store.keys()):
             site_id, device_id, name = key.split("/", 2)
             if name == HEALTH:
@@ -366,6 +367,10 @@ class RuleEngine:
             view.begin()
             try:
                 check(view, rules, site_id, device_id, clocks, active_since, out)
+                if name == HEALTH:
+                    entry = view.load(key, HealthEntry)
+                    if entry is not None and entry.partition in clocks:
+                        liveness["offline" if entry.state.offline else "online"] += 1
             except Exception:  # one device's broken state must not stop the timer
                 view.rollback()
                 del out.transitions[mark:]
@@ -385,6 +390,9 @@ class RuleEngine:
             st = DeviceHealthState(site_id=site_id, device_id=device_id,
                                    last_received=to_us(clocks[partition]))
             self._save_health(view, HealthEntry(partition=partition, state=st))
+            liveness["online"] += 1  # (not silent for long enough yet)
+        for state, n in liveness.items():
+            metrics.DEVICES.labels(state).set(n)
 
     def _tick_one(self, view: StateView, rules: Rules, site_id: str, device_id: str,
                   clocks: Mapping[int, datetime], active_since: datetime,

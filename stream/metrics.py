@@ -55,6 +55,18 @@ DEVICES_INCOMPLETE = Gauge(
     "Devices heard whose class needs parameters nobody set (device.incomplete_config "
     "open), of the partitions this worker owns; set by the offline timer",
     ["device_class"])
+DEVICES = Gauge(
+    "ganzhi_stream_devices",
+    "Devices heard (or expected) on the telemetry partitions this worker owns, by "
+    "liveness (online, offline: device.offline open); set by the offline timer. Summed "
+    "over the workers: the platform's share of devices offline",
+    ["state"])
+LAG = Gauge(
+    "ganzhi_stream_lag_records",
+    "Telemetry records on a partition this worker owns not yet processed (the consumer's "
+    "highwater from its last fetch minus the next offset to process); set by the offline "
+    "timer",
+    ["partition"])
 CHECKPOINT_SECONDS = Histogram(
     "ganzhi_stream_checkpoint_seconds",
     "Time to write one rule-state checkpoint to PostgreSQL (stream/checkpoints.py)",

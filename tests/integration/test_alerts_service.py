@@ -154,6 +154,9 @@ async def test_consumes_applies_commits_and_delivers(pg_dsn: str, kafka_bootstra
         )
         # The task system then hears the clue's second event, under its own key.
         await wait_for(lambda: len(receiver.accepted) == 2, "the resolution delivered")
+        # Everything read: no transition waits (ganzhi_alerts_lag_records, per partition).
+        metrics = await asyncio.to_thread(fetch, ops_port, "/metrics")
+        assert 'ganzhi_alerts_lag_records{partition="0"} 0.0' in metrics
         stop.set()
         await asyncio.wait_for(service, 30)
 

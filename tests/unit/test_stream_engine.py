@@ -378,3 +378,27 @@ def test_a_crowded_frames_detections_fit_in_the_alerts_bounded_values() -> None:
     assert shown[0] == {"label": "厨" * 60, "score": 0.99, "x1": 1.0, "y1": 2, "x2": 30,
                         "y2": 40}
     assert len(json.dumps(fire.values, ensure_ascii=False).encode()) <= DETAIL_MAX_BYTES
+
+
+async def test_the_timer_counts_devices_online_and_offline() -> None:
+    """``ganzhi_stream_devices{state}``: the devices of the partitions judged, with
+    device.offline open or not (the platform's share offline is summed over workers)."""
+    from prometheus_client import REGISTRY
+
+    def gauge(state: str) -> float | None:
+        return REGISTRY.get_sample_value("ganzhi_stream_devices", {"state": state})
+
+    h = Harness({"device_health": {"defaults": {"expected_interval_s": 60},
+                                   "devices": {"site-a/ghost": {"expected_interval_s": 60}}}})
+    await h.telemetry(cold(0), received_at=T0)
+    await h.telemetry(cold(0, device="cr-2"), received_at=T0)
+    since = T0 - timedelta(hours=1)
+    h.now = T0 + timedelta(seconds=100)
+    await h.telemetry(cold(100, device="cr-2"), received_at=h.now)
+    await h.proc.tick({0}, since)
+    assert (gauge("online"), gauge("offline")) == (3, 0)  # ghost: watched from now
+    h.now = T0 + timedelta(seconds=200)
+    await h.proc.tick({0}, since)
+    assert (gauge("online"), gauge("offline")) == (2, 1)  # cr-1 silent for 200 s
+    await h.proc.tick({1}, since)  # a partition without them: none counted
+    assert (gauge("online"), gauge("offline")) == (0, 0)
