@@ -16,7 +16,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from ganzhi.contracts import KafkaTopic
-from ganzhi.settings import KafkaSettings
+from ganzhi.settings import InsecureSettingError, KafkaSettings, require_secret
+
+SASL_PASSWORD_MIN = 8
+
+
+def sasl_user(k: KafkaSettings) -> tuple[str, str]:
+    """The SASL user and password, or :class:`InsecureSettingError` naming what to set."""
+    if not k.sasl_username:
+        raise InsecureSettingError(
+            f"GANZHI_KAFKA__SECURITY_PROTOCOL is {k.security_protocol}: set "
+            "GANZHI_KAFKA__SASL_USERNAME (and GANZHI_KAFKA__SASL_PASSWORD), this "
+            "service's Kafka user")
+    return k.sasl_username, require_secret("GANZHI_KAFKA__SASL_PASSWORD", k.sasl_password,
+                                           SASL_PASSWORD_MIN)
 
 
 def ssl_context(k: KafkaSettings) -> ssl.SSLContext | None:
@@ -45,10 +58,10 @@ def client_options(k: KafkaSettings) -> dict[str, Any]:
     if ctx is not None:
         opts["ssl_context"] = ctx
     if k.security_protocol.startswith("SASL"):
-        assert k.sasl_password is not None  # (the settings refuse it otherwise)
+        user, password = sasl_user(k)
         opts["sasl_mechanism"] = k.sasl_mechanism
-        opts["sasl_plain_username"] = k.sasl_username
-        opts["sasl_plain_password"] = k.sasl_password.get_secret_value()
+        opts["sasl_plain_username"] = user
+        opts["sasl_plain_password"] = password
     return opts
 
 
@@ -58,10 +71,9 @@ def faust_credentials(k: KafkaSettings) -> Any:
 
     ctx = ssl_context(k)
     if k.security_protocol.startswith("SASL"):
-        assert k.sasl_password is not None
-        return faust.SASLCredentials(username=k.sasl_username,
-                                     password=k.sasl_password.get_secret_value(),
-                                     ssl_context=ctx, mechanism=k.sasl_mechanism)
+        user, password = sasl_user(k)
+        return faust.SASLCredentials(username=user, password=password, ssl_context=ctx,
+                                     mechanism=k.sasl_mechanism)
     if ctx is not None:
         return faust.SSLCredentials(ctx)
     return None

@@ -2,18 +2,29 @@
 
 Every knob is an environment variable: ``GANZHI_<SECTION>__<FIELD>``, for example
 ``GANZHI_MQTT__PORT=1884`` or ``GANZHI_WEBHOOK__URL=https://tasks.example/clues``.
-A ``.env`` file in the working directory is read too. Secrets are ``SecretStr`` so they
-never print in logs or reprs.
+A ``.env`` file in the working directory is read too, and so are secret files: one file
+per setting, named as its variable (``GANZHI_DB__DSN``), in the directory
+``GANZHI_SECRETS_DIR`` names or else in systemd's ``$CREDENTIALS_DIRECTORY`` (the unit's
+``LoadCredential=`` lines), so each service gets only its own secrets (a Kubernetes
+secret or a Docker secret mounted as a directory works the same). An environment
+variable wins over a file. Secrets are ``SecretStr`` so they never print in logs or
+reprs.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from ganzhi.contracts.bounds import KAFKA_RECORD_MAX_BYTES
 
@@ -89,11 +100,9 @@ class KafkaSettings(BaseModel):
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaSettings:
+        # (A SASL user and password are required where a Kafka client is made, see
+        # ganzhi.kafka: a service without Kafka, the API, shares these settings.)
         sasl = self.security_protocol.startswith("SASL")
-        if sasl and not (self.sasl_username and self.sasl_password
-                         and self.sasl_password.get_secret_value()):
-            raise ValueError(f"security_protocol {self.security_protocol} needs "
-                             "sasl_username and sasl_password")
         if not sasl and (self.sasl_username or self.sasl_password):
             raise ValueError("sasl_username/sasl_password are set but security_protocol "
                              f"is {self.security_protocol}: they would not be used")
@@ -382,6 +391,29 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        folder = secrets_dir()
+        if folder is None:
+            return init_settings, env_settings, dotenv_settings
+        return init_settings, env_settings, dotenv_settings, NestedSecretsSettingsSource(
+            file_secret_settings, secrets_dir=folder, secrets_dir_missing="error",
+            secrets_nested_delimiter="__")
+
+
+SECRETS_DIR_VARIABLE = "GANZHI_SECRETS_DIR"
+
+
+def secrets_dir() -> Path | None:
+    """Where secret files are read from: ``GANZHI_SECRETS_DIR``, else the credentials
+    systemd loaded for the unit, else nowhere."""
+    folder = os.environ.get(SECRETS_DIR_VARIABLE) or os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(folder) if folder else None
 
 
 class InsecureSettingError(ValueError):
