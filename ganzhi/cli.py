@@ -15,10 +15,10 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 
-def _ingest(s: Settings, _a: argparse.Namespace) -> int:
+def _ingest(s: Settings, a: argparse.Namespace) -> int:
     from ingest.main import run
 
-    return run(s)
+    return run(s, leave=a.leave)
 
 
 def _stream(s: Settings, _a: argparse.Namespace) -> int:
@@ -524,7 +524,11 @@ def _bench(_s: Settings, a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ganzhi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("ingest", help="MQTT -> Kafka bridge").set_defaults(fn=_ingest)
+    ing = sub.add_parser("ingest", help="MQTT -> Kafka bridge")
+    ing.add_argument("--leave", action="store_true",
+                     help="scale down: forward what the broker queued for this worker id "
+                          "(GANZHI_INGEST__WORKER_ID, stopped first), end its session, exit")
+    ing.set_defaults(fn=_ingest)
     sub.add_parser("stream", help="Faust stream worker").set_defaults(fn=_stream)
     sub.add_parser("alerts", help="alert lifecycle and clue webhooks").set_defaults(fn=_alerts)
     sub.add_parser("api", help="HTTP API").set_defaults(fn=_api)

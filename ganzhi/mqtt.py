@@ -46,3 +46,11 @@ def session_properties(session_expiry_s: int, receive_maximum: int | None = None
     if receive_maximum:
         props.ReceiveMaximum = receive_maximum
     return props
+
+
+def end_session_properties() -> Properties:
+    """DISCONNECT properties that end a persistent session (MQTT v5: session expiry 0),
+    so the broker keeps nothing more for the client id."""
+    props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 0
+    return props

@@ -5,6 +5,12 @@ batch to Kafka, waits until Kafka has every record, and only then acknowledges t
 to the broker, in the order received. A crash before the acknowledgement means the
 broker delivers the message again (persistent session), so nothing is lost; Kafka may
 see a message twice, which every sink absorbs by ``msg_id``.
+
+Scaling down (``leave``): the broker keeps assigning a share of the shared subscription
+to a worker's session while the worker is stopped, and queues it there until the worker
+comes back (so a restart loses nothing). A worker that is to go for good is stopped and
+then run once with ``leave``: it takes its session over, unsubscribes (no new share),
+forwards what was queued for it, and ends the session once nothing more arrives.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from ganzhi.failures import (
     unless_stopped,
 )
 from ganzhi.kafka import client_options
-from ganzhi.mqtt import make_client, session_properties
+from ganzhi.mqtt import end_session_properties, make_client, session_properties
 from ganzhi.observability import get_logger
 from ganzhi.settings import Settings, share_group
 from ingest import metrics
@@ -66,8 +72,13 @@ class Record:
 
 
 class Bridge:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, leave: bool = False,
+                 leave_idle_s: float = 2.0) -> None:
         self._settings = settings
+        self._leave = leave
+        self._leave_idle_s = leave_idle_s
+        self._unsubscribed = asyncio.Event()
+        self.forwarded = 0  # messages acknowledged to the broker
         self._share_group = share_group(settings.mqtt)  # refuses a missing or default one
         # paho's thread appends here and wakes the loop only when it may be asleep: one
         # wake-up per message cost a sixth of the worker's CPU. The broker's receive
@@ -94,6 +105,7 @@ class Bridge:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
 
     # --- paho callbacks (network thread) -----------------------------------------------
 
@@ -117,6 +129,14 @@ class Bridge:
         log.info("mqtt_subscribed")
         if self._loop:
             self._loop.call_soon_threadsafe(self._subscribed.set)
+        if self._leave:  # no new share from here; what is queued still comes
+            self.client.unsubscribe(shared_subscription(self._share_group))
+
+    def _on_unsubscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode],
+                        _p: Any = None) -> None:
+        log.info("mqtt_unsubscribed", reasons=[str(rc) for rc in codes])
+        if self._loop:
+            self._loop.call_soon_threadsafe(self._unsubscribed.set)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
@@ -160,17 +180,29 @@ class Bridge:
             properties=session_properties(mq.session_expiry_s, mq.receive_maximum),
         )
         self.client.loop_start()
+        left = False
         try:
             while not stop.is_set():
-                batch = await self._next_batch(stop)
+                batch = await self._next_batch(stop, self._leave_idle_s if self._leave
+                                               else None)
                 if batch:
                     await self._forward(batch)
+                elif self._leave and self._unsubscribed.is_set() and not stop.is_set():
+                    left = True  # nothing more queued for this session
+                    break
         except Stopped:
             log.warning("stopped_with_batch_unacknowledged",
                         detail="the broker delivers it again at the next start")
         finally:
-            # Unacknowledged messages stay in the broker's session for the next start.
-            self.client.disconnect()
+            if left:
+                # Everything queued was forwarded: end the session (expiry 0), so the
+                # broker keeps nothing more for this worker id.
+                self.client.disconnect(properties=end_session_properties())
+                log.info("ingest_left", worker=self._settings.ingest.worker_id,
+                         forwarded=self.forwarded)
+            else:
+                # Unacknowledged messages stay in the broker's session for the next start.
+                self.client.disconnect()
             self.client.loop_stop()
             # Bounded: with Kafka down, a flush would wait for its request timeout, and
             # nothing unacknowledged needs it (the broker keeps those messages).
@@ -180,7 +212,9 @@ class Bridge:
     async def wait_subscribed(self) -> None:
         await self._subscribed.wait()
 
-    async def _next_batch(self, stop: asyncio.Event) -> list[Inbound]:
+    async def _next_batch(self, stop: asyncio.Event, idle_s: float | None = None
+                          ) -> list[Inbound]:
+        """The next messages received; [] when stopped or after ``idle_s`` without any."""
         while not stop.is_set():
             with self._inbox_lock:
                 if self._inbox:
@@ -190,9 +224,12 @@ class Bridge:
                 self._wake.clear()
             waker = asyncio.ensure_future(self._wake.wait())
             stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({waker, stopper}, timeout=idle_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
             stopper.cancel()
+            if not done:
+                return []  # idle_s passed without a message
         return []
 
     async def _forward(self, batch: list[Inbound]) -> None:
@@ -221,6 +258,7 @@ class Bridge:
             self.client.ack(item.mid, item.qos)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.FORWARDED.inc(len(batch))
+        self.forwarded += len(batch)
 
     @staticmethod
     def _dead_letter_record(topic: str, dl: DeadLetter) -> Record:

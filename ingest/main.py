@@ -13,9 +13,9 @@ from ingest.bridge import Bridge
 log = get_logger("ingest")
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(settings: Settings, stop: asyncio.Event, *, leave: bool = False) -> None:
     await ensure_topics(settings.kafka)
-    bridge = Bridge(settings)
+    bridge = Bridge(settings, leave=leave)
 
     def health() -> dict[str, Any]:
         return {"ok": bridge.subscribed, "mqtt_connected": bridge.connected,
@@ -30,14 +30,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.info("ingest_stopped")
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, leave: bool = False) -> int:
+    """One ingest worker until SIGTERM; with ``leave``, until the messages the broker
+    queued for this worker id are forwarded and its session is ended (scaling down)."""
     share_group(settings.mqtt)  # refuse to start without a secret one
     configure_logging(settings.log_level, settings.log_json)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        await serve(settings, stop)
+        await serve(settings, stop, leave=leave)
 
     asyncio.run(main())
     return 0

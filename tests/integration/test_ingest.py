@@ -113,20 +113,22 @@ async def test_valid_messages_reach_kafka_and_bad_ones_dead_letter(
     assert "readings.0.value" in errors
 
 
-def _ingest_proc(mqtt: Managed, bootstrap: str, ops_port: int) -> subprocess.Popen[bytes]:
+def _ingest_proc(mqtt: Managed, bootstrap: str, ops_port: int, worker: str = "ingest-kill",
+                 *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "GANZHI_MQTT__HOST": mqtt.host,
         "GANZHI_MQTT__PORT": str(mqtt.port),
         "GANZHI_KAFKA__BOOTSTRAP": bootstrap,
         "GANZHI_KAFKA__PARTITIONS": "2",
-        "GANZHI_INGEST__WORKER_ID": "ingest-kill",
+        "GANZHI_INGEST__WORKER_ID": worker,
         "GANZHI_MQTT__SHARE_GROUP": SHARE_GROUP,
         "GANZHI_OPS__INGEST": str(ops_port),
     }
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
     return subprocess.Popen(
-        [sys.executable, "-m", "ganzhi.cli", "ingest"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "ganzhi.cli", "ingest", *args], env=env,
+        stdout=out, stderr=subprocess.STDOUT,
     )
 
 
@@ -201,3 +203,68 @@ async def test_sigterm_while_kafka_is_down_stops_promptly_and_loses_nothing(
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
         kafka.stop()
+
+
+async def test_scaling_down_a_worker_loses_nothing(
+    mqtt_broker: Managed, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Two workers share the subscription. One is stopped for good: the broker keeps
+    queueing its share for its session. ``ganzhi ingest --leave`` with its worker id
+    forwards that share and ends the session; from then on the other worker gets it all."""
+    ops_a, ops_b = free_port(), free_port()
+    a = _ingest_proc(mqtt_broker, kafka_bootstrap, ops_a, "ingest-a")
+    b = _ingest_proc(mqtt_broker, kafka_bootstrap, ops_b, "ingest-b")
+    pub = MqttDevice(MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port),
+                     "site-a", "fridge-7")
+    assert pub.wait_connected()
+    leaver: subprocess.Popen[bytes] | None = None
+    try:
+        for ops in (ops_a, ops_b):
+            await asyncio.to_thread(wait_for, lambda o=ops: healthz(o).get("subscribed"), 30,
+                                    "both workers to subscribe")
+        sent = [_reading("fridge-7", i) for i in range(400)]
+        for msg in sent[:100]:
+            assert await asyncio.to_thread(pub.publish, Channel.TELEMETRY, msg)
+        b.send_signal(signal.SIGTERM)  # scaled down: not started again
+        assert b.wait(15) == 0
+        for msg in sent[100:300]:
+            assert await asyncio.to_thread(pub.publish, Channel.TELEMETRY, msg)
+        # The stopped worker's share waits in its session: not in Kafka.
+        early = await _consume_for(kafka_bootstrap, KafkaTopic.TELEMETRY, 4.0)
+        assert 100 <= len({json.loads(v)["msg_id"] for v in early}) < 300
+        log = tmp_path / "leave.log"
+        leaver = _ingest_proc(mqtt_broker, kafka_bootstrap, free_port(), "ingest-b",
+                              "--leave", log=log)
+        assert await asyncio.to_thread(leaver.wait, 60) == 0, log.read_text()[-2000:]
+        assert "ingest_left" in log.read_text()
+        # From now on the remaining worker takes everything.
+        for msg in sent[300:]:
+            assert await asyncio.to_thread(pub.publish, Channel.TELEMETRY, msg)
+        values = await _consume(kafka_bootstrap, KafkaTopic.TELEMETRY, 400, wait_s=60)
+        ids = [json.loads(v)["msg_id"] for v in values]
+        assert set(ids) == {str(m.msg_id) for m in sent}  # nothing lost
+        assert len(ids) == len(set(ids))  # nothing doubled (clean stops)
+    finally:
+        pub.close()
+        for p in (a, b, leaver):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(15)
+
+
+async def _consume_for(bootstrap: str, topic: str, seconds: float) -> list[bytes]:
+    """Whatever the topic holds after ``seconds`` of reading from its start."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest",
+                                group_id=f"t-{uuid.uuid4().hex[:6]}")
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                got.extend(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    return got
