@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ganzhi.settings import InsecureSettingError, Settings, get_settings
@@ -59,6 +60,32 @@ def _maintain(s: Settings, _a: argparse.Namespace) -> int:
     from ganzhi.db.maintenance import maintain
 
     print(maintain(s.db.dsn.get_secret_value(), s.db.retention_days))
+    return 0
+
+
+def _backup(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi.db.backup import BackupError, backup
+
+    try:
+        r = backup(s.db.dsn.get_secret_value(), Path(a.out))
+    except BackupError as exc:
+        print(f"ganzhi backup: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup {r.path}: {r.tables} tables, {r.bytes:,} bytes, {r.seconds:.1f} s")
+    return 0
+
+
+def _restore(s: Settings, a: argparse.Namespace) -> int:
+    from ganzhi.db.backup import BackupError, restore
+
+    try:
+        r = restore(s.db.dsn.get_secret_value(), Path(a.file))
+    except BackupError as exc:
+        print(f"ganzhi restore: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {r.tables} tables ({r.readings:,} readings) in {r.seconds:.1f} s; "
+          f"migrations applied after it: {', '.join(r.migrations_applied) or 'none'}"
+          f"{'; TimescaleDB' if r.timescaledb else ''}")
     return 0
 
 
@@ -540,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rules", help="check, show and edit the stream rules model")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
+    bk = sub.add_parser("backup", help="dump the database (pg_dump, custom format) to a file")
+    bk.add_argument("--out", required=True, help="the backup file to write")
+    bk.set_defaults(fn=_backup)
+    rs = sub.add_parser("restore", help="restore a backup into an empty database, migrate it")
+    rs.add_argument("file", help="a file written by ganzhi backup")
+    rs.set_defaults(fn=_restore)
     rcv = sub.add_parser("receiver", help="a stand-in task system that verifies clue webhooks")
     rcv.add_argument("--port", type=int, default=None)
     rcv.set_defaults(fn=_receiver)
