@@ -1,5 +1,5 @@
 """``ganzhi backup`` and ``ganzhi restore`` against a real PostgreSQL: what was stored
-(readings through the sink, rollups, rule-state checkpoints, an alert with its clue)
+(readings through the sink, their rollups and message ids, rule-state checkpoints)
 comes back in a new database, byte for byte; the password never reaches a command line."""
 
 from __future__ import annotations
