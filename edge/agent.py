@@ -17,6 +17,7 @@ from edge.sources.modbus import ModbusSource, ModbusSourceConfig
 from edge.sources.simulated import CounterSource, SimulatedSource
 from edge.spool import Spool
 from edge.uplink import BrokerEndpoint, DeviceUplink
+from edge.watchdog import Notifier
 from ganzhi.observability import OpsServer, configure_logging, get_logger, install_stop_signals
 
 log = get_logger("edge.agent")
@@ -86,12 +87,31 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
+    notifier = Notifier.from_env()
+    sampling = [asyncio.create_task(s.run(stop)) for s in samplers]
+
+    async def watchdog() -> None:
+        """``WATCHDOG=1`` while the loop turns and every sampler runs (systemd restarts
+        the agent when the pings stop)."""
+        if notifier.watchdog_s is None:
+            return
+        while not stop.is_set():
+            if all(not t.done() for t in sampling):
+                notifier.ping()
+            else:
+                log.error("sampler_stopped", detail="watchdog pings stop: systemd restarts")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), notifier.watchdog_s)
+
     log.info("edge_agent_started", site=cfg.site_id, devices=len(cfg.devices),
              cameras=len(cfg.cameras),
              pending=spool.depth())
+    notifier.ready(f"{len(cfg.devices)} devices, {len(cfg.cameras)} cameras, "
+                   f"{spool.depth()} messages pending")
     try:
-        await asyncio.gather(watch_spool(), run_cameras(), *(s.run(stop) for s in samplers))
+        await asyncio.gather(watch_spool(), run_cameras(), watchdog(), *sampling)
     finally:
+        notifier.stopping()
         camera_stop.set()
         # All at once: each drains for up to a few seconds, and a box has many devices.
         for u in uplinks:

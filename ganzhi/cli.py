@@ -371,7 +371,9 @@ def _silences_end(s: Settings, a: argparse.Namespace) -> int:
 
 def _admin_parsers(sub: Any) -> None:
     """``api-keys``, ``clues`` and ``silences``: what an operator does by hand."""
-    from ganzhi.apikeys import SCOPES
+    from ganzhi.access import KEY_SCOPES  # (not ganzhi.apikeys: no psycopg on an edge box)
+
+    SCOPES = frozenset(KEY_SCOPES)
 
     keys = sub.add_parser("api-keys", help="API keys of the task system and staff tools")
     ksub = keys.add_subparsers(dest="action", required=True)

@@ -14,12 +14,12 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
-
-from ganzhi import provisioning
 from ganzhi.settings import Settings
+
+if TYPE_CHECKING:  # (psycopg is imported when a command runs: none on an edge box)
+    from psycopg import AsyncConnection
 
 
 def _actor(a: argparse.Namespace) -> str:
@@ -28,6 +28,10 @@ def _actor(a: argparse.Namespace) -> str:
 
 def _run(s: Settings, command: str,
          work: Callable[[AsyncConnection[Any]], Awaitable[int]]) -> int:
+    from psycopg import AsyncConnection
+
+    from ganzhi import provisioning
+
     async def go() -> int:
         dsn = s.db.dsn.get_secret_value()
         async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -49,6 +53,8 @@ def _write_secret(path: Path, password: str) -> None:
 
 def _provision(s: Settings, a: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
+        from ganzhi import provisioning
+
         issued = await provisioning.provision(conn, s.mqtt, _actor(a), a.site, a.device,
                                               rotate=a.rotate)
         verb = "rotated" if issued.rotated else "provisioned"
@@ -67,6 +73,8 @@ def _provision(s: Settings, a: argparse.Namespace) -> int:
 
 def _revoke(s: Settings, a: argparse.Namespace) -> int:
     async def work(conn: AsyncConnection[Any]) -> int:
+        from ganzhi import provisioning
+
         revoked = await provisioning.revoke(conn, s.mqtt, _actor(a), a.site, a.device)
         print(f"revoked {revoked.username} at {revoked.revoked_at.isoformat()};"
               " its connections were dropped")
