@@ -111,6 +111,17 @@ def test_the_dashboard_queries_parse(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in run("check", "rules", str(path))
 
 
+def test_every_alert_reads_a_metric_and_says_what_is_wrong() -> None:
+    doc = yaml.safe_load((PROM / "ganzhi-alerts.rules.yml").read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} >= {"GanzhiCluesPilingUp", "GanzhiCluesRefused",
+                                           "GanzhiStreamLagGrowing", "GanzhiDiskFilling"}
+    for rule in rules:
+        assert metric_names(rule["expr"]), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
+
+
 def test_the_metric_name_scan_is_not_blind() -> None:
     assert metric_names('sum by (reason) (rate(ganzhi_stream_dead_lettered_total'
                         '{reason="x_total"}[5m])) / up') == {
