@@ -627,8 +627,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return rules_main(argv[1:], get_settings())
     args = parser.parse_args(argv)
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     try:
-        return int(args.fn(get_settings(), args))
+        settings = get_settings()
+    except (ValidationError, SettingsError) as exc:  # a GANZHI_* variable or secret file
+        if isinstance(exc, ValidationError):  # (without the input: it may hold secrets)
+            what = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
+        else:
+            what = str(exc)
+        print(f"ganzhi {args.command}: invalid settings: {what}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(settings, args))
     except InsecureSettingError as exc:
         print(f"ganzhi {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -105,3 +105,19 @@ def test_from_the_environment(monkeypatch: pytest.MonkeyPatch, pki: dict[str, Pa
     k = Settings().kafka
     assert k.security_protocol == "SASL_SSL" and k.replication_factor == 3
     assert client_options(k)["sasl_plain_password"] == "pw-from-secret-store"
+
+
+def test_the_command_refuses_bad_settings_without_echoing_secrets(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from ganzhi import cli
+    from ganzhi.settings import get_settings
+
+    monkeypatch.setenv("GANZHI_KAFKA__SASL_PASSWORD", "s3cret-value-xyz")  # PLAINTEXT: unused
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["migrate"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "ganzhi migrate: invalid settings: kafka: Value error" in err
+    assert "would not be used" in err and "s3cret-value-xyz" not in err
