@@ -114,6 +114,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ops_port: int | None = 
     ops = OpsServer(
         settings.ops.alerts if ops_port is None else ops_port,
         lambda: health.check(consumer, dispatcher),
+        settings.ops.host,
     ).start()
     try:
         results = await asyncio.gather(

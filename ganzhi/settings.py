@@ -335,6 +335,9 @@ class AlertsSettings(BaseModel):
 class OpsPorts(BaseModel):
     """Metrics and health endpoints, one port per service."""
 
+    # Where they listen: loopback by default; 0.0.0.0 (or the host's address) when a
+    # Prometheus on another host or container scrapes them.
+    host: str = "127.0.0.1"
     ingest: int = 9101
     stream: int = 9102
     alerts: int = 9103

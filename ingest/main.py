@@ -21,7 +21,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, leave: bool = False)
         return {"ok": bridge.subscribed, "mqtt_connected": bridge.connected,
                 "subscribed": bridge.subscribed}
 
-    ops = OpsServer(settings.ops.ingest, health).start()
+    ops = OpsServer(settings.ops.ingest, health, settings.ops.host).start()
     log.info("ingest_started", worker=settings.ingest.worker_id, ops_port=ops.port)
     try:
         await bridge.run(stop)

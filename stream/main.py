@@ -132,7 +132,7 @@ def run(settings: Settings) -> int:
             "last_batch_age_s": None if last is None else round(time.time() - last, 1),
         }
 
-    ops = OpsServer(settings.ops.stream, health).start()
+    ops = OpsServer(settings.ops.stream, health, settings.ops.host).start()
     log.info("stream_worker_starting", bootstrap=settings.kafka.bootstrap,
              app_id=settings.stream.app_id, ops_port=ops.port)
     worker = _Worker(
