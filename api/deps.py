@@ -41,6 +41,21 @@ async def get_conn(
         yield conn
 
 
+async def get_read_conn(
+    request: Request,
+    primary: Annotated[AsyncConnection[Any], Depends(get_conn)],
+) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection for heavy reads that may lag a little (readings, statistics): from
+    the read replica's pool where ``GANZHI_DB__READ_DSN`` is set, else the request's own
+    primary connection (one request never holds two of the primary's)."""
+    pool: AsyncConnectionPool[Any] = request.app.state.read_pool
+    if pool is request.app.state.pool:
+        yield primary
+        return
+    async with pool.connection() as conn:
+        yield conn
+
+
 Kind = Literal["user", "key"]
 
 
@@ -157,6 +172,7 @@ def domain_errors() -> Iterator[None]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection[Any], Depends(get_conn)]
+ReadConnDep = Annotated[AsyncConnection[Any], Depends(get_read_conn)]
 PoolDep = Annotated[AsyncConnectionPool[Any], Depends(get_pool)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -99,9 +99,21 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # Start even when the database is down: /healthz then answers 503 until it is back.
         await pool.open(wait=False)
+        read_pool = pool
+        if settings.db.read_dsn is not None:
+            # The replica (or any read-only role): every session read-only, so a query
+            # that would write fails here as it would on a standby.
+            read_pool = AsyncConnectionPool(
+                settings.db.read_dsn.get_secret_value(),
+                min_size=settings.db.pool_min, max_size=settings.db.pool_max,
+                kwargs={"autocommit": True,
+                        "options": "-c default_transaction_read_only=on"},
+                open=False)
+            await read_pool.open(wait=False)
         app.state.settings = settings
         app.state.jwt_secret = secret
         app.state.pool = pool
+        app.state.read_pool = read_pool
         # The live stream's LISTEN connection: opened with the first stream.
         app.state.live = LiveHub(settings.db.dsn.get_secret_value(), pool)
         app.state.policy, app.state.policy_error = _policy(settings)
@@ -111,6 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await app.state.live.close()
+            if read_pool is not pool:
+                await read_pool.close()
             await pool.close()
 
     app = FastAPI(

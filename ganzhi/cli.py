@@ -49,17 +49,38 @@ def _edge(s: Settings, a: argparse.Namespace) -> int:
 
 
 def _migrate(s: Settings, _a: argparse.Namespace) -> int:
-    from ganzhi.db.migrate import migrate
+    from ganzhi.db.migrate import migrate_report
+    from ganzhi.db.timescaledb import TimescaleError
 
-    for name in migrate(s.db.dsn.get_secret_value()):
+    try:
+        report = migrate_report(s.db.dsn.get_secret_value(), timescale=s.db.timescaledb)
+    except TimescaleError as exc:
+        print(f"ganzhi migrate: {exc}", file=sys.stderr)
+        return 2
+    for name in report.applied:
         print(f"applied {name}")
+    print(f"flavour: {report.flavour}")
+    if report.warning:
+        print(f"warning: {report.warning}", file=sys.stderr)
     return 0
 
 
-def _maintain(s: Settings, _a: argparse.Namespace) -> int:
-    from ganzhi.db.maintenance import maintain
+def _db_check(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi.db.check import check
 
-    print(maintain(s.db.dsn.get_secret_value(), s.db.retention_days))
+    findings = check(s.db.dsn.get_secret_value(), s.db.retention_days)
+    for f in findings:
+        print(f"{'ok  ' if f.ok else 'FAIL'} {f.what}")
+    return 0 if all(f.ok for f in findings) else 1
+
+
+def _maintain(s: Settings, _a: argparse.Namespace) -> int:
+    from ganzhi.db.maintenance import Retention, maintain
+
+    retention = Retention(s.db.retention_days, s.db.alerts_retention_days,
+                          s.db.deliveries_retention_days, s.db.evidence_grace_days)
+    evidence = s.evidence.dir if s.evidence.backend == "fs" else None
+    print(maintain(s.db.dsn.get_secret_value(), retention, evidence_dir=evidence))
     return 0
 
 
@@ -568,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("credentials", help="per-device MQTT passwords and the broker ACL")
     sub.add_parser("rules", help="check, show and edit the stream rules model")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=_migrate)
+    db = sub.add_parser("db", help="the database: check what it is and that storage works")
+    dsub = db.add_subparsers(dest="db_command", required=True)
+    dsub.add_parser("check", help="flavour, migrations, partitions or hypertables, rollups,"
+                    " TimescaleDB policies; exit 1 if anything is wrong"
+                    ).set_defaults(fn=_db_check)
     sub.add_parser("maintain", help="partitions ahead, retention").set_defaults(fn=_maintain)
     bk = sub.add_parser("backup", help="dump the database (pg_dump, custom format) to a file")
     bk.add_argument("--out", required=True, help="the backup file to write")

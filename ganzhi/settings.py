@@ -133,7 +133,19 @@ class DatabaseSettings(BaseModel):
     pool_max: int = 8
     # Raw readings older than this are dropped by `ganzhi maintain` (TimescaleDB
     # retention policy, or dropping daily partitions on plain PostgreSQL).
-    retention_days: int = 400
+    retention_days: int = Field(400, ge=1)
+    # Resolved incidents (with their alerts, clue records and history) kept this long.
+    alerts_retention_days: int = Field(1095, ge=1)
+    # Webhook delivery attempts (one row per try) kept this long.
+    deliveries_retention_days: int = Field(180, ge=1)
+    # Evidence files no alert names are removed once this old (file store only).
+    evidence_grace_days: int = Field(7, ge=1)
+    # TimescaleDB at the first migrate: auto (if installed, supported and preloaded),
+    # on (an error if it cannot be used), off (plain PostgreSQL). ganzhi.db.timescaledb.
+    timescaledb: Literal["auto", "on", "off"] = "auto"
+    # The console's heavy reads (readings and rollups, statistics) from a read replica;
+    # unset: the primary. The API's connections to it are read-only sessions.
+    read_dsn: SecretStr | None = None
 
 
 class ColdChainRuleSettings(BaseModel):

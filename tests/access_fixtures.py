@@ -15,13 +15,16 @@ who see everything.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from api.main import create_app
@@ -82,11 +85,26 @@ def path_of(node: str) -> str:
     return "/" + "/".join(reversed(parts)) + "/"
 
 
+API_LOGIN = "ganzhi_api_test"
+
+
+def api_dsn(dsn: str) -> str:
+    """``dsn`` as the API connects in production: a login role in ``ganzhi_api`` (least
+    privilege, granted by migrate), not the owner. Every API test runs this way, so a
+    route that needs a privilege the role lacks fails its tests."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                            (API_LOGIN,)).fetchone():
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                conn.execute(f"CREATE ROLE {API_LOGIN} LOGIN IN ROLE ganzhi_api")
+    return make_conninfo(dsn, user=API_LOGIN)
+
+
 def settings(dsn: str, **changes: Any) -> Settings:
-    """The API's settings for tests: the signing key, a webhook secret (resolving needs
-    the alerts policy), a small pool."""
+    """The API's settings for tests: the least-privilege database role, the signing key,
+    a webhook secret (resolving needs the alerts policy), a small pool."""
     base = Settings(
-        db=DatabaseSettings(dsn=SecretStr(dsn), pool_max=2),
+        db=DatabaseSettings(dsn=SecretStr(api_dsn(dsn)), pool_max=2),
         auth=AuthSettings(jwt_secret=SecretStr(JWT_SECRET)),
         webhook=WebhookSettings(url="http://127.0.0.1:9/clues",
                                 secret=SecretStr(WEBHOOK_SECRET)),

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
 
-from api.deps import ConnDep, ReaderDep, site_visible
+from api.deps import ConnDep, ReadConnDep, ReaderDep, site_visible
 from api.errors import unprocessable
 from api.params import IsoDateTime
 from api.schemas import ReadingSeries, Resolution, SeriesPoint
@@ -56,6 +56,7 @@ _ROLLUP_TABLE = {"1m": "rollups_1m_live", "1h": "rollups_1h_live"}
 )
 async def readings(
     conn: ConnDep,
+    read: ReadConnDep,
     caller: ReaderDep,
     site_id: Annotated[str, Path(pattern=_ID)],
     device_id: Annotated[str, Path(pattern=_ID)],
@@ -91,7 +92,7 @@ async def readings(
         params.append(metric)
     query += " ORDER BY 1, 2 LIMIT %s"
     params.append(limit + 1)
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with read.cursor(row_factory=dict_row) as cur:  # the replica, if there is one
         await cur.execute(query, params)
         rows = await cur.fetchall()
     return ReadingSeries(

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from alerts import overview as figures
 from alerts.figures import false_positive_counts, handling_figures
 from alerts.risk import FORMULA
-from api.deps import ConnDep, ReaderDep, site_visible
+from api.deps import ReadConnDep, ReaderDep, site_visible
 from api.errors import unprocessable
 from api.filters import NODE_PATTERN
 from api.params import IsoDateTime
@@ -54,7 +54,7 @@ def _period(since: datetime | None, until: datetime | None) -> tuple[datetime, d
 
 
 @router.get("/handling", response_model=HandlingStats)
-async def handling(conn: ConnDep, caller: ReaderDep, since: Since = None,
+async def handling(conn: ReadConnDep, caller: ReaderDep, since: Since = None,
                    until: Until = None, group_by: Literal["site", "rule"] = "site"
                    ) -> HandlingStats:
     """Per site or rule: incidents whose clue went out, how many were acknowledged,
@@ -74,7 +74,7 @@ async def handling(conn: ConnDep, caller: ReaderDep, since: Since = None,
 
 
 @router.get("/false-positives", response_model=FalsePositiveStats)
-async def false_positives(conn: ConnDep, caller: ReaderDep, since: Since = None,
+async def false_positives(conn: ReadConnDep, caller: ReaderDep, since: Since = None,
                           until: Until = None) -> FalsePositiveStats:
     """Clues the task system rejected, per rule and camera model of the primary alert."""
     since, until = _period(since, until)
@@ -93,7 +93,7 @@ Days = Annotated[int, Query(ge=1, le=366, description="Days back from now (1..36
 
 
 @router.get("/overview", response_model=Overview)
-async def overview(conn: ConnDep, caller: ReaderDep) -> Overview:
+async def overview(conn: ReadConnDep, caller: ReaderDep) -> Overview:
     """The console's first page: open incidents (all, critical) by jurisdiction and by
     type, the open critical ones, the last 24 hours, and 30 days' handling figures."""
     now = utcnow()
@@ -127,7 +127,7 @@ async def overview(conn: ConnDep, caller: ReaderDep) -> Overview:
     )
 
 
-async def _node_scope(conn: ConnDep, scope: Scope, node: str | None) -> Scope:
+async def _node_scope(conn: ReadConnDep, scope: Scope, node: str | None) -> Scope:
     """The sites of ``node``'s subtree as a scope (everything when no node is asked);
     404 for a node that does not exist or is outside the caller's subtree."""
     if node is None:
@@ -143,7 +143,7 @@ async def _node_scope(conn: ConnDep, scope: Scope, node: str | None) -> Scope:
 
 @router.get("/risk", response_model=RiskTable, responses=_NOT_FOUND)
 async def risk(
-    conn: ConnDep, caller: ReaderDep, days: Days = 30,
+    conn: ReadConnDep, caller: ReaderDep, days: Days = 30,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     jurisdiction: Annotated[str | None, Query(
         pattern=NODE_PATTERN, description="A node: the sites of its subtree.")] = None,
@@ -166,7 +166,7 @@ async def risk(
 
 @router.get("/trend", response_model=Trend, responses=_NOT_FOUND)
 async def trend(
-    conn: ConnDep, caller: ReaderDep, days: Days = 30,
+    conn: ReadConnDep, caller: ReaderDep, days: Days = 30,
     site_id: Annotated[str | None, Query(
         pattern=f"^{ID_PATTERN}$", description="One site; default: the whole scope.")
     ] = None,

@@ -8,9 +8,9 @@ go to the PostgreSQL tools as ``PG*`` environment variables, never on their comm
 
 A restore goes into an empty database (one with no ganzhi tables: refused otherwise), in
 one transaction, then applies the migrations newer than the backup. A database with
-TimescaleDB follows its documented procedure (``timescaledb_pre_restore()`` before,
-``timescaledb_post_restore()`` after); that path needs a TimescaleDB server and was not
-run by the tests (docs/operations.md).
+TimescaleDB follows its documented procedure (:func:`ganzhi.db.timescaledb.pre_restore`
+before, :func:`~ganzhi.db.timescaledb.post_restore` after); that path needs a TimescaleDB
+server and was not run by the tests (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ganzhi.db.migrate import has_timescaledb, migrate
+from ganzhi.db import timescaledb
+from ganzhi.db.migrate import migrate
 
 # Connection parameters and the libpq environment variables that carry them.
 _PG_ENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "user": "PGUSER",
@@ -132,8 +133,7 @@ def restore(dsn: str, path: Path) -> RestoreReport:
                               "GANZHI_DB__DSN at it")
         timescale = bool(re.search(r"\bEXTENSION\b.*\btimescaledb\b", listing))
         if timescale:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-            conn.execute("SELECT timescaledb_pre_restore()")
+            timescaledb.pre_restore(conn)
     try:
         _run([pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
               "--single-transaction", f"--dbname={env.get('PGDATABASE', '')}", str(path)],
@@ -141,10 +141,10 @@ def restore(dsn: str, path: Path) -> RestoreReport:
     finally:
         if timescale:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("SELECT timescaledb_post_restore()")
+                timescaledb.post_restore(conn)
     applied = migrate(dsn)
     with psycopg.connect(dsn) as conn:
         readings = conn.execute("SELECT count(*) FROM readings").fetchone()
-        ts = has_timescaledb(conn)
+        ts = timescaledb.flavour_of(conn) == "timescaledb"
     return RestoreReport(_tables_in(listing), int(readings[0]) if readings else 0,
                          list(applied), ts, time.perf_counter() - started)

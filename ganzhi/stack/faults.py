@@ -366,6 +366,7 @@ class FaultRun:
         expected = expected_alerts(messages)
         stack.start_infrastructure()
         migrate(stack.dsn)
+        stack.use_api_roles()
         asyncio.run(ensure_topics(KafkaSettings(bootstrap=stack.bootstrap, partitions=4)))
         for name in ("receiver", "api", "alerts", "stream", "ingest"):
             stack.start_service(name)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 
 class InfraError(RuntimeError):
@@ -357,6 +358,38 @@ def start_postgres(
     _wait_accepting(part.extra["admin_dsn"])
     create_database(part.extra["admin_dsn"], database)
     part.extra["dsn"] = f"postgresql://{user}@{host}:{port}/{database}"
+    return part
+
+
+def start_replica(primary: Managed, data_dir: Path, host: str = "127.0.0.1",
+                  port: int | None = None) -> Managed:
+    """A streaming standby of ``primary`` (a base backup, then WAL as it is written): the
+    read replica the console's heavy reads go to. Same user and databases; read-only."""
+    bindir = postgres_bindir()
+    port = port or free_port(host)
+    data_dir = postgres_data_dir(data_dir)
+    runas = _postgres_user()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if runas:
+        shutil.chown(data_dir.parent, runas, runas)
+    user = conninfo_to_dict(primary.extra["admin_dsn"]).get("user", "ganzhi")
+    subprocess.run(
+        [str(bindir / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port),
+         "-U", str(user), "-D", str(data_dir), "-R", "-X", "stream", "--checkpoint=fast",
+         "--no-sync"],
+        check=True, capture_output=True, user=runas, group=runas,
+        extra_groups=[] if runas else None, cwd="/",
+    )
+    argv = [str(bindir / "postgres"), "-D", str(data_dir), "-h", host, "-p", str(port),
+            "-c", "unix_socket_directories=", "-c", "max_connections=200",
+            "-c", "hot_standby=on"]
+    part = _spawn("postgres-replica", argv, data_dir.parent / f"postgres-{port}.log", host,
+                  port, user=runas)
+    part.stop_signal = signal.SIGINT
+    part.extra["admin_dsn"] = f"postgresql://{user}@{host}:{port}/postgres"
+    _wait_accepting(part.extra["admin_dsn"])
     return part
 
 

@@ -287,6 +287,7 @@ def run_demo(
         stack.start_infrastructure(fresh_database=not keep_data)
         applied = migrate(stack.dsn)
         log.info("migrated", applied=applied)
+        stack.use_api_roles()
         keys_file = demo_api_keys(stack)
         export_token = _demo_token(keys_file, "GANZHI_DEMO_EXPORT_TOKEN")
         asyncio.run(ensure_topics(settings.kafka.model_copy(update={"bootstrap": stack.bootstrap})))

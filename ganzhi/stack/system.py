@@ -176,6 +176,8 @@ class Stack:
         self.tansu: Managed | None = None
         self.postgres: Managed | None = None
         self.services: dict[str, Service] = {}
+        # Per service, settings over env(): the API's least-privilege database roles.
+        self.service_env: dict[str, dict[str, str]] = {}
 
     # --- infrastructure -------------------------------------------------------------
 
@@ -256,6 +258,29 @@ class Stack:
         })
         return env
 
+    def env_for(self, name: str) -> dict[str, str]:
+        return {**self.env(), **self.service_env.get(name, {})}
+
+    def use_api_roles(self) -> None:
+        """Run the API as production does: a login role in ``ganzhi_api`` (what its routes
+        change, nothing else), its heavy reads as one in ``ganzhi_reader`` (read-only;
+        production points that at a replica). Call after migrate (it grants the groups)."""
+        import psycopg
+        from psycopg import sql
+        from psycopg.conninfo import make_conninfo
+
+        logins = {"ganzhi_demo_api": "ganzhi_api", "ganzhi_demo_reader": "ganzhi_reader"}
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            for login, group in logins.items():
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (login,)).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                        sql.Identifier(login), sql.Identifier(group)))
+        self.service_env["api"] = {
+            "GANZHI_DB__DSN": make_conninfo(self.dsn, user="ganzhi_demo_api"),
+            "GANZHI_DB__READ_DSN": make_conninfo(self.dsn, user="ganzhi_demo_reader"),
+        }
+
     def add_service(self, name: str, *args: str) -> Service:
         argv = [sys.executable, "-m", "ganzhi.cli", name, *args]
         port_field = SERVICE_HEALTH.get(name)
@@ -266,7 +291,7 @@ class Stack:
 
     def start_service(self, name: str, *args: str, wait: bool = True) -> Service:
         svc = self.services.get(name) or self.add_service(name, *args)
-        svc.start(self.env(), self.logs)
+        svc.start(self.env_for(name), self.logs)
         if wait:
             svc.wait_healthy()
         log.info("service_up", service=name, log=str(svc.log_path))
@@ -281,7 +306,7 @@ class Stack:
         if svc.alive():
             svc.stop()
         svc.restarts += 1
-        svc.start(self.env(), self.logs)
+        svc.start(self.env_for(name), self.logs)
         if wait:
             svc.wait_healthy()
         return svc

@@ -27,6 +27,9 @@ min/max, last by greatest ``(time, value)``), so late and out-of-order readings 
 interleaving of batches and compactions give the rollups a ``GROUP BY`` over ``readings``
 gives. Readers use ``rollups_1m_live`` / ``rollups_1h_live`` (migration 0015): rollups
 merged with the deltas not yet compacted.
+
+On the TimescaleDB flavour (``ganzhi.db.timescaledb``) the rollups are continuous
+aggregates over ``readings``: the sink stores message ids and readings only.
 """
 
 from __future__ import annotations
@@ -222,11 +225,17 @@ class ReadingsSink:
         self._last_compact = time.monotonic()
         self._pending = False  # deltas written by this sink since its last compaction
         self._copy_ids = True  # message ids by COPY (see _store)
+        # Whether this sink writes the rollups: not on the TimescaleDB flavour, where
+        # continuous aggregates make them (there is no rollup_deltas table).
+        self.rollups = True
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
             await self._conn.execute("SET TIME ZONE 'UTC'")
+            cur = await self._conn.execute("SELECT to_regclass('rollup_deltas') IS NOT NULL")
+            row = await cur.fetchone()
+            self.rollups = bool(row and row[0])
         return self._conn
 
     async def _ensure_partitions(
@@ -303,12 +312,10 @@ class ReadingsSink:
                     r for r in unique if r.msg_id in fresh]
             if not stored:
                 return stored, 0
-            async with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                write_row = copy.write_row
-                for r in stored:
-                    await write_row((r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
-                                     r.msg_id))
+            if not self.rollups:
+                await self._copy_readings(cur, stored)
+                return stored, 0
+            await self._copy_readings(cur, stored)
             minutes = aggregate_minutes(stored)
             async with cur.copy(_COPY_DELTAS) as copy:
                 copy.set_types(_DELTA_TYPES)
@@ -317,12 +324,24 @@ class ReadingsSink:
                     await write_row((bucket, site, device, metric, c, s, lo, hi, lv, lt))
         return stored, len(minutes)
 
+    @staticmethod
+    async def _copy_readings(cur: psycopg.AsyncCursor[tuple[object, ...]],
+                             rows: Sequence[ReadingRow]) -> None:
+        async with cur.copy(_COPY) as copy:
+            copy.set_types(_COPY_TYPES)
+            write_row = copy.write_row
+            for r in rows:
+                await write_row((r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
+                                 r.msg_id))
+
     async def compact(self, *, wait: bool = True) -> CompactResult:
         """Move every committed delta (this worker's and others') into the rollups, in one
         transaction. ``wait=False``: if another compaction holds the lock, return at once
         (it or the next one takes the deltas)."""
         self._last_compact = time.monotonic()
         conn = await self._connection()
+        if not self.rollups:
+            return CompactResult(0, 0, 0)
         async with conn.transaction(), conn.cursor() as cur:
             if wait:
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))

@@ -32,7 +32,7 @@ from ganzhi.settings import (
     get_settings,
 )
 
-from access_fixtures import JWT_SECRET, anonymous, api_client
+from access_fixtures import JWT_SECRET, anonymous, api_client, api_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ FP_REASON = "false positive (task system)"
 
 def settings(dsn: str, secret: str | None = "x" * 40) -> Settings:
     return Settings(
-        db=DatabaseSettings(dsn=SecretStr(dsn), pool_max=2),
+        db=DatabaseSettings(dsn=SecretStr(api_dsn(dsn)), pool_max=2),
         auth=AuthSettings(jwt_secret=SecretStr(JWT_SECRET)),
         webhook=WebhookSettings(url="http://127.0.0.1:9/clues",
                                 secret=SecretStr(secret) if secret else None),

@@ -31,6 +31,8 @@ from ganzhi.contracts.topics import Channel, mqtt_topic, shared_subscription
 from ganzhi.mqtt_auth import generate_share_group
 from ganzhi.settings import AuthSettings, DatabaseSettings, MqttSettings, Settings, get_settings
 
+from access_fixtures import api_dsn
+
 pytestmark = pytest.mark.integration
 
 GROUP = generate_share_group()
@@ -80,7 +82,7 @@ def tokens(db: str) -> dict[str, str]:
 
 
 def app_settings(dsn: str, mqtt: MqttSettings) -> Settings:
-    return Settings(db=DatabaseSettings(dsn=SecretStr(dsn), pool_max=2), mqtt=mqtt,
+    return Settings(db=DatabaseSettings(dsn=SecretStr(api_dsn(dsn)), pool_max=2), mqtt=mqtt,
                     auth=AuthSettings(jwt_secret=SecretStr(JWT_SECRET)))
 
 

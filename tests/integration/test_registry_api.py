@@ -24,6 +24,8 @@ from ganzhi.access import Permission, Role, Scope, permissions_of
 from ganzhi.cli import main
 from ganzhi.settings import AuthSettings, DatabaseSettings, Settings, get_settings
 
+from access_fixtures import api_dsn
+
 pytestmark = pytest.mark.integration
 
 USCC = "91350100M000100Y43"
@@ -68,7 +70,7 @@ class Api:
 
 @pytest.fixture
 async def api(pg_dsn: str) -> AsyncIterator[Api]:
-    settings = Settings(db=DatabaseSettings(dsn=SecretStr(pg_dsn), pool_max=2),
+    settings = Settings(db=DatabaseSettings(dsn=SecretStr(api_dsn(pg_dsn)), pool_max=2),
                         auth=AuthSettings(jwt_secret=SecretStr("k" * 40)))
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -40,14 +40,14 @@ def test_readings_are_partitioned_by_day_and_retention_drops_old_days(pg_dsn: st
             "VALUES (%s, 's', 'd', 'temperature', 1.0, 'celsius', gen_random_uuid())",
             (old,),
         )
-        report = maintain(pg_dsn, retention_days=30)
+        report = maintain(pg_dsn, 30)
         assert not report.timescaledb
         assert report.partitions_created == 3  # today and the next two days
         assert report.partitions_dropped == 1
         assert f"readings_{old:%Y%m%d}" not in _partitions(conn)
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
         # Idempotent: a second run changes nothing.
-        again = maintain(pg_dsn, retention_days=30)
+        again = maintain(pg_dsn, 30)
         assert (again.partitions_created, again.partitions_dropped) == (0, 0)
 
 

@@ -1,45 +1,18 @@
 -- Raw readings: one row per (message, metric, sample time), idempotent on that key.
--- With the TimescaleDB extension: a hypertable with compression and retention policies.
--- Without it: a table partitioned by day (native range partitions), created on demand
--- by ganzhi_ensure_reading_partitions() and dropped by ganzhi_drop_reading_partitions().
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
-    CREATE EXTENSION IF NOT EXISTS timescaledb;
-    CREATE TABLE readings (
-      time        timestamptz      NOT NULL,
-      site_id     text             NOT NULL,
-      device_id   text             NOT NULL,
-      metric      text             NOT NULL,
-      value       double precision NOT NULL,
-      unit        text             NOT NULL,
-      msg_id      uuid             NOT NULL,
-      ingested_at timestamptz      NOT NULL DEFAULT now(),
-      PRIMARY KEY (msg_id, metric, time)
-    );
-    PERFORM create_hypertable('readings', 'time', chunk_time_interval => interval '1 day');
-    ALTER TABLE readings SET (
-      timescaledb.compress,
-      timescaledb.compress_segmentby = 'device_id, metric',
-      timescaledb.compress_orderby = 'time'
-    );
-    PERFORM add_compression_policy('readings', interval '7 days');
-    PERFORM add_retention_policy('readings', interval '400 days');
-  ELSE
-    CREATE TABLE readings (
-      time        timestamptz      NOT NULL,
-      site_id     text             NOT NULL,
-      device_id   text             NOT NULL,
-      metric      text             NOT NULL,
-      value       double precision NOT NULL,
-      unit        text             NOT NULL,
-      msg_id      uuid             NOT NULL,
-      ingested_at timestamptz      NOT NULL DEFAULT now(),
-      PRIMARY KEY (msg_id, metric, time)
-    ) PARTITION BY RANGE (time);
-  END IF;
-END
-$$;
+-- A table partitioned by day (native range partitions), created on demand by
+-- ganzhi_ensure_reading_partitions() and dropped by ganzhi_drop_reading_partitions().
+-- The TimescaleDB flavour has its own variant: timescaledb/0001_readings.sql.
+CREATE TABLE readings (
+  time        timestamptz      NOT NULL,
+  site_id     text             NOT NULL,
+  device_id   text             NOT NULL,
+  metric      text             NOT NULL,
+  value       double precision NOT NULL,
+  unit        text             NOT NULL,
+  msg_id      uuid             NOT NULL,
+  ingested_at timestamptz      NOT NULL DEFAULT now(),
+  PRIMARY KEY (msg_id, metric, time)
+) PARTITION BY RANGE (time);
 
 CREATE INDEX readings_device_metric_time ON readings (device_id, metric, time DESC);
 

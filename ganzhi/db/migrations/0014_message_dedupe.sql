@@ -6,42 +6,34 @@
 -- record and a redelivered MQTT message (same msg_id, other offset) find their msg_id
 -- taken. `time` is the earliest reading time of the message (the same for every copy of
 -- it), so the table is partitioned and retained like readings (unique keys on a
--- partitioned table or a hypertable must include the time column).
+-- partitioned table or a hypertable must include the time column). The TimescaleDB
+-- flavour has its own variant: timescaledb/0014_message_dedupe.sql.
 --
 -- Rollups are no longer recomputed from readings: the worker aggregates each batch's new
 -- readings per bucket and merges them into rollups_1m / rollups_1h (count added, min/max,
 -- mean weighted by count, last by greatest (last_time, last)). Their columns are unchanged.
+CREATE TABLE stream_messages (
+  msg_id uuid        NOT NULL,
+  time   timestamptz NOT NULL,
+  PRIMARY KEY (msg_id, time)
+) PARTITION BY RANGE (time);
+
+-- One partition per existing readings partition.
 DO $$
 DECLARE
   part record;
   day date;
 BEGIN
-  IF EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'readings'::regclass) THEN
-    CREATE TABLE stream_messages (
-      msg_id uuid        NOT NULL,
-      time   timestamptz NOT NULL,
-      PRIMARY KEY (msg_id, time)
-    ) PARTITION BY RANGE (time);
-    -- One partition per existing readings partition.
-    FOR part IN
-      SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-      WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_[0-9]{8}$'
-    LOOP
-      day := to_date(substr(part.relname, 10), 'YYYYMMDD');
-      EXECUTE format(
-        'CREATE TABLE %I PARTITION OF stream_messages FOR VALUES FROM (%L) TO (%L)',
-        'stream_messages_' || to_char(day, 'YYYYMMDD'),
-        (day::timestamp AT TIME ZONE 'UTC'), ((day + 1)::timestamp AT TIME ZONE 'UTC'));
-    END LOOP;
-  ELSE
-    CREATE TABLE stream_messages (
-      msg_id uuid        NOT NULL,
-      time   timestamptz NOT NULL,
-      PRIMARY KEY (msg_id, time)
-    );
-    PERFORM create_hypertable('stream_messages', 'time', chunk_time_interval => interval '1 day');
-    PERFORM add_retention_policy('stream_messages', interval '400 days');
-  END IF;
+  FOR part IN
+    SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_[0-9]{8}$'
+  LOOP
+    day := to_date(substr(part.relname, 10), 'YYYYMMDD');
+    EXECUTE format(
+      'CREATE TABLE %I PARTITION OF stream_messages FOR VALUES FROM (%L) TO (%L)',
+      'stream_messages_' || to_char(day, 'YYYYMMDD'),
+      (day::timestamp AT TIME ZONE 'UTC'), ((day + 1)::timestamp AT TIME ZONE 'UTC'));
+  END LOOP;
 END
 $$;
 
