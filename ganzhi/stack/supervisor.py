@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from alerts.repository import Conflict
 from ganzhi import accounts, apikeys
 from ganzhi.access import Role
+from ganzhi.db.maintenance import maintain
 from ganzhi.db.migrate import migrate
 from ganzhi.kafka import ensure_topics
 from ganzhi.observability import configure_logging, get_logger
@@ -287,6 +288,8 @@ def run_demo(
         stack.start_infrastructure(fresh_database=not keep_data)
         applied = migrate(stack.dsn)
         log.info("migrated", applied=applied)
+        # What a deployment's daily timer does: the next days' partitions, retention.
+        log.info("maintained", report=str(maintain(stack.dsn, settings.db.retention_days)))
         stack.use_api_roles()
         keys_file = demo_api_keys(stack)
         export_token = _demo_token(keys_file, "GANZHI_DEMO_EXPORT_TOKEN")
