@@ -30,7 +30,7 @@ import re
 import secrets
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -318,8 +318,11 @@ def render_acl(
     *,
     ingest_user: str = DEFAULT_INGEST_USER,
     monitor_user: str | None = DEFAULT_MONITOR_USER,
+    bridges: Mapping[str, Sequence[str] | None] | None = None,
 ) -> str:
-    """The broker's ACL file. It holds no per-device line: the patterns cover every device."""
+    """The broker's ACL file. It holds no per-device line: the patterns cover every device.
+    ``bridges``: regional brokers bridged in (:mod:`ganzhi.broker.bridge`), region ->
+    its sites (None: any)."""
     check_service_username(ingest_user)
     lines = [
         "# ganzhi MQTT ACL for Mosquitto 2.0 (written by ganzhi.mqtt_auth; edit the template",
@@ -352,6 +355,10 @@ def render_acl(
             "topic read $SYS/#",
             f"topic read {MQTT_ROOT}/+/+/{Channel.STATUS.value}",
         ]
+    if bridges:
+        from ganzhi.broker.bridge import central_acl_lines
+
+        lines += central_acl_lines(bridges)
     return "\n".join(lines) + "\n"
 
 
@@ -360,8 +367,9 @@ def write_acl(
     *,
     ingest_user: str = DEFAULT_INGEST_USER,
     monitor_user: str | None = DEFAULT_MONITOR_USER,
+    bridges: Mapping[str, Sequence[str] | None] | None = None,
 ) -> None:
-    text = render_acl(ingest_user=ingest_user, monitor_user=monitor_user)
+    text = render_acl(ingest_user=ingest_user, monitor_user=monitor_user, bridges=bridges)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     _atomic_write(path, text, mode)
 
@@ -418,7 +426,47 @@ def build_parser(prog: str = "ganzhi credentials") -> argparse.ArgumentParser:
     acl.add_argument("--ingest-user", default=DEFAULT_INGEST_USER)
     acl.add_argument("--monitor-user", default=DEFAULT_MONITOR_USER)
     acl.add_argument("--no-monitor", action="store_true")
+    acl.add_argument("--bridge", action="append", default=[], metavar="REGION[=SITE,...]",
+                     help="a regional broker bridged in (ganzhi.broker.bridge); its sites, "
+                     "else any site")
+
+    br = sub.add_parser("bridge", help="a regional broker's bridge into this (central) "
+                        "broker: its account here and the regional broker's bridge section")
+    common(br)
+    br.add_argument("--region", required=True, help="e.g. district-a")
+    br.add_argument("--remote", required=True, metavar="HOST:PORT",
+                    help="the central broker's TLS listener, as the regional broker sees it")
+    br.add_argument("--cafile", type=Path, required=True, help="CA of the central broker")
+    br.add_argument("--secrets-dir", type=Path, required=True)
+    br.add_argument("--out", type=Path, required=True,
+                    help="the bridge section for the regional broker (written 0600)")
+    br.add_argument("--rotate", action="store_true", help="replace an existing password")
     return parser
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    from ganzhi.broker.bridge import Bridge, bridge_username, render_bridge
+
+    host, _, port = args.remote.rpartition(":")
+    if not host or not port.isdigit():
+        raise CredentialError(f"--remote {args.remote!r}: expected HOST:PORT")
+    cred = add_service(args.passwd_file, args.secrets_dir, bridge_username(args.region),
+                       rotate=args.rotate)
+    password = cred.secret_path.read_text().strip()
+    text = render_bridge(Bridge(args.region, host, int(port), args.cafile, password))
+    _atomic_write(args.out, text, 0o600)
+    print(f"{'rotated' if cred.rotated else 'added'} {cred.username} here (reload this "
+          f"broker); the regional broker's bridge section is in {args.out} (0600: it holds "
+          f"the password); add the region to the ACL (acl --bridge {args.region}=...)")
+    return 0
+
+
+def _bridges(specs: Sequence[str]) -> dict[str, list[str] | None]:
+    out: dict[str, list[str] | None] = {}
+    for spec in specs:
+        region, _, sites = spec.partition("=")
+        out[region] = [s for s in sites.split(",") if s] if sites else None
+    return out
 
 
 def _dynsec_init(args: argparse.Namespace) -> int:
@@ -468,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         elif args.action == "dynsec-init":
             return _dynsec_init(args)
+        elif args.action == "bridge":
+            return _bridge(args)
         elif args.action == "list":
             for user in read_password_file(args.passwd_file):
                 kind = "device" if parse_device_username(user) else "service"
@@ -478,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 ingest_user=args.ingest_user,
                 monitor_user=None if args.no_monitor else args.monitor_user,
+                bridges=_bridges(args.bridge),
             )
             print(f"wrote {args.out}")
             return 0

@@ -176,6 +176,7 @@ def mosquitto_config(
     acl_file: Path | None = None,
     tls: TlsListener | None = None,
     dynsec: DynsecPlugin | None = None,
+    bridge: str | None = None,
 ) -> str:
     if dynsec is not None and (password_file is not None or acl_file is not None):
         raise ValueError("the dynamic-security plugin replaces password_file and acl_file")
@@ -207,7 +208,9 @@ def mosquitto_config(
         # Listener options below apply to this listener; the security options above are
         # global (per_listener_settings false), so both listeners share them.
         lines += _tls_listener_lines(tls, host)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    # A bridge section last: its `connection` line starts a block of bridge options.
+    return text + bridge if bridge else text
 
 
 def start_mosquitto(
@@ -219,9 +222,11 @@ def start_mosquitto(
     acl_file: Path | None = None,
     tls: TlsListener | None = None,
     dynsec: DynsecPlugin | None = None,
+    bridge: str | None = None,
 ) -> Managed:
     """Mosquitto on ``host:port`` (plain), plus a TLS listener when ``tls`` is given,
-    with the dynamic-security plugin when ``dynsec`` is given.
+    with the dynamic-security plugin when ``dynsec`` is given, bridged with the section
+    ``bridge`` (:func:`ganzhi.broker.bridge.render_bridge`).
 
     The TLS port is in ``extra["tls_port"]`` of the returned handle.
     """
@@ -236,7 +241,7 @@ def start_mosquitto(
     conf.write_text(
         mosquitto_config(
             data_dir, host, port, password_file=password_file, acl_file=acl_file, tls=tls,
-            dynsec=dynsec,
+            dynsec=dynsec, bridge=bridge,
         )
     )
     part = _spawn("mosquitto", [binary, "-c", str(conf)], data_dir / "mosquitto.log", host, port)
