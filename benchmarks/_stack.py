@@ -346,6 +346,23 @@ def add_worker(stack: Any, kind: str, n: int) -> Any:
     return svc
 
 
+def leave_ingest(stack: Any, name: str) -> float:
+    """``ganzhi ingest --leave`` as the stopped ingest worker ``name``: it takes its broker
+    session over, forwards what was queued there and ends it, so the broker stops giving
+    it a share of the subscription (what an operator does when scaling ingest down).
+    Returns the seconds it took."""
+    from ganzhi.stack.infra import free_port
+
+    env = {**stack.env(), "GANZHI_OPS__INGEST": str(free_port()),
+           "GANZHI_INGEST__WORKER_ID": name}
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "ganzhi.cli", "ingest", "--leave"], env=env,
+                   check=True, capture_output=True, timeout=120)
+    took = time.monotonic() - t0
+    say(f"  {name} left the subscription (ganzhi ingest --leave, {took:.1f} s)")
+    return took
+
+
 def ops_port(stack: Any, name: str) -> int | None:
     svc = stack.services.get(name)
     return svc.health_port if svc is not None else None

@@ -48,6 +48,7 @@ from _stack import (
     add_worker,
     cpu_between,
     kafka_offsets,
+    leave_ingest,
     machine_busy_pct,
     metric,
     ops_port,
@@ -232,6 +233,8 @@ class Run:
                 say(f"  stopping {name}")
                 st.services[name].stop()
                 changed = changed or kind == "stream"
+                if kind == "ingest":
+                    leave_ingest(st, name)
         if not changed:
             return None
         _, lag = self.lag()
