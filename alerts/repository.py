@@ -556,3 +556,21 @@ async def tick(conn: AnyConn, policy: Policy, now: datetime | None = None) -> tu
     escalate; returns (released, escalated)."""
     now = now or utcnow()
     return await release_held(conn, policy, now), await escalate_due(conn, policy, now)
+
+
+async def false_positive_snapshots(conn: AnyConn, *, site_id: str | None = None,
+                                   device_id: str | None = None, days: int = 90
+                                   ) -> list[str]:
+    """Evidence SHA-256s of camera findings in incidents the task system (or staff)
+    marked false positive in the last ``days``: the frames the labelling export picks
+    from a box's review queue (``python -m vision.labelling export --false-positives``)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT e.payload->'values'->>'snapshot_sha256'"
+        " FROM incidents i JOIN alerts a ON a.incident_id = i.id"
+        " JOIN alert_events e ON e.alert_id = a.id"
+        " WHERE i.false_positive AND a.rule_id LIKE 'vision.%%'"
+        " AND e.payload->'values' ? 'snapshot_sha256'"
+        " AND i.opened_at >= now() - make_interval(days => %s)"
+        " AND (%s::text IS NULL OR i.site_id = %s) AND (%s::text IS NULL OR a.device_id = %s)"
+        " ORDER BY 1", (days, site_id, site_id, device_id, device_id))
+    return [str(r[0]) for r in await cur.fetchall()]

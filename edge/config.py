@@ -115,6 +115,23 @@ class ConfirmConfig(_Strict):
     cooldown_s: float = Field(default=300.0, ge=0)
 
 
+class ReviewConfig(_Strict):
+    """Frames kept for labelling (edge/camera/review.py); off unless ``dir`` is set."""
+
+    dir: Path | None = Field(default=None, description="the box's review queue folder")
+    uncertain: tuple[float, float] = Field(
+        default=(0.25, 0.5), description="score band of an uncertain detection [low, high)")
+    min_interval_s: float = Field(default=30.0, ge=0, description="between uncertain frames")
+    max_items: int = Field(default=500, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _band(self) -> ReviewConfig:
+        low, high = self.uncertain
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"uncertain: need 0 <= low < high <= 1, got {low}, {high}")
+        return self
+
+
 class MotionConfig(_Strict):
     min_changed: float = Field(default=0.003, ge=0, le=1)
     pixel_threshold: int = Field(default=25, ge=1, le=255)
@@ -185,6 +202,7 @@ class CameraConfig(_Credentials):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig)
     health: CameraHealthConfig = Field(default_factory=CameraHealthConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     snapshot_quality: int = Field(default=85, ge=30, le=100)
     report_period_s: float = Field(default=60.0, gt=0, description="heartbeat telemetry")
     threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime threads")

@@ -37,6 +37,12 @@ CAMERA_MOTION_SKIPPED = Counter(
 CAMERA_CHANGES = Counter(
     "ganzhi_edge_camera_findings_total", "Violations raised / cleared",
     ["camera", "violation", "state"])
+REVIEW_KEPT = Counter(
+    "ganzhi_edge_review_kept_total", "Frames kept in the review queue for labelling",
+    ["camera", "reason"])
+REVIEW_FAILED = Counter(
+    "ganzhi_edge_review_failed_total", "Frames the review queue could not keep (disk)",
+    ["camera"])
 CAMERA_RECONNECTS = Counter(
     "ganzhi_edge_camera_reconnects_total", "Stream (re)open attempts after a failure",
     ["camera"])

@@ -318,6 +318,18 @@ def _clues_requeue(s: Settings, a: argparse.Namespace) -> int:
     return _with_db(s, "clues requeue", work)
 
 
+def _review_fps(s: Settings, a: argparse.Namespace) -> int:
+    from alerts.repository import false_positive_snapshots
+
+    async def work(conn: AsyncConnection[Any]) -> int:
+        for sha in await false_positive_snapshots(conn, site_id=a.site, device_id=a.camera,
+                                                  days=a.days):
+            print(sha)
+        return 0
+
+    return _with_db(s, "review false-positives", work)
+
+
 def _clues_status(s: Settings, _a: argparse.Namespace) -> int:
     from alerts import outbox
 
@@ -496,6 +508,15 @@ def _refused(command: str, errors: tuple[object, ...]) -> int:
 
 
 def _registry_parsers(sub: Any) -> None:
+    rev = sub.add_parser("review", help="the labelling loop's side on the platform")
+    rsub_ = rev.add_subparsers(dest="review_command", required=True)
+    fps = rsub_.add_parser("false-positives", help="evidence SHA-256s of camera findings "
+                           "marked false positive, one per line (python -m vision.labelling "
+                           "export --false-positives)")
+    fps.add_argument("--site", default=None)
+    fps.add_argument("--camera", default=None, help="a camera's device id")
+    fps.add_argument("--days", type=int, default=90)
+    fps.set_defaults(fn=_review_fps)
     reg = sub.add_parser("registry", help="import sites and devices from CSV or XLSX files")
     rsub = reg.add_subparsers(dest="action", required=True)
     sites = rsub.add_parser("import-sites", help="sites, all or nothing; again: no change")

@@ -97,6 +97,29 @@ class Training(BaseModel):
     ultralytics: str
 
 
+class GateSet(BaseModel):
+    """One evaluation set of a promotion (``python -m vision.promote``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str  # "public" (the dataset's validation split) or "site" (held-out site data)
+    images: int
+    current: ClassMetrics | None = None  # the model it replaces; None: there was none
+    candidate: ClassMetrics
+    candidate_per_class: dict[str, ClassMetrics] = Field(default_factory=dict)
+
+
+class Promotion(BaseModel):
+    """Why this model was let out: both sets measured, neither worse than before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replaced: str | None = None  # <name>@<version> of the model it replaced
+    tolerance: float
+    sets: list[GateSet]
+    command: str
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -118,6 +141,7 @@ class ModelCard(BaseModel):
     evaluation: Evaluation | None = None
     latency: Latency | None = None
     int8: Int8 | None = None
+    promotion: Promotion | None = None
     licence: str = ""
     notes: str = ""
 

@@ -64,15 +64,50 @@ def offline_environment(config_dir: Path) -> None:
                       YOLO_CONFIG_DIR=str(config_dir))
 
 
-def prepare_dataset(src: Path, work: Path) -> tuple[Path, list[str], dict[str, int]]:
-    """Copy a YOLO dataset to ``work`` and write a data yaml with an absolute path."""
+def dataset_classes(src: Path) -> list[str]:
     meta = yaml.safe_load((src / "data.yaml").read_text(encoding="utf-8"))
     names = meta["names"]
-    classes = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def add_site_data(site: Path, dst: Path, classes: list[str]) -> dict[str, int]:
+    """The site dataset's images into ``dst`` (its train part to train, its held-out part
+    to val), labels renumbered to ``classes`` (extended by the site's new classes)."""
+    from vision.labelling import SiteDataset, split
+
+    ds = SiteDataset.open(site)
+    remap = {}
+    for i, name in enumerate(ds.classes):
+        if name not in classes:
+            classes.append(name)
+        remap[i] = classes.index(name)
+    train, held = split(p.stem for p in ds.images())
+    for part, names in (("train", train), ("val", held)):
+        (dst / "images" / part).mkdir(parents=True, exist_ok=True)
+        (dst / "labels" / part).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            shutil.copy(site / "images" / f"{n}.jpg", dst / "images" / part / f"site-{n}.jpg")
+            rows = (site / "labels" / f"{n}.txt").read_text().split("\n")
+            lines = [" ".join([str(remap[int(r.split()[0])]), *r.split()[1:]])
+                     for r in rows if r.strip()]
+            (dst / "labels" / part / f"site-{n}.txt").write_text(
+                "".join(f"{ln}\n" for ln in lines))
+    return {"train": len(train), "val": len(held)}
+
+
+def prepare_dataset(src: Path | None, work: Path, site: Path | None = None
+                    ) -> tuple[Path, list[str], dict[str, int]]:
+    """Copy a YOLO dataset (and the site's, merged by class name) to ``work`` and write a
+    data yaml with an absolute path."""
     dst = work / "dataset"
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.cache"))
+    classes: list[str] = []
+    if src is not None:
+        classes = dataset_classes(src)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.cache"))
+    if site is not None:
+        add_site_data(site, dst, classes)
     counts = {split: len(list((dst / "images" / split).glob("*"))) for split in ("train", "val")}
     if not counts["train"] or not counts["val"]:
         raise SystemExit(f"{src}: needs images/train and images/val (found {counts})")
@@ -112,7 +147,12 @@ def parse_violations(text: str, classes: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vision.train", description=__doc__)
-    ap.add_argument("--dataset", type=Path, required=True, help="YOLO dataset folder")
+    ap.add_argument("--dataset", type=Path, default=None,
+                    help="a public YOLO dataset folder")
+    ap.add_argument("--site-data", type=Path, default=None,
+                    help="a site's own labelled data (python -m vision.labelling import)")
+    ap.add_argument("--no-gate", action="store_true",
+                    help="write the model without the promotion gate (a first model)")
     ap.add_argument("--name", required=True, help="model name (models/<name>)")
     ap.add_argument("--out", type=Path, help="output folder (default models/<name>)")
     ap.add_argument("--violations", default="", help="class=violation,... (see docs)")
@@ -128,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="scratch folder (default: var/train/<name>)")
     ap.add_argument("--version", default=time.strftime("%Y.%m.%d"))
     a = ap.parse_args(argv)
+    if a.dataset is None and a.site_data is None:
+        ap.error("--dataset and/or --site-data")
 
     work = (a.work or Path("var/train") / a.name).resolve()
     out = (a.out or Path("models") / a.name).resolve()
     offline_environment(work / "config")
-    data, classes, counts = prepare_dataset(a.dataset, work)
+    data, classes, counts = prepare_dataset(a.dataset, work, a.site_data)
     violations = parse_violations(a.violations, classes)
 
     import ultralytics
@@ -157,13 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = _metrics(result, classes, counts["val"])
     onnx = Path(best.export(format="onnx", imgsz=a.imgsz, opset=17, dynamic=True,
                             simplify=False))
+    gated = not a.no_gate
+    final = out
+    if gated:  # the candidate goes through the promotion gate before it replaces `out`
+        out = work / "candidate"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx, out / MODEL_FILE)
     card = ModelCard(
         name=a.name, version=a.version, input_size=a.imgsz, classes=classes,
         violations=violations, covers=sorted(set(violations.values())),
         training=Training(
-            dataset=str(a.dataset), train_images=counts["train"], val_images=counts["val"],
+            dataset=" + ".join(str(p) for p in (a.dataset, a.site_data) if p is not None),
+            train_images=counts["train"], val_images=counts["val"],
             epochs=epochs_run, imgsz=a.imgsz, batch=a.batch, device=str(a.device),
             seconds=round(seconds, 1), ultralytics=ultralytics.__version__,
             command="python -m vision.train " + " ".join(argv or sys.argv[1:])),
@@ -172,6 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     save_card(out, card)
     print(f"[vision.train] {out / MODEL_FILE}: mAP50 {evaluation.all.map50:.3f}, "
           f"mAP50-95 {evaluation.all.map50_95:.3f} on {counts['val']} val images", flush=True)
+    if not gated:
+        return 0
+    from vision.promote import promote, public_set, site_set
+
+    sets = ([public_set(a.dataset)] if a.dataset is not None else []) + (
+        [site_set(a.site_data)] if a.site_data is not None else [])
+    current = final if (final / MODEL_FILE).is_file() else None
+    ok, lines = promote(out, current, sets, final, 0.0, card.training.command
+                        if card.training else "python -m vision.train")
+    for line in lines:
+        print(f"[vision.train] gate: {line}", flush=True)
+    if not ok:
+        print(f"[vision.train] refused by the promotion gate: {final} unchanged; the "
+              f"candidate stays in {out}", flush=True)
+        return 3
     return 0
 
 

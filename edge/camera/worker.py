@@ -27,6 +27,7 @@ from edge.camera.evidence import annotate, encode_jpeg
 from edge.camera.health import HealthMonitor, HealthParams, measure
 from edge.camera.motion import MotionGate, MotionParams
 from edge.camera.regions import RegionFilter
+from edge.camera.review import ReviewParams, ReviewQueue
 from edge.camera.schedule import (
     DetectionSchedule,
     Mode,
@@ -116,6 +117,10 @@ class CameraWorker:
             idle_fps=min(d.idle_fps, cfg.fps), pending_fps=min(d.pending_fps, cfg.fps),
             max_interval_s=m.max_interval_s, crops=d.crops))
         self.regions = RegionFilter(cfg.rois, cfg.min_height)
+        r = cfg.review
+        self.review = None if r.dir is None else ReviewQueue(
+            ReviewParams(r.dir, r.uncertain[0], r.uncertain[1], r.min_interval_s, r.max_items),
+            cfg.device_id, {label for labels in self.by_violation.values() for label in labels})
         self.source = source or VideoSource(cfg.device_id, cfg.source, cfg.fps, loop=cfg.loop,
                                             realtime=cfg.realtime)
         self.counters = Counters()
@@ -150,6 +155,9 @@ class CameraWorker:
         metrics.CAMERA_CHANGES.labels(camera=self.cfg.device_id, violation=violation,
                                       state=change.value).inc()
         self.counters.published.append((violation, change.value))
+        if (self.review is not None and change is Change.RAISED
+                and violation in self.by_violation):
+            self.review.finding(frame.image, frame.ts, boxes, self.model, sha)
         log.info("camera_finding", camera=self.cfg.device_id, violation=violation,
                  state=change.value, sha256=sha, ts=frame.ts.isoformat())
         return sha
@@ -210,6 +218,8 @@ class CameraWorker:
             self._last_boxes = boxes
             self.counters.inferences += 1
             metrics.CAMERA_INFERENCES.labels(camera=cam).inc()
+            if self.review is not None:
+                self.review.offer(frame.t, frame.image, frame.ts, boxes, self.model)
             for violation, labels in self.by_violation.items():
                 hit = any(b.label in labels for b in boxes)
                 change = self.trackers[violation].update(frame.t, hit)
