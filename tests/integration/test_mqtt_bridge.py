@@ -2,11 +2,18 @@
 at the regional broker with their own passwords; the bridge, with its own account,
 forwards their topics to the central broker that ingest reads; the central ACL keeps a
 region's bridge to its sites; messages sent while the central broker is down arrive
-once it is back."""
+once it is back.
+
+Mosquitto 2.0 does not restore a shared subscription when it restarts, so a bridged
+message that reaches a restarted central broker before ingest has subscribed again is
+dropped there (docs/operations.md, "Known limit"). The test therefore does what the
+operations guide says for a planned restart: the bridge's way in (a gate on its port,
+as a firewall rule would be) stays closed until ingest is subscribed."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -36,6 +43,64 @@ pytestmark = pytest.mark.integration
 GROUP = generate_share_group()
 
 
+class Gate:
+    """A TCP forwarder in front of the central broker's TLS port: while closed, the
+    bridge's connections are refused, as with the listener's port closed by a firewall."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port))
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            # shutdown wakes the thread in accept(); close alone would leave it listening.
+            self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 @dataclass
 class Region:
     central: Managed
@@ -43,6 +108,7 @@ class Region:
     root: Path
     central_args: dict[str, object]
     secrets: Path
+    gate: Gate
 
     def secret(self, name: str) -> str:
         if "/" in name:
@@ -82,14 +148,17 @@ def region(tmp_path: Path) -> Iterator[Region]:
     write_acl(r_acl)
     password = (secrets / "services" / f"{bridge_username('district-a')}.password"
                 ).read_text().strip()
-    section = render_bridge(Bridge("district-a", "127.0.0.1", tls_port, ca_file, password,
+    gate = Gate(tls_port)
+    gate.open()
+    section = render_bridge(Bridge("district-a", "127.0.0.1", gate.port, ca_file, password,
                                    restart_min_s=1, restart_max_s=2))
     regional = start_mosquitto(tmp_path / "regional", password_file=r_passwd, acl_file=r_acl,
                                bridge=section)
-    r = Region(central, regional, tmp_path, central_args, secrets)
+    r = Region(central, regional, tmp_path, central_args, secrets, gate)
     yield r
     r.regional.stop()
     r.central.stop()
+    gate.close()
 
 
 @dataclass
@@ -161,8 +230,13 @@ def test_the_bridge_forwards_its_sites_and_loses_nothing_while_central_is_down(
         publish(region, "s2", "d1", range(1000, 1005))
         # Central down: the regional broker keeps the devices' messages for the bridge.
         region.central.stop()
+        region.gate.close()
+        ingest.ready.clear()
         publish(region, "s1", "d1", range(20, 50))
         region.restart_central()
+        # The planned-restart order: ingest subscribed again before the bridges come in.
+        assert ingest.ready.wait(15)
+        region.gate.open()
         seen = wait_for(ingest, set(range(50)))
         assert set(range(50)) <= seen, sorted(set(range(50)) - seen)
         publish(region, "s1", "d1", range(50, 51))  # and it goes on
