@@ -80,6 +80,23 @@ class Int8(BaseModel):
                    if c in self.before_per_class and c in self.after_per_class)
 
 
+class ThresholdChoice(BaseModel):
+    """Per-class score thresholds of the alerting classes, chosen on the validation split
+    (``python -m vision.thresholds``): for each, the score that maximises F-beta of its
+    detections at IoU 0.5. ``before``: precision and recall at the card's single
+    ``score_threshold``; ``after``: at the chosen ones (same images, same run; chosen and
+    measured on the same split, so ``after`` is an optimistic estimate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    images: int
+    beta: float
+    before: dict[str, ClassMetrics]
+    after: dict[str, ClassMetrics]
+    command: str
+
+
 class Training(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,6 +147,8 @@ class ModelCard(BaseModel):
     input_size: int = Field(gt=0, description="square input, pixels (letterboxed)")
     classes: list[str] = Field(min_length=1)
     score_threshold: float = Field(default=0.35, gt=0, lt=1)
+    # Per class, where chosen on validation (threshold_choice); others use score_threshold.
+    class_thresholds: dict[str, float] = Field(default_factory=dict)
     iou_threshold: float = Field(default=0.5, gt=0, lt=1)
     violations: dict[str, Violation] = Field(
         default_factory=dict,
@@ -141,6 +160,7 @@ class ModelCard(BaseModel):
     evaluation: Evaluation | None = None
     latency: Latency | None = None
     int8: Int8 | None = None
+    threshold_choice: ThresholdChoice | None = None
     promotion: Promotion | None = None
     licence: str = ""
     notes: str = ""
@@ -150,6 +170,12 @@ class ModelCard(BaseModel):
         unknown = set(self.violations) - set(self.classes)
         if unknown:
             raise ValueError(f"violations name unknown classes {sorted(unknown)}")
+        unknown = set(self.class_thresholds) - set(self.classes)
+        if unknown:
+            raise ValueError(f"class_thresholds name unknown classes {sorted(unknown)}")
+        bad = {c: v for c, v in self.class_thresholds.items() if not 0 < v < 1}
+        if bad:
+            raise ValueError(f"class_thresholds must be between 0 and 1: {bad}")
         return self
 
 

@@ -11,7 +11,7 @@ recall 1, so reports a higher mAP).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -73,6 +73,8 @@ class _ClassStats:
 class Accumulator:
     classes: list[str]
     score_threshold: float
+    # P/R of a class named here are at its own threshold (the card's class_thresholds).
+    class_thresholds: dict[str, float] = field(default_factory=dict)
     stats: dict[int, _ClassStats] = field(default_factory=dict)
 
     def add(self, det_cls: NDArray[np.int64], det_scores: NDArray[np.float32],
@@ -101,21 +103,26 @@ class Accumulator:
             st.scores.extend(float(v) for v in s)
             st.tp.extend(tp)
 
+    def ranked(self, c: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Class ``c``'s detections best first: scores and true positive per IoU."""
+        st = self.stats[c]
+        scores = np.asarray(st.scores, np.float64)
+        tp = np.asarray(st.tp, bool).reshape(-1, len(IOUS))
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], tp[order]
+
     def metrics(self) -> tuple[ClassMetrics, dict[str, ClassMetrics]]:
         per: dict[str, ClassMetrics] = {}
         for c, st in sorted(self.stats.items()):
             if not st.labels:
                 continue
-            scores = np.asarray(st.scores)
-            tp = np.asarray(st.tp, bool).reshape(-1, len(IOUS))
-            order = np.argsort(-scores, kind="stable")
-            scores, tp = scores[order], tp[order]
+            scores, tp = self.ranked(c)
             ctp = np.cumsum(tp, axis=0)
             cfp = np.cumsum(~tp, axis=0)
             aps = [average_precision(ctp[:, k] / st.labels,
                                      ctp[:, k] / np.maximum(ctp[:, k] + cfp[:, k], 1))
                    if len(tp) else 0.0 for k in range(len(IOUS))]
-            kept = scores >= self.score_threshold
+            kept = scores >= self.class_thresholds.get(self.classes[c], self.score_threshold)
             n_tp = int(tp[kept, 0].sum())
             per[self.classes[c]] = ClassMetrics(
                 precision=round(n_tp / max(int(kept.sum()), 1), 4),
@@ -129,18 +136,33 @@ class Accumulator:
 
 class Detects(Protocol):  # what evaluate() needs of vision.runtime.YoloDetector
     score_threshold: float
+    class_thresholds: dict[str, float]  # (a detector without it: none per class)
 
     def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]: ...
 
 
 def evaluate(detector: Detects, images: Iterable[Path], labels_dir: Path,
-             classes: list[str], score_threshold: float, *, label: str = "") -> tuple[
+             classes: list[str], score_threshold: float, *, label: str = "",
+             class_thresholds: Mapping[str, float] | None = None) -> tuple[
                  ClassMetrics, dict[str, ClassMetrics]]:
-    """Run ``detector`` (a YoloDetector) on each image at a low threshold and score it."""
+    """Run ``detector`` (a YoloDetector) on each image at a low threshold and score it;
+    precision and recall at ``score_threshold`` (per class: ``class_thresholds``)."""
+    acc = collect(detector, images, labels_dir, classes, label=label)
+    acc.score_threshold = score_threshold
+    acc.class_thresholds = dict(class_thresholds or {})
+    return acc.metrics()
+
+
+def collect(detector: Detects, images: Iterable[Path], labels_dir: Path,
+            classes: list[str], *, label: str = "") -> Accumulator:
+    """Every detection down to score 0.001 on each image, matched to its labels."""
     det = detector
     saved = det.score_threshold
+    saved_per_class = getattr(det, "class_thresholds", None)
     det.score_threshold = 0.001
-    acc = Accumulator(classes, score_threshold)
+    if saved_per_class is not None:
+        det.class_thresholds = {}
+    acc = Accumulator(classes, 0.001)
     files = list(images)
     try:
         for n, path in enumerate(files, 1):
@@ -162,4 +184,6 @@ def evaluate(detector: Detects, images: Iterable[Path], labels_dir: Path,
         print(file=sys.stderr)
     finally:
         det.score_threshold = saved
-    return acc.metrics()
+        if saved_per_class is not None:
+            det.class_thresholds = saved_per_class
+    return acc

@@ -75,6 +75,14 @@ class _OnlyClasses:
     def score_threshold(self, value: float) -> None:
         self.det.score_threshold = value
 
+    @property
+    def class_thresholds(self) -> dict[str, float]:
+        return self.det.class_thresholds
+
+    @class_thresholds.setter
+    def class_thresholds(self, value: dict[str, float]) -> None:
+        self.det.class_thresholds = value
+
     def detect(self, frames: Sequence[NDArray[np.uint8]]) -> list[list[BoundingBox]]:
         return [[b for b in boxes if b.label in self.classes]
                 for boxes in self.det.detect(frames)]
@@ -84,7 +92,8 @@ def measure(model_dir: Path, s: EvalSet) -> tuple[ClassMetrics, dict[str, ClassM
     det = YoloDetector.from_dir(model_dir)
     wanted = set(s.classes)
     mean, per = evaluate(_OnlyClasses(det, wanted), s.images, s.labels, s.classes,
-                         det.card.score_threshold, label=f"{model_dir.name} on {s.name}")
+                         det.card.score_threshold, label=f"{model_dir.name} on {s.name}",
+                         class_thresholds=det.card.class_thresholds)
     if not per:  # the model knows none of the set's classes
         return ClassMetrics(precision=0, recall=0, map50=0, map50_95=0), {}
     # Classes labelled in the set but unknown to the model score 0 (evaluate() skips a
@@ -135,7 +144,8 @@ def promote(candidate: Path, current: Path | None, sets: Sequence[EvalSet], inst
     # that does not describe the model beside it for long.
     for name in (MODEL_FILE, CARD_FILE):
         (staging / name).replace(install / name)
-    for stale in ("model.int8.onnx",):  # the old model's INT8 copy no longer matches
+    # The old model's INT8 copy and training log no longer match: replaced or removed.
+    for stale in ("model.int8.onnx", "training-results.csv"):
         if not (staging / stale).exists():
             (install / stale).unlink(missing_ok=True)
         else:

@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in (("fp32", a.model / MODEL_FILE), ("int8", dst)):
         det = YoloDetector(path, card, threads=1, providers=["CPUExecutionProvider"])
         results[name] = (*evaluate(det, val, dataset / "labels" / "val", card.classes,
-                                   card.score_threshold, label=name),
+                                   card.score_threshold, label=name,
+                                   class_thresholds=card.class_thresholds),
                          latency_ms(det, val))
     (b_all, b_per, b_ms), (a_all, a_per, a_ms) = results["fp32"], results["int8"]
     card = card.model_copy(update={"int8": Int8(
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         calibration=f"{len(calibration)} training images of {dataset.name}, "
                     f"letterboxed to {card.input_size} px",
         evaluator=f"vision.evaluate on {len(val)} val images at {card.input_size} px: "
-                  f"P/R at score >= {card.score_threshold}, COCO 101-point AP (zero "
+                  f"P/R at score >= {card.score_threshold}"
+                  f"{' (per class: class_thresholds)' if card.class_thresholds else ''}"
+                  ", COCO 101-point AP (zero "
                   "past the highest recall; ultralytics interpolates on to recall 1)",
         before=b_all, after=a_all, before_per_class=b_per, after_per_class=a_per,
         latency_fp32_ms=b_ms, latency_int8_ms=a_ms,

@@ -49,6 +49,9 @@ class YoloDetector:
         self._input = inp.name
         self._dynamic_batch = not isinstance(inp.shape[0], int)
         self.score_threshold = card.score_threshold
+        # Per class (the card's, chosen on validation); a class not named uses
+        # score_threshold. A camera that sets its own score_threshold clears these.
+        self.class_thresholds: dict[str, float] = dict(card.class_thresholds)
         self.iou_threshold = card.iou_threshold
 
     @classmethod
@@ -72,6 +75,12 @@ class YoloDetector:
         return np.concatenate([np.asarray(self.session.run(None, {self._input: b[None]})[0],
                                           dtype=np.float32) for b in batch])
 
+    def thresholds(self) -> float | NDArray[np.float32]:
+        if not self.class_thresholds:
+            return self.score_threshold
+        return np.asarray([self.class_thresholds.get(c, self.score_threshold)
+                           for c in self.card.classes], np.float32)
+
     def detect(self, frames: Sequence[NDArray[np.uint8]], *, upscale: bool = True
                ) -> list[list[BoundingBox]]:
         """Detections per frame, in the frame's pixels, best first. ``upscale=False``: a
@@ -80,7 +89,7 @@ class YoloDetector:
             return []
         batch, fits = to_batch(frames, self.card.input_size, rect=self.rect or not upscale,
                                upscale=upscale)
-        raws = decode(self._run(batch), self.score_threshold, self.iou_threshold)
+        raws = decode(self._run(batch), self.thresholds(), self.iou_threshold)
         out: list[list[BoundingBox]] = []
         for raw, fit in zip(raws, fits, strict=True):
             xyxy = fit.to_frame(raw.xyxy)

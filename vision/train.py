@@ -10,7 +10,9 @@ footage) to ``models/<name>/model.onnx`` and its ``card.yaml``::
 
 Needs the ``train`` extra (ultralytics, torch); never the edge. Runs with no network:
 ultralytics is told not to download or install anything, the model is built from
-``yolov8n.yaml`` (no pretrained weights) and the font it wants comes from a local file.
+``yolov8n.yaml`` (from scratch, or ``--init nudenet``: nudenet's pretrained YOLOv8n,
+batch-norm calibrated, see :mod:`vision.pretrained`) and the font it wants comes from a
+local file.
 The dataset is copied first (ultralytics writes ``labels/*.cache`` beside the labels).
 Progress is ultralytics' own per-epoch line. CPU latency is measured separately on the
 target machine (``benchmarks/vision_latency.py --write-card``).
@@ -34,8 +36,14 @@ from vision.card import (
     Evaluation,
     ModelCard,
     Training,
+    load_card,
     save_card,
 )
+
+NUDENET_LICENCE = (
+    "Start: nudenet's YOLOv8n (320n.onnx from the PyPI package nudenet 3.4; its ONNX "
+    "metadata names the AGPL-3.0 of Ultralytics and the package ships AGPL-3.0 licence "
+    "files, while its PyPI metadata says MIT); these weights derive from it.")
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -135,6 +143,21 @@ def _metrics(result: Any, classes: list[str], images: int) -> Evaluation:
         map50=round(float(map50), 4), map50_95=round(float(map_), 4)), per_class=per_class)
 
 
+def pretrained_start(data: Path, classes: list[str], a: argparse.Namespace, work: Path
+                     ) -> tuple[Path, str]:
+    """nudenet's YOLOv8n for ``classes``, calibrated on a sample of the training images;
+    the checkpoint path and the card's ``init`` line."""
+    import random
+
+    from vision.pretrained import build_start, save_start
+
+    train = sorted((data.parent / "images" / "train").iterdir())
+    sample = random.Random(a.seed).sample(train, min(a.calibration_images, len(train)))
+    model, report = build_start(len(classes), sample, a.imgsz)
+    print(f"[vision.train] start: {report.summary()}", flush=True)
+    return save_start(model, work / "start.pt", report), report.summary()
+
+
 def parse_violations(text: str, classes: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
@@ -165,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=None,
                     help="train for this long instead (the schedule is fitted to it)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=("scratch", "nudenet"), default="scratch",
+                    help="random weights, or nudenet's YOLOv8n with calibrated batch-norm")
+    ap.add_argument("--calibration-images", type=int, default=128,
+                    help="--init nudenet: training images the batch-norms are measured on")
     ap.add_argument("--work", type=Path, help="scratch folder (default: var/train/<name>)")
     ap.add_argument("--version", default=time.strftime("%Y.%m.%d"))
     a = ap.parse_args(argv)
@@ -182,12 +209,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[vision.train] {a.name}: {counts['train']} train / {counts['val']} val images, "
           f"classes {classes}, {a.epochs} epochs at {a.imgsz} px on {a.device}", flush=True)
-    model = YOLO("yolov8n.yaml")
+    init = "scratch"
+    if a.init == "nudenet":
+        start, init = pretrained_start(data, classes, a, work)
+        model = YOLO(str(start))
+    else:
+        model = YOLO("yolov8n.yaml")
     started = time.time()
     # amp=False: ultralytics' AMP self-check downloads a model.
     model.train(data=str(data), epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
                 device=a.device, workers=a.workers, patience=a.patience, seed=a.seed,
-                pretrained=False, amp=False, plots=False, project=str(work / "runs"),
+                pretrained=a.init != "scratch", amp=False, plots=False, project=str(work / "runs"),
                 name=a.name, exist_ok=True, verbose=True,
                 **({"time": a.hours} if a.hours else {}))
     seconds = time.time() - started
@@ -205,16 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "candidate"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx, out / MODEL_FILE)
+    per_epoch = work / "runs" / a.name / "results.csv"
+    if per_epoch.is_file():
+        shutil.copy(per_epoch, out / "training-results.csv")
+    # What the model it replaces says of its data and scope still holds for the data.
+    previous = load_card(final) if (final / "card.yaml").is_file() else None
+    licence = previous.licence if previous is not None else ""
+    if a.init == "nudenet" and NUDENET_LICENCE not in licence:
+        licence = f"{licence} {NUDENET_LICENCE}".strip()
     card = ModelCard(
         name=a.name, version=a.version, input_size=a.imgsz, classes=classes,
         violations=violations, covers=sorted(set(violations.values())),
         training=Training(
             dataset=" + ".join(str(p) for p in (a.dataset, a.site_data) if p is not None),
             train_images=counts["train"], val_images=counts["val"],
-            epochs=epochs_run, imgsz=a.imgsz, batch=a.batch, device=str(a.device),
+            init=init, epochs=epochs_run, imgsz=a.imgsz, batch=a.batch, device=str(a.device),
             seconds=round(seconds, 1), ultralytics=ultralytics.__version__,
             command="python -m vision.train " + " ".join(argv or sys.argv[1:])),
         evaluation=evaluation,
+        licence=licence,
+        not_covered=previous.not_covered if previous is not None else [],
     )
     save_card(out, card)
     print(f"[vision.train] {out / MODEL_FILE}: mAP50 {evaluation.all.map50:.3f}, "
@@ -234,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[vision.train] refused by the promotion gate: {final} unchanged; the "
               f"candidate stays in {out}", flush=True)
         return 3
+    if a.dataset is not None and violations:  # the alerting classes' own thresholds
+        from vision import thresholds
+
+        thresholds.main([str(final), "--dataset", str(a.dataset), "--write-card"])
     return 0
 
 

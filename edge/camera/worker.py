@@ -76,8 +76,9 @@ def load_detector(cfg: CameraConfig) -> tuple[Detector, dict[str, str]]:
              precision=precision)
     det = YoloDetector.from_dir(cfg.model_dir, threads=cfg.threads, precision=precision,
                                 rect=cfg.detect.rect)
-    if cfg.score_threshold is not None:
+    if cfg.score_threshold is not None:  # the camera's own, for every class
         det.score_threshold = cfg.score_threshold
+        det.class_thresholds = {}
     return det, dict(cfg.violations if cfg.violations is not None else det.card.violations)
 
 
