@@ -12,6 +12,7 @@ as a firewall rule would be) stays closed until ingest is subscribed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -95,10 +96,8 @@ class Gate:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @dataclass
