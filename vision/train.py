@@ -149,11 +149,14 @@ def pretrained_start(data: Path, classes: list[str], a: argparse.Namespace, work
     the checkpoint path and the card's ``init`` line."""
     import random
 
-    from vision.pretrained import build_start, save_start
+    from vision.pretrained import StartError, build_start, save_start
 
     train = sorted((data.parent / "images" / "train").iterdir())
     sample = random.Random(a.seed).sample(train, min(a.calibration_images, len(train)))
-    model, report = build_start(len(classes), sample, a.imgsz)
+    try:
+        model, report = build_start(len(classes), sample, a.imgsz)
+    except StartError as exc:
+        raise SystemExit(f"--init nudenet: {exc}") from exc
     print(f"[vision.train] start: {report.summary()}", flush=True)
     return save_start(model, work / "start.pt", report), report.summary()
 
