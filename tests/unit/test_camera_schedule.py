@@ -181,9 +181,9 @@ def test_auto_precision_takes_int8_only_where_the_violation_classes_kept_recall(
     ppe, mask = load_card(models / "ppe"), load_card(models / "mask")
     assert ppe.int8 is not None and mask.int8 is not None
     assert pick_precision(ppe, "auto", ppe.violations) == "int8"
-    # mask_incorrect lost one of its 15 val instances with INT8: FP32 stays
+    # At its chosen threshold no_mask lost 0.026 of its recall with INT8: FP32 stays
     assert pick_precision(mask, "auto", mask.violations) == "fp32"
-    assert pick_precision(mask, "auto", ["no_mask"]) == "int8"
+    assert pick_precision(mask, "auto", ["mask_incorrect"]) == "int8"
     assert pick_precision(ppe, "fp32", ppe.violations) == "fp32"
     assert pick_precision(mask, "int8", mask.violations) == "int8"
 
