@@ -692,6 +692,22 @@ def main(argv: list[str] | None = None) -> int:
     except InsecureSettingError as exc:
         print(f"ganzhi {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not _database_unreachable(exc):
+            raise
+        # psycopg's message names host and port, never the password.
+        print(f"ganzhi {args.command}: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    try:
+        import psycopg  # not on an [edge]-only install, where no command connects to it
+    except ImportError:
+        return False
+    # No SQLSTATE: the client could not connect or lost the connection; class 08 alike.
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith("08"))
 
 
 if __name__ == "__main__":

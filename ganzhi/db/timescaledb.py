@@ -9,7 +9,8 @@ aggregates. Every TimescaleDB statement of the project is in those files or in t
 module; the rest of the code works on both flavours.
 
 The TimescaleDB flavour is chosen only where it can work (:func:`choose`): the extension
-package installed in a supported version *and* preloaded. A package installed but not in
+package installed in a supported version *and* preloaded, or already created in the
+database (a managed service's way; it loads there without the preload setting). A package installed but not in
 ``shared_preload_libraries`` (``CREATE EXTENSION`` would fail) or of an unsupported
 version gives the plain flavour with a warning; ``GANZHI_DB__TIMESCALEDB=on`` makes that
 an error instead, ``off`` never uses it. A database keeps its flavour: switching means a
@@ -81,12 +82,15 @@ def unusable(p: Probe) -> str | None:
     """Why the TimescaleDB flavour cannot be used here, or None if it can."""
     if p.available is None:
         return "the timescaledb extension is not installed on the server"
-    v = version_tuple(p.available)
+    version = p.installed or p.available  # the one in the database, once created
+    v = version_tuple(version)
     if not SUPPORTED_FROM <= v[:2] < SUPPORTED_BEFORE:
-        return (f"timescaledb {p.available} is not supported (supported: "
+        return (f"timescaledb {version} is not supported (supported: "
                 f"{'.'.join(map(str, SUPPORTED_FROM))} to before "
                 f"{'.'.join(map(str, SUPPORTED_BEFORE))})")
-    if not p.preloaded:
+    if not p.preloaded and p.installed is None:
+        # Created in this database already shows it loads (a managed service, or a
+        # build that links it in); otherwise the preload is what CREATE EXTENSION needs.
         return ("timescaledb is installed but not in shared_preload_libraries, so "
                 "CREATE EXTENSION would fail; add it and restart PostgreSQL before the "
                 "first migrate to use it")
@@ -204,6 +208,7 @@ def check_timescaledb(conn: psycopg.Connection[Any]) -> list[Finding]:
         else:
             out.append(Finding(not caggs[view], f"{view} is a continuous aggregate, "
                                + ("real-time" if not caggs[view] else "NOT real-time")))
+    out += _check_refreshed(conn)
     jobs = conn.execute(
         "SELECT j.job_id, j.proc_name, coalesce(j.hypertable_name, ''), s.last_run_status,"
         " coalesce(s.total_failures, 0), s.last_successful_finish"
@@ -231,7 +236,43 @@ def check_timescaledb(conn: psycopg.Connection[Any]) -> list[Finding]:
                 ok = True
                 ran += (" (the known TimescaleDB 2.28 error on PostgreSQL 15.20+: the job's"
                         " work is done, it is marked failed)")
-        out.append(Finding(ok, f"{proc} on {name}: {ran}, {failures} failures"))
+        where = f" on {name}" if name else ""  # TimescaleDB's own jobs have no table
+        out.append(Finding(ok, f"{proc}{where}: {ran}, {failures} failures"))
     for proc, name in sorted(wanted - seen):
         out.append(Finding(False, f"no {proc} job for {name}"))
+    return out
+
+
+_WATERMARKS = """
+SELECT ca.view_name,
+       CASE WHEN w.mark > '2000-01-01' THEN w.mark END,
+       coalesce((j.config->>'end_offset')::interval, interval '1 hour')
+         + 2 * coalesce(j.schedule_interval, interval '15 minutes')
+FROM timescaledb_information.continuous_aggregates ca
+JOIN _timescaledb_catalog.hypertable h
+  ON h.schema_name = ca.materialization_hypertable_schema
+ AND h.table_name = ca.materialization_hypertable_name
+CROSS JOIN LATERAL (SELECT _timescaledb_functions.to_timestamp(
+                      _timescaledb_functions.cagg_watermark(h.id)) AS mark) w
+LEFT JOIN timescaledb_information.jobs j
+  ON j.proc_name = 'policy_refresh_continuous_aggregate'
+ AND (j.config->>'mat_hypertable_id')::integer = h.id
+ORDER BY 1
+"""
+
+
+def _check_refreshed(conn: psycopg.Connection[Any]) -> list[Finding]:
+    """Each aggregate materialized up to its watermark, and no reading older than the
+    refresh policy's reach (its end offset plus two runs) still waiting past it: the
+    refresh jobs run. Real-time reads stay correct either way; they get slower."""
+    out: list[Finding] = []
+    for view, mark, allowed in conn.execute(_WATERMARKS).fetchall():
+        late = conn.execute(
+            "SELECT count(*) FROM readings WHERE time >= coalesce(%s::timestamptz, '-infinity')"
+            " AND time < now() - %s", (mark, allowed)).fetchone()
+        n = int(late[0]) if late else 0
+        where = f"materialized up to {mark:%Y-%m-%d %H:%M}" if mark else "not materialized yet"
+        out.append(Finding(n == 0, f"{view} {where}" + (
+            "" if n == 0 else f", but {n} readings older than {allowed} are not in it:"
+                              " is its refresh policy running?")))
     return out

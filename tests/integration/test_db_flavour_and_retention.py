@@ -152,6 +152,22 @@ def test_db_check_command_exits_1_on_a_failure(pg_dsn: str) -> None:
     assert run.returncode == 0 and "flavour: postgresql" in run.stdout
 
 
+def test_an_unreachable_database_is_one_line_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    from ganzhi.stack.infra import free_port
+
+    dsn = f"postgresql://ganzhi:s3cret-pw@127.0.0.1:{free_port()}/ganzhi?connect_timeout=5"
+    env = {**os.environ, "GANZHI_DB__DSN": dsn}
+    for command in (["migrate"], ["db", "check"], ["maintain"]):
+        run = subprocess.run([sys.executable, "-m", "ganzhi.cli", *command], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "cannot reach the database" in run.stderr and "Traceback" not in run.stderr
+        assert "s3cret-pw" not in run.stdout + run.stderr
+
+
 async def _incident(dsn: str, device: str, *, resolve: bool, snapshot: str | None = None
                     ) -> int:
     start = datetime.now(UTC) - timedelta(days=5)

@@ -39,6 +39,10 @@ def test_a_fresh_database_gets_timescaledb_only_where_it_works() -> None:
     assert choose(probe(available="2.28.1")).flavour == "timescaledb"
     assert choose(probe(available="3.0.0")).flavour == "postgresql"
     assert choose(probe(), "off") .flavour == "postgresql"
+    # Already created in the database: it loads, whatever the preload setting says.
+    assert choose(probe(preloaded=False, installed="2.23.0-dev")).flavour == "timescaledb"
+    old_in_db = choose(probe(installed="2.11.0", available="2.17.2"))
+    assert old_in_db.flavour == "postgresql" and "2.11.0" in str(old_in_db.warning)
 
 
 def test_on_is_an_error_where_timescaledb_cannot_be_used() -> None:
