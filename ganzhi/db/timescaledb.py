@@ -10,11 +10,11 @@ module; the rest of the code works on both flavours.
 
 The TimescaleDB flavour is chosen only where it can work (:func:`choose`): the extension
 package installed in a supported version *and* preloaded, or already created in the
-database (a managed service's way; it loads there without the preload setting). A package installed but not in
-``shared_preload_libraries`` (``CREATE EXTENSION`` would fail) or of an unsupported
-version gives the plain flavour with a warning; ``GANZHI_DB__TIMESCALEDB=on`` makes that
-an error instead, ``off`` never uses it. A database keeps its flavour: switching means a
-new database and a restore of the data.
+database (a managed service's way; it loads there without the preload setting). A
+package installed but not in ``shared_preload_libraries`` (``CREATE EXTENSION`` would
+fail) or of an unsupported version gives the plain flavour with a warning;
+``GANZHI_DB__TIMESCALEDB=on`` makes that an error instead, ``off`` never uses it. A
+database keeps its flavour: switching means a new database and a restore of the data.
 """
 
 from __future__ import annotations
