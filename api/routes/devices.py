@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from api.deps import ConnDep, ReadConnDep, ReaderDep, site_visible
@@ -48,6 +49,20 @@ _ROLLUP = (
 _ROLLUP_TABLE = {"1m": "rollups_1m_live", "1h": "rollups_1h_live"}
 
 
+# A device is known when it is in the registry or has ever stored a reading (one removed
+# from the registry keeps its history); else its readings are a 404, not an empty series.
+_KNOWN = (
+    "SELECT EXISTS (SELECT 1 FROM devices WHERE site_id = %s AND device_id = %s)"
+    " OR EXISTS (SELECT 1 FROM readings WHERE device_id = %s AND site_id = %s)"
+)
+
+
+async def _known(conn: AsyncConnection[Any], site_id: str, device_id: str) -> bool:
+    cur = await conn.execute(_KNOWN, (site_id, device_id, device_id, site_id))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 @router.get(
     "/{site_id}/{device_id}/readings",
     response_model=ReadingSeries,
@@ -70,7 +85,8 @@ async def readings(
         " beyond.")] = "auto",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 1000,
 ) -> ReadingSeries:
-    if not await site_visible(conn, caller.scope, site_id):
+    if not await site_visible(conn, caller.scope, site_id) or not await _known(
+            read, site_id, device_id):
         raise HTTPException(status_code=404, detail=f"device {site_id}/{device_id} not found")
     end = to or datetime.now(UTC)
     start = from_ or end - DEFAULT_SPAN

@@ -240,6 +240,22 @@ async def test_bad_readings_params_are_422_with_reason(client: httpx.AsyncClient
     assert (await client.get("/api/v1/devices/BAD/fridge-0/readings")).status_code == 422
 
 
+async def test_readings_of_an_unknown_device_are_404(client: httpx.AsyncClient,
+                                                     pg_dsn: str) -> None:
+    unknown = await client.get("/api/v1/devices/site-1/no-such-fridge/readings")
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "device site-1/no-such-fridge not found"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # registered, nothing sent yet
+        conn.execute("INSERT INTO jurisdictions (id, name, level, path)"
+                     " VALUES ('sz', 'Shenzhen', 'city', '/sz/')")
+        conn.execute("INSERT INTO sites (id, jurisdiction_id, name, category)"
+                     " VALUES ('site-1', 'sz', 'One', 'cold_store')")
+        conn.execute("INSERT INTO devices (site_id, device_id, device_class)"
+                     " VALUES ('site-1', 'new-fridge', 'cold_store')")
+    quiet = await client.get("/api/v1/devices/site-1/new-fridge/readings")
+    assert quiet.status_code == 200 and quiet.json()["points"] == []
+
+
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     health = await client.get("/healthz")
     assert health.status_code == 200 and health.json() == {"ok": True, "db": "ok"}
