@@ -95,12 +95,13 @@ async def _from_access_token(conn: AsyncConnection[Any], token: str, request: Re
                              ) -> Caller:
     settings: Settings = request.app.state.settings
     try:
-        user_id = accounts.decode_access(token, jwt_secret_of(request), settings.auth)
+        access = accounts.decode_access(token, jwt_secret_of(request), settings.auth)
     except accounts.InvalidToken:
         raise unauthorized("invalid or expired access token: sign in again") from None
-    user = await accounts.active_user(conn, user_id)
+    user = await accounts.active_user(conn, access.user_id, access.session)
     if user is None:
-        raise unauthorized("this account is disabled or no longer exists")
+        raise unauthorized("this sign-in has ended (signed out or revoked), or the account"
+                           " is disabled: sign in again")
     return Caller(user.actor, permissions_of(user.role), user.scope, "user", user.id,
                   user.role)
 

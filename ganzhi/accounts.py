@@ -4,9 +4,10 @@ the database, and the account administration the API and the CLI share.
 
 An account is bound to a node of the jurisdiction tree: it sees that node's subtree, or
 everything when the node is a root. Every request with an access token loads the account
-again (:func:`active_user`), so disabling it, or changing its role or node, takes effect
-at once rather than when its token runs out. Passwords and tokens are never logged nor
-written to the audit log (:data:`ganzhi.audit.REDACTED`).
+again (:func:`active_user`), so disabling it, changing its role or node, or ending the
+token's sign-in (logout) takes effect at once rather than when its token runs out.
+Passwords and tokens are never logged nor written to the audit log
+(:data:`ganzhi.audit.REDACTED`).
 """
 
 from __future__ import annotations
@@ -138,23 +139,34 @@ def verify_password(password_hash: str | None, password: str) -> tuple[bool, boo
 
 
 def issue_access(user: User, secret: str, settings: AuthSettings,
-                 now: datetime | None = None) -> str:
+                 now: datetime | None = None, session: uuid.UUID | None = None) -> str:
+    """``session``: the sign-in (its refresh tokens' family) the token belongs to, as
+    ``sid``; the token is refused once that sign-in ends (logout, revocation)."""
     now = now or datetime.now(UTC)
     claims = {
         "sub": str(user.id), "name": user.username, "role": user.role.value,
         "jur": user.jurisdiction_path, "iss": settings.issuer, "iat": now,
         "exp": now + timedelta(seconds=settings.access_ttl_s), "jti": uuid.uuid4().hex,
     }
+    if session is not None:
+        claims["sid"] = str(session)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def decode_access(token: str, secret: str, settings: AuthSettings) -> int:
-    """The user id of a valid access token, or InvalidToken (bad signature, expired,
-    another issuer, missing claims). Only HS256 is accepted: never ``alg: none``."""
+@dataclass(frozen=True)
+class Access:
+    user_id: int
+    session: uuid.UUID | None  # None: a token from before sign-ins were named (minutes)
+
+
+def decode_access(token: str, secret: str, settings: AuthSettings) -> Access:
+    """The account and sign-in of a valid access token, or InvalidToken (bad signature,
+    expired, another issuer, missing claims). Only HS256 is accepted: never ``alg: none``."""
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=settings.issuer,
                             options={"require": ["sub", "exp", "iat", "jti", "iss"]})
-        return int(claims["sub"])
+        sid = claims.get("sid")
+        return Access(int(claims["sub"]), None if sid is None else uuid.UUID(str(sid)))
     except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidToken(f"access token refused: {type(exc).__name__}") from None
 
@@ -182,10 +194,18 @@ def _user(r: tuple[Any, ...]) -> User:
     return User(r[0], r[1], r[2], Role(r[3]), r[4], r[5], r[6], r[7])
 
 
-async def active_user(conn: AnyConn, user_id: int) -> User | None:
-    """The account behind an access token, as it is now; None when disabled or gone."""
-    cur = await conn.execute(
-        f"SELECT {_USER} {_FROM} WHERE u.id = %s AND u.disabled_at IS NULL", (user_id,))
+async def active_user(conn: AnyConn, user_id: int, session: uuid.UUID | None = None
+                      ) -> User | None:
+    """The account behind an access token, as it is now; None when disabled or gone, or
+    when ``session`` (the token's sign-in) has ended: signed out, or revoked."""
+    if session is None:
+        cur = await conn.execute(
+            f"SELECT {_USER} {_FROM} WHERE u.id = %s AND u.disabled_at IS NULL", (user_id,))
+    else:
+        cur = await conn.execute(
+            f"SELECT {_USER} {_FROM} WHERE u.id = %s AND u.disabled_at IS NULL"
+            " AND EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.family = %s"
+            " AND t.user_id = u.id AND t.revoked_at IS NULL)", (user_id, session))
     row = await cur.fetchone()
     return _user(row) if row else None
 
@@ -349,7 +369,8 @@ async def _start_session(conn: AnyConn, user: User, s: AuthSettings, secret: str
         (user.id, family, token_hash(refresh), timedelta(seconds=s.refresh_ttl_s)))
     row = await cur.fetchone()
     assert row is not None
-    return Tokens(issue_access(user, secret, s), refresh, s.access_ttl_s, user), int(row[0])
+    access = issue_access(user, secret, s, session=family)
+    return Tokens(access, refresh, s.access_ttl_s, user), int(row[0])
 
 
 async def login(conn: AnyConn, username: str, password: str, ip: str, s: AuthSettings,
@@ -427,7 +448,7 @@ async def _revoke_family(conn: AnyConn, family: uuid.UUID) -> None:
 
 async def logout(conn: AnyConn, token: str) -> bool:
     """End the sign-in session of a refresh token (its whole family); False when the
-    token is unknown. Access tokens already issued run out on their own (minutes)."""
+    token is unknown. The session's access tokens are refused from then on."""
     cur = await conn.execute("SELECT family FROM refresh_tokens WHERE token_hash = %s",
                              (token_hash(token),))
     row = await cur.fetchone()

@@ -94,8 +94,15 @@ async def test_login_refresh_rotation_reuse_and_logout(people: People) -> None:
             ).status_code == 401
 
     other = (await login(c, "a-staff")).json()
+    assert (await c.get("/api/v1/alerts", headers=bearer(other["access_token"]))
+            ).status_code == 200
     assert (await c.post(LOGOUT, json={"refresh_token": other["refresh_token"]})
             ).status_code == 204
+    # Signed out: that sign-in's access token is refused at once, not at its expiry; the
+    # first sign-in's revoked chain took its access tokens with it too.
+    for access in (other["access_token"], third["access_token"]):
+        ended = await c.get("/api/v1/alerts", headers=bearer(access))
+        assert ended.status_code == 401 and "sign-in has ended" in ended.json()["detail"]
     assert (await c.post(REFRESH, json={"refresh_token": other["refresh_token"]})
             ).status_code == 401
     assert (await c.post(LOGOUT, json={"refresh_token": "gzr_unknown"})).status_code == 401

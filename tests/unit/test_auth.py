@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -47,14 +48,19 @@ def test_usernames() -> None:
 def test_access_tokens_round_trip_and_refusals() -> None:
     now = datetime.now(UTC)
     token = accounts.issue_access(user(), SECRET, S, now)
-    assert accounts.decode_access(token, SECRET, S) == 7
+    assert accounts.decode_access(token, SECRET, S) == accounts.Access(7, None)
+    session = uuid.uuid4()
+    named = accounts.issue_access(user(), SECRET, S, now, session=session)
+    assert accounts.decode_access(named, SECRET, S) == accounts.Access(7, session)
+    bad_sid = jwt.encode({"sub": "7", "iss": "ganzhi", "iat": now, "jti": "j", "sid": "x",
+                          "exp": now + timedelta(minutes=5)}, SECRET)
     assert accounts.looks_like_jwt(token) and not accounts.looks_like_jwt("gzk_a_b")
     late = accounts.issue_access(user(), SECRET, S, now - timedelta(minutes=16))
     other_issuer = jwt.encode({"sub": "7", "iss": "x", "iat": now, "jti": "j",
                                "exp": now + timedelta(minutes=5)}, SECRET)
     no_jti = jwt.encode({"sub": "7", "iss": "ganzhi", "iat": now,
                          "exp": now + timedelta(minutes=5)}, SECRET)
-    for bad in (late, token + "x", other_issuer, no_jti, "a.b.c",
+    for bad in (late, token + "x", other_issuer, no_jti, bad_sid, "a.b.c",
                 accounts.issue_access(user(), "another-key-" * 4, S, now)):
         with pytest.raises(accounts.InvalidToken):
             accounts.decode_access(bad, SECRET, S)
