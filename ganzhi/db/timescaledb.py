@@ -220,7 +220,8 @@ def check_timescaledb(conn: psycopg.Connection[Any]) -> list[Finding]:
         " FROM timescaledb_information.continuous_aggregates").fetchall())
     wanted = {("policy_compression", "readings"), ("policy_retention", "readings"),
               ("policy_retention", "stream_messages")}
-    wanted |= {("policy_refresh_continuous_aggregate", v) for v in CAGGS}
+    wanted |= {(proc, v) for v in CAGGS
+               for proc in ("policy_refresh_continuous_aggregate", "policy_compression")}
     seen: set[tuple[str, str]] = set()
     server = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
     for job_id, proc, table, status, failures, last_ok in jobs:

@@ -142,7 +142,8 @@ def test_a_timescaledb_server_gets_the_timescaledb_flavour(ts_dsn: str) -> None:
                  "readings compression enabled", "rollups_1m_cagg is a continuous aggregate,"
                  " real-time", "policy_compression on readings",
                  "policy_retention on stream_messages",
-                 "policy_refresh_continuous_aggregate on rollups_1h_cagg"):
+                 "policy_refresh_continuous_aggregate on rollups_1h_cagg",
+                 "policy_compression on rollups_1m_cagg"):
         assert line in out.stdout, (line, out.stdout)
 
 
