@@ -259,6 +259,34 @@ def register_demo_box(stack: Stack, box_file: Path) -> None:
     asyncio.run(register())
 
 
+def provision_demo_box(stack: Stack, box_file: Path) -> None:
+    """Every device and camera of the box gets its own broker account, as an installer
+    does with ``ganzhi devices provision``: the password goes into a 0600 file beside the
+    box file, named in the box file with the username. A new password each start."""
+    import yaml
+
+    from ganzhi import provisioning
+
+    config = yaml.safe_load(box_file.read_text())
+    secrets_dir = box_file.parent / "secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+
+    async def issue() -> None:
+        async with await psycopg.AsyncConnection.connect(stack.dsn, autocommit=True) as conn:
+            for entry in [*config.get("devices", []), *config.get("cameras", [])]:
+                issued = await provisioning.provision(
+                    conn, stack.broker_admin(), "demo", config["site_id"],
+                    entry["device_id"], rotate=True)
+                path = secrets_dir / entry["device_id"]
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(issued.password + "\n")
+                entry["username"], entry["password_file"] = issued.username, str(path)
+
+    asyncio.run(issue())
+    box_file.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def _demo_token(keys_file: Path, name: str) -> str:
     values = dict(line.split("=", 1) for line in keys_file.read_text().split() if "=" in line)
     return values[name]
@@ -283,7 +311,7 @@ def run_demo(
 
     ports = Ports.choose(wanted_ports(settings))
     stack = Stack(root, ports, Secrets.load_or_create(root / "secrets.env"),
-                  extra_env=demo_env(root))
+                  extra_env=demo_env(root), mqtt_auth=True)
     try:
         stack.start_infrastructure(fresh_database=not keep_data)
         applied = migrate(stack.dsn)
@@ -299,6 +327,7 @@ def run_demo(
                 (root / "edge" / f"spool.db{suffix}").unlink(missing_ok=True)
         edge_config = demo_edge_config(ports, root)
         register_demo_box(stack, edge_config)
+        provision_demo_box(stack, edge_config)
         for name in ("receiver", "api", "alerts", "stream", "ingest"):
             stack.start_service(name)
         stack.start_service("edge", "--config", str(edge_config))
@@ -312,7 +341,8 @@ def run_demo(
             f"  metrics:     ingest :{ports.ops_ingest}  stream :{ports.ops_stream}"
             f"  alerts :{ports.ops_alerts}  edge :{ports.ops_edge}"
             f"  api :{ports.api}/metrics\n"
-            f"  MQTT:        127.0.0.1:{ports.mqtt} (its own broker)   Kafka: "
+            f"  MQTT:        127.0.0.1:{ports.mqtt} (its own broker: an account per device"
+            f" and service, no anonymous client)   Kafka: "
             f"{stack.bootstrap}   PostgreSQL: 127.0.0.1:{ports.postgres}\n"
             f"  logs:        {stack.logs}\n"
             f"  addresses:   {env_file} (for the ganzhi commands)\n"

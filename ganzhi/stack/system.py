@@ -21,8 +21,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ganzhi.observability import get_logger
+from ganzhi.settings import MqttSettings
 from ganzhi.stack.infra import (
+    DynsecPlugin,
     InfraError,
     Managed,
     create_database,
@@ -113,6 +117,36 @@ class Secrets:
         return made
 
 
+@dataclass(frozen=True)
+class BrokerAccounts:
+    """The service accounts of a broker with per-device credentials (Mosquitto's
+    dynamic-security plugin): the administrator that provisions devices (the API's), the
+    ingest bridge's and the monitoring one. Devices get theirs by provisioning."""
+
+    admin: str
+    ingest: str
+    monitor: str
+
+    ADMIN_USER = "ganzhi-admin"
+    INGEST_USER = "svc-ingest"
+    MONITOR_USER = "ganzhi-monitor"
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> BrokerAccounts:
+        """Kept in ``path`` (mode 0600) beside the broker's own file of hashes."""
+        from ganzhi.mqtt_auth import generate_password
+
+        if path.exists():
+            v = dict(line.split("=", 1) for line in path.read_text().split() if "=" in line)
+            return cls(v["ADMIN"], v["INGEST"], v["MONITOR"])
+        made = cls(generate_password(), generate_password(), generate_password())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"ADMIN={made.admin}\nINGEST={made.ingest}\nMONITOR={made.monitor}\n")
+        return made
+
+
 @dataclass
 class Service:
     name: str
@@ -163,7 +197,7 @@ class Service:
 class Stack:
     def __init__(self, root: Path, ports: Ports, secrets_: Secrets, *,
                  extra_env: dict[str, str] | None = None, fast_unsafe: bool = False,
-                 database: str = "ganzhi") -> None:
+                 database: str = "ganzhi", mqtt_auth: bool = False) -> None:
         self.root = root.resolve()
         self.logs = self.root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -176,8 +210,19 @@ class Stack:
         self.tansu: Managed | None = None
         self.postgres: Managed | None = None
         self.services: dict[str, Service] = {}
-        # Per service, settings over env(): the API's least-privilege database roles.
+        # Per service, settings over env(): the API's least-privilege database roles,
+        # each service's own broker account.
         self.service_env: dict[str, dict[str, str]] = {}
+        # mqtt_auth: the broker refuses anonymous clients; every device connects with the
+        # account provisioning issued it (ganzhi.provisioning), the services with theirs.
+        self.broker_accounts = (BrokerAccounts.load_or_create(self.root / "mqtt-accounts.env")
+                                if mqtt_auth else None)
+        if self.broker_accounts is not None:
+            a = self.broker_accounts
+            self.service_env["ingest"] = {"GANZHI_MQTT__USERNAME": a.INGEST_USER,
+                                          "GANZHI_MQTT__PASSWORD": a.ingest}
+            self.service_env["api"] = {"GANZHI_MQTT__ADMIN_USERNAME": a.ADMIN_USER,
+                                       "GANZHI_MQTT__ADMIN_PASSWORD": a.admin}
 
     # --- infrastructure -------------------------------------------------------------
 
@@ -190,8 +235,34 @@ class Stack:
         return f"{HOST}:{self.ports.kafka}"
 
     def start_mosquitto(self) -> Managed:
-        self.mosquitto = start_mosquitto(self.root / "mosquitto", HOST, self.ports.mqtt)
+        data = self.root / "mosquitto"
+        dynsec = None
+        if self.broker_accounts is not None:
+            from ganzhi.broker.dynsec import (
+                ADMIN_ROLE,
+                INGEST_ROLE,
+                MONITOR_ROLE,
+                Account,
+                plugin_path,
+                write_initial_config,
+            )
+
+            a = self.broker_accounts
+            config = data / "dynamic-security.json"
+            if not config.exists():  # later the plugin keeps it (devices added since)
+                write_initial_config(config, Account(a.ADMIN_USER, a.admin, ADMIN_ROLE), [
+                    Account(a.INGEST_USER, a.ingest, INGEST_ROLE),
+                    Account(a.MONITOR_USER, a.monitor, MONITOR_ROLE)])
+            dynsec = DynsecPlugin(config, plugin_path())
+        self.mosquitto = start_mosquitto(data, HOST, self.ports.mqtt, dynsec=dynsec)
         return self.mosquitto
+
+    def broker_admin(self) -> MqttSettings:
+        """Settings that provision devices on this stack's broker (``mqtt_auth`` only)."""
+        assert self.broker_accounts is not None, "the broker takes anonymous clients"
+        return MqttSettings(host=HOST, port=self.ports.mqtt,
+                            admin_username=self.broker_accounts.ADMIN_USER,
+                            admin_password=SecretStr(self.broker_accounts.admin))
 
     def start_postgres(self) -> Managed:
         self.postgres = start_postgres(self.root / "postgres", HOST, self.ports.postgres,

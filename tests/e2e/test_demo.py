@@ -1,0 +1,89 @@
+"""`ganzhi demo` as its user starts it: the stack comes up, its broker takes no anonymous
+client and holds each device to its own topics, the simulated compressor failure opens an
+alert and its repair resolves it, and Ctrl-C stops everything cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from dynsec_broker import Probe
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Output:
+    """The demo's stdout, read as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+
+    def wait(self, pattern: str, timeout: float) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines:
+                    if m := rx.search(line):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {pattern!r} in:\n{''.join(self.lines[-40:])}")
+                self.cond.wait(left)
+
+
+def test_the_demo_runs_with_an_account_per_device(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANZHI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganzhi.cli", "demo", "--data-dir", str(tmp_path),
+         "--duration", "400"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out = Output(proc)
+    try:
+        port = int(out.wait(r"MQTT: +127\.0\.0\.1:(\d+) \(its own broker: an account per"
+                            r" device", 180).group(1))
+
+        anonymous = Probe(port, "", "")
+        anonymous.client.username_pw_set(None, None)
+        assert anonymous.connect().is_failure  # CONNACK: not authorized
+        wrong = Probe(port, "demo-site/cold-room-01", "not-its-password",
+                      client_id="demo-site/cold-room-01")
+        assert wrong.connect().is_failure
+
+        # Each device's password is in its own 0600 file, named in the box file; the
+        # devices' readings arriving (the alert below) shows they connect with them.
+        # (What an account may publish is tests/integration/test_provisioning_broker.py's.)
+        secret = tmp_path / "edge" / "secrets" / "cold-room-01"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        box = (tmp_path / "edge" / "demo-box.yaml").read_text()
+        assert f"password_file: {secret}" in box and secret.read_text().strip() not in box
+
+        out.wait(r"\[alert #\d+ open\] demo-site/cold-room-03 cold_chain\.", 240)
+        out.wait(r"\[alert #\d+ resolved\] demo-site/cold-room-03 cold_chain\.", 240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        code = proc.wait(60)
+    assert code == 0, "".join(out.lines[-40:])
+    stopped = "".join(out.lines)
+    for service in ("edge", "ingest", "stream", "alerts", "api", "receiver"):
+        assert f"exit=0 service={service}" in stopped, service
