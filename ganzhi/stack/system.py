@@ -347,10 +347,10 @@ class Stack:
                                     (login,)).fetchone():
                     conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
                         sql.Identifier(login), sql.Identifier(group)))
-        self.service_env["api"] = {
+        self.service_env.setdefault("api", {}).update({
             "GANZHI_DB__DSN": make_conninfo(self.dsn, user="ganzhi_demo_api"),
             "GANZHI_DB__READ_DSN": make_conninfo(self.dsn, user="ganzhi_demo_reader"),
-        }
+        })
 
     def add_service(self, name: str, *args: str) -> Service:
         argv = [sys.executable, "-m", "ganzhi.cli", name, *args]

@@ -13,8 +13,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-from dynsec_broker import Probe
+from dynsec_broker import Probe, accepted
+
+from ganzhi.contracts.topics import Channel, mqtt_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +79,36 @@ def test_the_demo_runs_with_an_account_per_device(tmp_path: Path) -> None:
         assert secret.stat().st_mode & 0o777 == 0o600
         box = (tmp_path / "edge" / "demo-box.yaml").read_text()
         assert f"password_file: {secret}" in box and secret.read_text().strip() not in box
+
+        # The administrator provisions a new device from the API (the demo gives the API
+        # the broker's admin account): its credential connects, on its own topics only.
+        api = int(out.wait(r"console: +http://127\.0\.0\.1:(\d+)/console/", 5).group(1))
+        keys = dict(line.split("=", 1) for line in
+                    (tmp_path / "demo-keys.env").read_text().split() if "=" in line)
+        base = f"http://127.0.0.1:{api}/api/v1"
+        signed = httpx.post(f"{base}/auth/login", json={
+            "username": keys["GANZHI_DEMO_ADMIN_USER"],
+            "password": keys["GANZHI_DEMO_ADMIN_PASSWORD"]}, timeout=10)
+        assert signed.status_code == 200, signed.text
+        auth = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        added = httpx.post(f"{base}/sites/demo-site/devices", headers=auth, timeout=10, json={
+            "device_id": "cold-room-09", "device_class": "cold_store",
+            "params": {"variant": "chilled"}})
+        assert added.status_code == 201, added.text
+        issued = httpx.post(f"{base}/sites/demo-site/devices/cold-room-09/provision",
+                            headers=auth, timeout=10)
+        assert issued.status_code == 201, issued.text
+        again = httpx.post(f"{base}/sites/demo-site/devices/cold-room-09/provision",
+                           headers=auth, timeout=10)
+        assert again.status_code == 409, again.text
+        new = Probe(port, issued.json()["username"], issued.json()["password"],
+                    client_id=issued.json()["username"])
+        assert not new.connect().is_failure
+        own = mqtt_topic("demo-site", "cold-room-09", Channel.STATUS)
+        other = mqtt_topic("demo-site", "cold-room-01", Channel.TELEMETRY)
+        assert accepted(new.publish(own, b'{"x": 1}'))
+        assert not accepted(new.publish(other, b'{"x": 1}'))
+        new.close()
 
         out.wait(r"\[alert #\d+ open\] demo-site/cold-room-03 cold_chain\.", 240)
         out.wait(r"\[alert #\d+ resolved\] demo-site/cold-room-03 cold_chain\.", 240)
