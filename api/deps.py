@@ -184,6 +184,7 @@ SilencesDep = Annotated[Caller, Depends(require(Permission.SILENCE))]
 OperatorDep = Annotated[Caller, Depends(require(Permission.OPERATE_RECEIVERS))]
 AuditorDep = Annotated[Caller, Depends(require(Permission.READ_AUDIT))]
 AccountsDep = Annotated[Caller, Depends(require(Permission.MANAGE_ACCOUNTS))]
+KeysDep = Annotated[Caller, Depends(require(Permission.MANAGE_KEYS))]
 
 
 async def site_visible(conn: AsyncConnection[Any], scope: Scope, site_id: str) -> bool:

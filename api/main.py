@@ -24,6 +24,7 @@ from api.routes import (
     evidence,
     health,
     incidents,
+    keys,
     live,
     provisioning,
     receivers,
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(accounts.router, responses=AUTH_RESPONSES)
+    app.include_router(keys.router, responses=AUTH_RESPONSES)
     app.include_router(audit.router, responses=AUTH_RESPONSES)
     app.include_router(alerts.router, responses=AUTH_RESPONSES)
     app.include_router(devices.router, responses=AUTH_RESPONSES)

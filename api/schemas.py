@@ -550,3 +550,33 @@ class Trend(_Out):
     since: datetime
     until: datetime
     days: list[TrendDay] = Field(description="One per UTC day, oldest first.")
+
+
+KeyScope = Literal["feedback", "staff", "silences", "operator", "export", "provisioning"]
+
+
+class ApiKeyIn(_In):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    scopes: Annotated[list[KeyScope], Field(min_length=1, max_length=6)]
+    jurisdiction_id: Annotated[str | None, Field(
+        min_length=1, max_length=64, description="The node the key is limited to (its"
+        " sites); required below the root.")] = None
+    site_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+                        Field(min_length=1, max_length=1000, description=(
+                            "Further limited to these sites (under the node)."))] = None
+    expires_at: IsoDateTime | None = None
+
+
+class ApiKeyOut(_Out):
+    id: str
+    name: str
+    scopes: list[str]
+    site_ids: list[str] | None
+    jurisdiction_id: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    token: str = Field(description="Shown this once: keep it secret; only a hash is stored.")

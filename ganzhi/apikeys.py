@@ -28,6 +28,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from alerts.repository import NotFound
 from ganzhi.access import EVERYTHING, KEY_SCOPES, Permission, Scope, key_permissions
 from ganzhi.audit import audit
 
@@ -137,6 +138,14 @@ def _row(r: tuple[Any, ...]) -> ApiKey:
                   r[4], r[5], r[6], r[7], r[8])
 
 
+def _within(within: Scope) -> tuple[str, list[Any]]:
+    """Keys a subtree sees: those limited to a node of it (all, at the root)."""
+    cond, params = within.path_filter("j.path")
+    if not within.everything:
+        cond = f"j.path IS NOT NULL AND {cond}"
+    return cond, params
+
+
 async def _get(conn: AnyConn, key_id: str) -> ApiKey | None:
     cur = await conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE k.id = %s", (key_id,))
     row = await cur.fetchone()
@@ -146,20 +155,41 @@ async def _get(conn: AnyConn, key_id: str) -> ApiKey | None:
 async def create(conn: AnyConn, name: str, scopes: Iterable[str],
                  site_ids: Iterable[str] | None = None, *,
                  expires_at: datetime | None = None, jurisdiction_id: str | None = None,
-                 actor: str = "system") -> tuple[ApiKey, str]:
+                 actor: str = "system", within: Scope = EVERYTHING) -> tuple[ApiKey, str]:
     """Make a key; returns it and its token (the only time the token exists in clear).
-    Audited as ``api_key.create``. ValueError: bad name, scopes, expiry or node."""
+    Audited as ``api_key.create``. ValueError: bad name, scopes, expiry or node.
+
+    ``within``: the maker's subtree. Below the root a key must be limited to a node of
+    it, and its sites must lie under that node (NotFound otherwise, as for a node or
+    site that does not exist): nobody makes a key that reaches beyond their own sites."""
     name, wanted, sites = check_key(name, scopes, site_ids)
     if expires_at is not None and (expires_at.tzinfo is None
                                    or expires_at <= datetime.now(expires_at.tzinfo)):
         raise ValueError("expires_at must be in the future, with a time zone")
+    if jurisdiction_id is None and within.path is not None:
+        raise ValueError("jurisdiction_id is needed: a key is limited to a node of your"
+                         " subtree")
     key_id, secret, token = new_token()
     async with conn.transaction():
         if jurisdiction_id is not None:
-            cur = await conn.execute("SELECT 1 FROM jurisdictions WHERE id = %s",
-                                     (jurisdiction_id,))
-            if await cur.fetchone() is None:
+            cond, params = within.path_filter("path")
+            cur = await conn.execute(
+                f"SELECT path FROM jurisdictions WHERE id = %s AND {cond}",
+                [jurisdiction_id, *params])
+            node = await cur.fetchone()
+            if node is None:
+                if within.path is not None:
+                    raise NotFound(f"jurisdiction {jurisdiction_id} not found")
                 raise ValueError(f"no jurisdiction {jurisdiction_id}")
+            if sites is not None:
+                under = Scope(path=None if str(node[0]).count("/") == 2 else str(node[0]))
+                cond, params = under.site_filter("id")
+                cur = await conn.execute(
+                    f"SELECT id FROM sites WHERE id = ANY(%s) AND {cond}", [sites, *params])
+                missing = set(sites) - {str(r[0]) for r in await cur.fetchall()}
+                if missing:
+                    raise NotFound(f"sites {sorted(missing)} not found under"
+                                   f" {jurisdiction_id}")
         await conn.execute(
             "INSERT INTO api_keys (id, name, secret_hash, scopes, site_ids, expires_at,"
             " jurisdiction_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -173,17 +203,29 @@ async def create(conn: AnyConn, name: str, scopes: Iterable[str],
 
 async def list_keys(conn: AnyConn, within: Scope = EVERYTHING) -> list[ApiKey]:
     """Keys; ``within`` a subtree: only the keys limited to a node of it."""
-    cond, params = within.path_filter("j.path")
-    if not within.everything:
-        cond = f"j.path IS NOT NULL AND {cond}"
+    cond, params = _within(within)
     cur = await conn.execute(
         f"SELECT {_COLUMNS} {_FROM} WHERE {cond} ORDER BY k.created_at, k.id", params)
     return [_row(r) for r in await cur.fetchall()]
 
 
-async def revoke(conn: AnyConn, key_id: str, actor: str = "system") -> bool:
+async def get_key(conn: AnyConn, key_id: str, within: Scope = EVERYTHING) -> ApiKey:
+    """A key :func:`list_keys` shows to ``within``; NotFound otherwise."""
+    cond, params = _within(within)
+    cur = await conn.execute(f"SELECT {_COLUMNS} {_FROM} WHERE k.id = %s AND {cond}",
+                             [key_id, *params])
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"API key {key_id} not found")
+    return _row(row)
+
+
+async def revoke(conn: AnyConn, key_id: str, actor: str = "system",
+                 within: Scope = EVERYTHING) -> bool:
     """Revoke a key; False when there is no such key or it was revoked before. Audited
-    as ``api_key.revoke``."""
+    as ``api_key.revoke``. ``within``: only a key it sees (NotFound otherwise)."""
+    if not within.everything:
+        await get_key(conn, key_id, within)
     async with conn.transaction():
         cur = await conn.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",

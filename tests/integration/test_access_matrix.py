@@ -276,6 +276,13 @@ async def _platform_wide(people: People, who: Who) -> None:
             assert who.path is None or u["jurisdiction_path"].startswith(who.path), u
     audit = await people.get(who.name, "/api/v1/audit")
     assert audit.status_code == (200 if Permission.READ_AUDIT in who.permissions else 403)
+    keys = await people.get(who.name, "/api/v1/api-keys")
+    if Permission.MANAGE_KEYS not in who.permissions:
+        assert keys.status_code == 403
+    else:
+        assert keys.status_code == 200
+        # Below the root: only keys limited to a node (of the subtree: test_auth_api).
+        assert who.path is None or all(k["jurisdiction_id"] for k in keys.json())
 
 
 async def test_no_token_is_401_everywhere_but_the_public_routes(
@@ -287,7 +294,7 @@ async def test_no_token_is_401_everywhere_but_the_public_routes(
     sample = {"alert_id": ids["site-a1"]["alert"], "incident_id": ids["site-a1"]["incident"],
               "clue_id": ids["site-a1"]["clue"], "site_id": "site-a1", "device_id": "cam-1",
               "sha256": SHA["site-a1"], "silence_id": 1, "name": "task-system",
-              "user_id": 1, "node_id": "city"}
+              "user_id": 1, "node_id": "city", "key_id": "a" * 12}
     checked = 0
     for path, ops in schema["paths"].items():
         if path in public:

@@ -300,3 +300,53 @@ async def test_login_works_for_roles_everywhere(people: People) -> None:
         r = await login(people.client, name)
         assert r.json()["role"] == role.value
     assert (await anonymous(people.client, "GET", "/api/v1/users")).status_code == 401
+
+
+async def test_administrators_manage_the_keys_of_their_subtree(people: People) -> None:
+    made = await people.post("a-admin", "/api/v1/api-keys", {
+        "name": "station-a task system", "scopes": ["feedback", "export"],
+        "jurisdiction_id": "station-a", "site_ids": ["site-a1"]})
+    assert made.status_code == 201, made.text
+    key = made.json()
+    assert key["token"].startswith("gzk_") and key["site_ids"] == ["site-a1"]
+    # The token works, within its sites only; the list never shows a token again.
+    own = await people.client.get("/api/v1/incidents", headers=bearer(key["token"]))
+    assert own.status_code == 200, own.text
+    listed = (await people.get("a-admin", "/api/v1/api-keys")).json()
+    assert key["id"] in {k["id"] for k in listed} and all("token" not in k for k in listed)
+    assert {k["jurisdiction_id"] for k in listed} <= {"district-a", "station-a"}
+    everything = (await people.get("city-admin", "/api/v1/api-keys")).json()
+    assert len(everything) > len(listed)
+
+    for bad, code in (
+        ({"jurisdiction_id": "district-b"}, 404),  # beside its subtree
+        ({"jurisdiction_id": "city"}, 404),  # above it
+        ({"jurisdiction_id": None}, 422),  # unlimited: only at the root
+        ({"site_ids": ["site-b1"]}, 404),  # a site under another node
+        ({"scopes": ["root"]}, 422), ({"scopes": []}, 422), ({"name": ""}, 422),
+        ({"expires_at": "2020-01-01T00:00:00Z"}, 422), ({"unknown": 1}, 422),
+    ):
+        body = {"name": "k", "scopes": ["export"], "jurisdiction_id": "station-a", **bad}
+        r = await people.post("a-admin", "/api/v1/api-keys", body)
+        assert r.status_code == code, (bad, r.text)
+    root = await people.post("city-admin", "/api/v1/api-keys",
+                             {"name": "city export", "scopes": ["export"]})
+    assert root.status_code == 201 and root.json()["jurisdiction_id"] is None
+    for who in ("a-super", "a-staff", "export-all"):  # no manage_keys
+        r = await people.post(who, "/api/v1/api-keys", {"name": "x", "scopes": ["export"]})
+        assert r.status_code == 403, who
+
+    b_key = root.json()["id"]  # not limited to a node of district-a: a-admin cannot see it
+    assert (await people.get("a-admin", f"/api/v1/api-keys/{b_key}")).status_code == 404
+    assert (await people.post("a-admin", f"/api/v1/api-keys/{b_key}/revoke")
+            ).status_code == 404
+    revoked = await people.post("a-admin", f"/api/v1/api-keys/{key['id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    again = await people.post("a-admin", f"/api/v1/api-keys/{key['id']}/revoke")
+    assert again.status_code == 409
+    gone = await people.client.get("/api/v1/incidents", headers=bearer(key["token"]))
+    assert gone.status_code == 401
+    with psycopg.connect(people.dsn) as conn:
+        audited = conn.execute("SELECT action, actor FROM audit_log WHERE entity = 'api_key'"
+                               " AND entity_id = %s ORDER BY id", (key["id"],)).fetchall()
+    assert audited == [("api_key.create", "user:a-admin"), ("api_key.revoke", "user:a-admin")]

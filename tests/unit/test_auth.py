@@ -79,3 +79,12 @@ def test_scope_of_accounts_and_keys() -> None:
     assert {"export", "provisioning", "feedback", "staff", "silences", "operator"} == SCOPES
     refresh = accounts.new_refresh_token()
     assert refresh.startswith("gzr_") and accounts.token_hash(refresh) != refresh
+
+
+def test_the_api_offers_every_key_scope() -> None:
+    from typing import get_args
+
+    from api.schemas import KeyScope
+    from ganzhi.access import KEY_SCOPES
+
+    assert set(get_args(KeyScope)) == set(KEY_SCOPES)
