@@ -696,7 +696,9 @@ def main(argv: list[str] | None = None) -> int:
         if not _database_unreachable(exc):
             raise
         # psycopg's message names host and port, never the password.
-        print(f"ganzhi {args.command}: cannot reach the database: {exc}", file=sys.stderr)
+        name = " ".join(str(getattr(args, k)) for k in ("command", "db_command", "action")
+                        if getattr(args, k, None))
+        print(f"ganzhi {name}: cannot reach the database: {exc}", file=sys.stderr)
         return 1
 
 
