@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from ganzhi.contracts import (
     AlertTransition,
     Detection,
@@ -44,7 +42,6 @@ from stream.rules import (
     device_events,
     device_health,
     elevator,
-    fast,
     vision,
 )
 from stream.rules.cold_chain import ColdChainState
@@ -54,18 +51,19 @@ from stream.rules.device_health import DeviceHealthState, HealthParams
 from stream.rules.elevator import ElevatorState
 from stream.rules.excursion import to_us
 from stream.rules.model import Rules
-from stream.rules.ordering import Chain, SnapshotRule, feed
+from stream.rules.ordering import Chain, OrderedState, SnapshotRule, feed
+from stream.rules.record import Record, evolve
 from stream.state import StateView
 
 log = get_logger(__name__)
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=Record)
 P = TypeVar("P")
 
 COLD_STORE_RULES: SnapshotRule[ColdChainState, cold_chain.ColdChainParams] = SnapshotRule(
     ColdChainState, cold_chain.snapshot_step, cold_chain.open_fingerprints)
 ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotRule(
-    ElevatorState, elevator.step, elevator.open_fingerprints)
+    ElevatorState, elevator.step_us, elevator.open_fingerprints)
 
 CHAIN_RETRY = 32  # feeds of a device without a chain before making one is tried again
 
@@ -93,23 +91,17 @@ def state_key(site_id: str, device_id: str, name: str) -> str:
     return f"{site_id}/{device_id}/{name}"
 
 
-class HealthEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class HealthEntry(Record, frozen=True):
     partition: int
     state: DeviceHealthState
 
 
-class EventsEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class EventsEntry(Record, frozen=True):
     partition: int
     state: DeviceEventsState
 
 
-class ConfigEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ConfigEntry(Record, frozen=True):
     partition: int
     state: ConfigState
 
@@ -206,8 +198,7 @@ class RuleEngine:
         lateness_s: float, out: Evaluation,
     ) -> None:
         key = state_key(msg.site_id, msg.device_id, name)
-        model = rule.ordered_type
-        st = view.load(key, model) or model()
+        st = view.load(key, rule.ordered_type) or OrderedState()
         extra = view.extra(key, st)
         # No chain kept with this state: make one (state read from the store). None made
         # last time: try again every CHAIN_RETRY feeds (stepping the buffer again).
@@ -245,9 +236,7 @@ class RuleEngine:
         r = device_health.observe(st, params or HealthParams(), ts, received_at)
         if params is not None:
             out.transitions.extend(r.transitions)
-        # (Both parts valid already: built without validating them again.)
-        self._save_health(view, fast.build(HealthEntry, {"partition": partition,
-                                                         "state": r.state}))
+        self._save_health(view, HealthEntry(partition=partition, state=r.state))
 
     def detection(self, view: StateView, partition: int, msg: Detection,
                   received_at: datetime, out: Evaluation) -> None:
@@ -312,7 +301,7 @@ class RuleEngine:
                 st = entry.state if entry else DeviceHealthState(
                     site_id=msg.site_id, device_id=msg.device_id)
                 if st.reported_period_s != msg.report_period_s:
-                    st = st.model_copy(update={"reported_period_s": msg.report_period_s})
+                    st = evolve(st, reported_period_s=msg.report_period_s)
                     self._save_health(view, HealthEntry(partition=partition, state=st))
             self.heard(view, partition, msg.site_id, msg.device_id, msg.ts, received_at, out)
             return

@@ -44,12 +44,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import excursion, fast
+from stream.rules import excursion
 from stream.rules.excursion import ExcursionParams, ExcursionState, from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
+from stream.rules.record import Record, evolve
 
 # chilled / frozen: GB/T 24616 bands (below); other: neither, the band rules only where
 # their limits are configured. ``None`` (ColdChainParams.variant): not configured, so no
@@ -209,10 +210,8 @@ class Phase(StrEnum):
     CLEARING = "clearing"
 
 
-class Hold(BaseModel):
+class Hold(Record, frozen=True):
     """Generic confirm / clear-hold machine for a boolean condition."""
-
-    model_config = ConfigDict(frozen=True)
 
     phase: Phase = Phase.NORMAL
     started_at: int | None = None
@@ -220,18 +219,14 @@ class Hold(BaseModel):
     open_id: str | None = None  # transition id of the FIRING not yet resolved
 
 
-class ProbeTrack(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class ProbeTrack(Record, frozen=True):
     value: float | None = None
     since: int | None = None  # first sample with this exact value
     invalid_since: int | None = None
 
 
-class ColdChainState(BaseModel):
+class ColdChainState(Record, frozen=True):
     """Everything the rules keep per device; JSON round-trippable (a Faust table value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     last_ts: int | None = None
     late_count: int = 0
@@ -243,14 +238,16 @@ class ColdChainState(BaseModel):
     humidity: Hold = Hold()
     probe_failure: Hold = Hold()
     compressor: Hold = Hold()
-    air_history: list[tuple[int, float]] = []  # valid air readings, trailing window
+    # Valid air readings, trailing window.
+    air_history: list[tuple[int, float]] = msgspec.field(default_factory=list)
     defrost_until: int | None = None  # suppression end (None while defrosting: see below)
     defrosting: bool = False
     door_since: int | None = None
     compressor_off_since: int | None = None
-    probes: dict[str, ProbeTrack] = {}
-    last_values: dict[str, float] = {}
-    changed_at: dict[str, int] = {}  # when each metric last changed value
+    probes: dict[str, ProbeTrack] = msgspec.field(default_factory=dict)
+    last_values: dict[str, float] = msgspec.field(default_factory=dict)
+    # When each metric last changed value.
+    changed_at: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 _HOLD0 = Hold()
@@ -307,18 +304,18 @@ def _hold(
         started = h.started_at if h.phase is Phase.PENDING and h.started_at is not None \
             else (ts if start is None else start)
         if ts - started < _us(duration_s):
-            return fast.make(Hold, phase=Phase.PENDING, started_at=started), None
+            return Hold(phase=Phase.PENDING, started_at=started), None
         what, values = describe()
         tr = _make(TransitionKind.FIRING, rule_id, severity, ctx.site_id, ctx.device_id,
                    started, ts, what, values)
-        return fast.make(Hold, phase=Phase.FIRING, started_at=started,
+        return Hold(phase=Phase.FIRING, started_at=started,
                          open_id=tr.transition_id), tr
     started = h.started_at if h.started_at is not None else ts
     if not clear_ok:
-        return fast.replace(h, phase=Phase.FIRING, since=None), None
+        return evolve(h, phase=Phase.FIRING, since=None), None
     since = h.since if h.phase is Phase.CLEARING and h.since is not None else ts
     if ts - since < _us(clear_duration_s):
-        return fast.replace(h, phase=Phase.CLEARING, since=since), None
+        return evolve(h, phase=Phase.CLEARING, since=since), None
     what, values = describe()
     tr = _make(TransitionKind.RESOLVED, rule_id, severity, ctx.site_id, ctx.device_id,
                started, ts, f"cleared: {what}", values)
@@ -331,7 +328,7 @@ def _excursion(
     # Suppressed samples are fed as exactly the limit: not above it (a pending run is
     # dropped) and above limit - hysteresis (a firing alert does not clear).
     v = p.limit if suppressed else value
-    r = excursion.step(st, p, ctx.site_id, ctx.device_id, from_us(ctx.ts), v)
+    r = excursion.step_us(st, p, ctx.site_id, ctx.device_id, ctx.ts, v)
     return r.state, r.transitions
 
 
@@ -379,9 +376,16 @@ def step(
     ts: datetime, values: Mapping[str, float],
 ) -> StepResult:
     """Feed one snapshot (in event-time order); returns the new state and transitions."""
-    t = to_us(ts)
+    return step_us(state, params, site_id, device_id, to_us(ts), values)
+
+
+def step_us(
+    state: ColdChainState, params: ColdChainParams, site_id: str, device_id: str,
+    t: int, values: Mapping[str, float],
+) -> StepResult:
+    """:func:`step` with the event time in microseconds since the epoch."""
     if state.last_ts is not None and t <= state.last_ts:
-        return StepResult(state.model_copy(update={"late_count": state.late_count + 1}), [],
+        return StepResult(evolve(state, late_count=state.late_count + 1), [],
                           late=True)
     ctx = _Ctx(site_id, device_id, t)
     out: list[AlertTransition] = []
@@ -521,12 +525,12 @@ def step(
             pt = probes.get(m, _PROBE0)
             if not pp.valid_min <= v <= pp.valid_max:
                 inv = pt.invalid_since if pt.invalid_since is not None else t
-                pt = fast.make(ProbeTrack, invalid_since=inv)
+                pt = ProbeTrack(invalid_since=inv)
                 if t - inv >= _us(pp.invalid_s):
                     faults.append((inv, f"{m} impossible value {v}"))
             else:
                 since = pt.since if pt.value == v and pt.since is not None else t
-                pt = fast.make(ProbeTrack, value=v, since=since)
+                pt = ProbeTrack(value=v, since=since)
                 others = [changed_at[o] for o in pp.others if o != m and o in changed_at]
                 if t - since > _us(pp.stuck_s) and any(c > since for c in others):
                     faults.append((since, f"{m} stuck at {v}"))
@@ -568,7 +572,7 @@ def step(
             upd["compressor"] = h
             out.extend([tr] if tr else [])
 
-    return StepResult(fast.replace(state, **upd), out)
+    return StepResult(evolve(state, **upd), out)
 
 
 _HOLDS = {
@@ -598,8 +602,8 @@ def open_fingerprints(state: ColdChainState, site_id: str, device_id: str) -> se
 
 def snapshot_step(
     state: ColdChainState, params: ColdChainParams, site_id: str, device_id: str,
-    ts: datetime, values: Mapping[str, float],
+    t: int, values: Mapping[str, float],
 ) -> tuple[ColdChainState, list[AlertTransition]]:
-    """:func:`step` in the shape :mod:`stream.rules.ordering` drives."""
-    r = step(state, params, site_id, device_id, ts, values)
+    """:func:`step_us` in the shape :mod:`stream.rules.ordering` drives."""
+    r = step_us(state, params, site_id, device_id, t, values)
     return r.state, r.transitions

@@ -14,22 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, DeviceClass, Severity, TransitionKind
 from stream.rules.excursion import from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
+from stream.rules.record import Record, evolve
 
 RULE_INCOMPLETE_CONFIG = "device.incomplete_config"
 
 
-class ConfigState(BaseModel):
+class ConfigState(Record, frozen=True):
     """Per device; JSON round-trippable (a Faust table value)."""
 
-    model_config = ConfigDict(frozen=True)
-
     device_class: DeviceClass
-    missing: list[str] = []
+    missing: list[str] = msgspec.field(default_factory=list)
     open_since: int | None = None  # started_at (µs) of the FIRING sent, not resolved
 
 
@@ -62,8 +61,7 @@ def observe(state: ConfigState | None, device_class: DeviceClass, site_id: str,
             if list(missing) == state.missing and state.device_class is device_class:
                 return state, []
             # Still incomplete, another set missing: remembered; the alert stays open.
-            return state.model_copy(update={"missing": list(missing),
-                                            "device_class": device_class}), []
+            return evolve(state, missing=list(missing), device_class=device_class), []
         new = ConfigState(device_class=device_class, missing=list(missing), open_since=t)
         return new, [_transition(TransitionKind.FIRING, new, site_id, device_id, t, t,
                                  missing)]

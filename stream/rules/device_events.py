@@ -45,11 +45,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules import identity
 from stream.rules.excursion import from_us, to_us
+from stream.rules.record import Record, evolve
 
 RULE_ALARM = "elevator.alarm_button"
 RULE_POWER = "device.power_lost"
@@ -84,9 +83,7 @@ class EventParams:
     alarm_quiet_s: float = DEFAULT_ALARM_QUIET_S
 
 
-class Episode(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Episode(Record, frozen=True, kw_only=True):
     started_at: int  # event time of the opening event (µs)
     last_at: int  # newest event time that belongs to it (alarm: the last press)
     last_received: int | None = None  # processing time the last one was received
@@ -95,17 +92,13 @@ class Episode(BaseModel):
     reason: str | None = None  # source_error: the latest detail.reason
 
 
-class Latch(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Latch(Record, frozen=True):
     open: Episode | None = None
     closed_at: int | None = None  # newest event time an episode ended at (see module doc)
 
 
-class DeviceEventsState(BaseModel):
+class DeviceEventsState(Record, frozen=True):
     """Per device; JSON round-trippable (a Faust table value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     alarm: Latch = Latch()
     power: Latch = Latch()
@@ -181,7 +174,7 @@ def _alarm_resolve(st: DeviceEventsState, p: EventParams, dev: _Device
                      f"({ep.count} press{'es' if ep.count != 1 else ''})",
                      {"presses": ep.count, "quiet_s": p.alarm_quiet_s,
                       "last_press_at": from_us(ep.last_at).isoformat()})
-    return st.model_copy(update={"alarm": _close(st.alarm, ep.last_at)}), tr
+    return evolve(st, alarm=_close(st.alarm, ep.last_at)), tr
 
 
 def _alarm_expire(st: DeviceEventsState, p: EventParams, dev: _Device, t: int
@@ -201,8 +194,8 @@ def _press(st: DeviceEventsState, dev: _Device, t: int, rx: int | None, severity
     if ep is not None:
         if t <= ep.last_at:
             return st, [], Outcome.STALE  # a replay, or a press already covered
-        ep = ep.model_copy(update={"last_at": t, "last_received": rx, "count": ep.count + 1})
-        return st.model_copy(update={"alarm": _open(latch, ep)}), [], Outcome.EXTENDED
+        ep = evolve(ep, last_at=t, last_received=rx, count=ep.count + 1)
+        return evolve(st, alarm=_open(latch, ep)), [], Outcome.EXTENDED
     if latch.closed_at is not None and t <= latch.closed_at:
         return st, [], Outcome.STALE
     ep = Episode(started_at=t, last_at=t, last_received=rx,
@@ -210,7 +203,7 @@ def _press(st: DeviceEventsState, dev: _Device, t: int, rx: int | None, severity
     tr = _transition(dev, RULE_ALARM, TransitionKind.FIRING, ep, t,
                      "elevator alarm button pressed (用户报警)",
                      {"event": ALARM_PRESSED, "event_severity": severity.value})
-    return st.model_copy(update={"alarm": _open(latch, ep)}), [tr], Outcome.FIRED
+    return evolve(st, alarm=_open(latch, ep)), [tr], Outcome.FIRED
 
 
 # --------------------------------------------------------------------------- latches
@@ -246,9 +239,9 @@ def _raise(st: DeviceEventsState, rule: _LatchRule, dev: _Device, t: int, event:
     if ep is not None:
         if t <= ep.last_at:
             return st, [], Outcome.STALE
-        ep = ep.model_copy(update={"last_at": t, "count": ep.count + 1,
-                                   "reason": reason or ep.reason})
-        return st.model_copy(update={rule.field: _open(latch, ep)}), [], Outcome.EXTENDED
+        ep = evolve(ep, last_at=t, count=ep.count + 1,
+                                   reason=reason or ep.reason)
+        return evolve(st, **{rule.field: _open(latch, ep)}), [], Outcome.EXTENDED
     if latch.closed_at is not None and t <= latch.closed_at:
         return st, [], Outcome.STALE
     ep = Episode(started_at=t, last_at=t, severity=rule.severity, reason=reason)
@@ -257,7 +250,7 @@ def _raise(st: DeviceEventsState, rule: _LatchRule, dev: _Device, t: int, event:
     summary = f"{rule.raised} ({reason})" if reason else rule.raised
     tr = _transition(dev, rule.rule_id, TransitionKind.FIRING, ep, t, summary,
                      _values(ep, event, extra))
-    return st.model_copy(update={rule.field: _open(latch, ep)}), [tr], Outcome.FIRED
+    return evolve(st, **{rule.field: _open(latch, ep)}), [tr], Outcome.FIRED
 
 
 def _clear(st: DeviceEventsState, rule: _LatchRule, dev: _Device, t: int, by: str
@@ -265,14 +258,14 @@ def _clear(st: DeviceEventsState, rule: _LatchRule, dev: _Device, t: int, by: st
     latch: Latch = getattr(st, rule.field)
     ep = latch.open
     if ep is None:
-        return st.model_copy(update={rule.field: _close(latch, t)}), [], Outcome.STALE
+        return evolve(st, **{rule.field: _close(latch, t)}), [], Outcome.STALE
     if t < ep.started_at:
         return st, [], Outcome.STALE  # older than the episode: it cleared an earlier one
     held = (t - ep.started_at) / 1_000_000
     tr = _transition(dev, rule.rule_id, TransitionKind.RESOLVED, ep, t,
                      f"{rule.cleared} after {held:.0f} s",
                      _values(ep, by, {"events": ep.count}))
-    return st.model_copy(update={rule.field: _close(latch, t)}), [tr], Outcome.RESOLVED
+    return evolve(st, **{rule.field: _close(latch, t)}), [tr], Outcome.RESOLVED
 
 
 # --------------------------------------------------------------------------- entry points
@@ -308,8 +301,8 @@ def _alarm_held(st: DeviceEventsState, p: EventParams, held: int, rx: int | None
     ep = st.alarm.open
     if ep is None or held <= ep.last_at or held >= _alarm_due(ep, p):
         return st
-    ep = ep.model_copy(update={"last_at": held, "last_received": rx})
-    return st.model_copy(update={"alarm": _open(st.alarm, ep)})
+    ep = evolve(ep, last_at=held, last_received=rx)
+    return evolve(st, alarm=_open(st.alarm, ep))
 
 
 def on_telemetry(state: DeviceEventsState, params: EventParams, site_id: str,

@@ -32,11 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
-
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import fast, identity
+from stream.rules import identity
 from stream.rules.excursion import from_us, to_us
+from stream.rules.record import Record, evolve
 
 RULE_ID = "device.offline"
 
@@ -53,19 +52,15 @@ class HealthParams:
         return self.expected_interval_s * self.missed_intervals
 
 
-class Offline(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Offline(Record, frozen=True):
     started_at: int  # event time last heard (or of the last will)
     at: int
     reason: str  # "silent" or "last_will"
     transition_id: str
 
 
-class DeviceHealthState(BaseModel):
+class DeviceHealthState(Record, frozen=True):
     """Per-device liveness; JSON round-trippable (a Faust table value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     site_id: str
     device_id: str
@@ -111,7 +106,7 @@ def _raise(st: DeviceHealthState, p: HealthParams, started_at: int, at: int,
                else f"no data for {silent:.0f} s (expected every {p.expected_interval_s:.0f} s)")
     tr = _transition(st, p, TransitionKind.FIRING, started_at, at, summary, reason)
     off = Offline(started_at=started_at, at=at, reason=reason, transition_id=tr.transition_id)
-    return HealthResult(st.model_copy(update={"offline": off}), [tr])
+    return HealthResult(evolve(st, offline=off), [tr])
 
 
 def _heard(st: DeviceHealthState, p: HealthParams, ts: datetime,
@@ -130,7 +125,7 @@ def _heard(st: DeviceHealthState, p: HealthParams, ts: datetime,
         out.append(_transition(st, p, TransitionKind.RESOLVED, st.offline.started_at, at,
                                "device heard again", st.offline.reason))
         upd["offline"] = None
-    return HealthResult(fast.replace(st, **upd), out)
+    return HealthResult(evolve(st, **upd), out)
 
 
 def observe(state: DeviceHealthState, params: HealthParams, ts: datetime,
@@ -149,7 +144,7 @@ def status(state: DeviceHealthState, params: HealthParams, ts: datetime, online:
     if state.offline is not None or (state.last_received is not None
                                      and state.last_received > t):
         return HealthResult(state, [])  # already offline, or heard from since
-    return HealthResult(state.model_copy(update={"will_at": t}), [])
+    return HealthResult(evolve(state, will_at=t), [])
 
 
 def tick(state: DeviceHealthState, params: HealthParams, now: datetime) -> HealthResult:
@@ -158,7 +153,7 @@ def tick(state: DeviceHealthState, params: HealthParams, now: datetime) -> Healt
     if state.offline is None and state.will_at is not None:
         if n - state.will_at >= round(params.will_grace_s * 1_000_000):
             r = _raise(state, params, state.will_at, n, "last_will")
-            return HealthResult(r.state.model_copy(update={"will_at": None}), r.transitions)
+            return HealthResult(evolve(r.state, will_at=None), r.transitions)
         return HealthResult(state, [])
     if state.offline is not None or state.last_received is None:
         return HealthResult(state, [])  # never heard: nothing to compare with

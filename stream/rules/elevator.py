@@ -90,12 +90,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import fast
 from stream.rules.excursion import from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
+from stream.rules.record import Record, evolve
 
 PREFIX = "elevator."
 
@@ -178,26 +178,22 @@ class Phase(StrEnum):
     CLEARING = "clearing"  # firing, condition false since `since`
 
 
-class RuleState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class RuleState(Record, frozen=True):
     phase: Phase = Phase.NORMAL
     started_at: int | None = None  # first sample of the current run (us)
     fired_at: int | None = None
     since: int | None = None  # start of the clear hold
 
 
-class ElevatorState(BaseModel):
+class ElevatorState(Record, frozen=True):
     """Everything kept per device; JSON round-trippable (a Faust table value)."""
 
-    model_config = ConfigDict(frozen=True)
-
     last_ts: int | None = None
-    snapshot: dict[str, float] = {}
+    snapshot: dict[str, float] = msgspec.field(default_factory=dict)
     door_origin: str | None = None  # "running" / "stopped" when the door last left closed
     open_attempt: bool = False
     close_attempt: bool = False
-    rules: dict[str, RuleState] = {}
+    rules: dict[str, RuleState] = msgspec.field(default_factory=dict)
     late_count: int = 0
 
 
@@ -373,15 +369,15 @@ def _advance(rs: RuleState, cond: bool, may_raise: bool, t: int, rp: RuleParams,
             return _RS0, None
         start = rs.started_at if rs.phase is Phase.PENDING and rs.started_at is not None else t
         if t - start >= timer:
-            return fast.make(RuleState, phase=Phase.FIRING, started_at=start, fired_at=t), \
+            return RuleState(phase=Phase.FIRING, started_at=start, fired_at=t), \
                 TransitionKind.FIRING
-        return fast.make(RuleState, phase=Phase.PENDING, started_at=start), None
+        return RuleState(phase=Phase.PENDING, started_at=start), None
     if cond:
-        return fast.replace(rs, phase=Phase.FIRING, since=None), None
+        return evolve(rs, phase=Phase.FIRING, since=None), None
     since = rs.since if rs.phase is Phase.CLEARING and rs.since is not None else t
     if t - since >= clear:
         return _RS0, TransitionKind.RESOLVED
-    return fast.replace(rs, phase=Phase.CLEARING, since=since), None
+    return evolve(rs, phase=Phase.CLEARING, since=since), None
 
 
 def _door_memory(state: ElevatorState, snap: Mapping[str, float], params: ElevatorParams,
@@ -412,9 +408,16 @@ def step(
 ) -> tuple[ElevatorState, list[AlertTransition]]:
     """Feed one status sample (any subset of metrics); returns the new state and the
     transitions to send. Late samples (at or before the last one) are counted and ignored."""
-    t = to_us(ts)
+    return step_us(state, params, site_id, device_id, to_us(ts), values)
+
+
+def step_us(
+    state: ElevatorState, params: ElevatorParams, site_id: str, device_id: str,
+    t: int, values: Mapping[str, float],
+) -> tuple[ElevatorState, list[AlertTransition]]:
+    """:func:`step` with the event time in microseconds since the epoch."""
     if state.last_ts is not None and t <= state.last_ts:
-        return state.model_copy(update={"late_count": state.late_count + 1}), []
+        return evolve(state, late_count=state.late_count + 1), []
     snap = {**state.snapshot, **{k: float(x) for k, x in values.items()}}
     origin, opening, closing = _door_memory(state, snap, params)
     view = _View(snap, params, origin, opening, closing)  # (what evaluate() reads)
@@ -438,9 +441,9 @@ def step(
             out.append(_transition(kind, rid, rp, site_id, device_id, started, t, snap))
         if rs.phase is not Phase.NORMAL:
             rules[rid] = rs
-    return fast.build(ElevatorState, {
-        "last_ts": t, "snapshot": snap, "door_origin": origin, "open_attempt": opening,
-        "close_attempt": closing, "rules": rules, "late_count": state.late_count}), out
+    return ElevatorState(
+        last_ts=t, snapshot=snap, door_origin=origin, open_attempt=opening,
+        close_attempt=closing, rules=rules, late_count=state.late_count), out
 
 
 def open_alerts(state: ElevatorState) -> list[str]:

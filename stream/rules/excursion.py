@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
-from stream.rules import fast
 from stream.rules.identity import fingerprint, transition_id
+from stream.rules.record import Record, evolve
 
 RULE_ID = "cold_chain.temperature_high"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,10 +62,8 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-class Machine(BaseModel):
+class Machine(Record, frozen=True):
     """The rule's state machine at one point in event time."""
-
-    model_config = ConfigDict(frozen=True)
 
     phase: Phase = Phase.NORMAL
     started_at: int | None = None  # first above-limit sample of the current run
@@ -75,24 +73,20 @@ class Machine(BaseModel):
     last_value: float | None = None
 
 
-class Emitted(BaseModel):
+class Emitted(Record, frozen=True):
     """The FIRING sent downstream that has not been resolved yet."""
-
-    model_config = ConfigDict(frozen=True)
 
     started_at: int
     fired_at: int
     transition_id: str
 
 
-class ExcursionState(BaseModel):
+class ExcursionState(Record, frozen=True):
     """Everything the rule keeps per device; JSON round-trippable (a Faust table value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     committed: Machine = Machine()
     committed_until: int | None = None
-    buffer: list[tuple[int, float]] = []
+    buffer: list[tuple[int, float]] = msgspec.field(default_factory=list)
     open: Emitted | None = None  # FIRING emitted, RESOLVED not yet
     last_emitted_at: int | None = None  # event time of the last transition sent
     late_count: int = 0
@@ -122,17 +116,17 @@ def _advance(
     above = value > p.limit
     if m.phase is Phase.NORMAL or m.phase is Phase.PENDING:
         if not above:
-            return fast.make(Machine, last_value=value), None
+            return Machine(last_value=value), None
         if m.phase is Phase.NORMAL or m.started_at is None:
-            m = fast.make(Machine, phase=Phase.PENDING, started_at=ts, max_value=value,
+            m = Machine(phase=Phase.PENDING, started_at=ts, max_value=value,
                           last_value=value)
         else:
             mx = value if m.max_value is None else max(m.max_value, value)
-            m = fast.replace(m, max_value=mx, last_value=value)
+            m = evolve(m, max_value=mx, last_value=value)
         start = m.started_at
         assert start is not None
         if ts - start >= dur:
-            m = fast.replace(m, phase=Phase.FIRING, fired_at=ts)
+            m = evolve(m, phase=Phase.FIRING, fired_at=ts)
             return m, _Event(TransitionKind.FIRING, m, start, ts)
         return m, None
     # FIRING or CLEARING
@@ -140,12 +134,12 @@ def _advance(
     assert start is not None
     mx = max(m.max_value if m.max_value is not None else value, value)
     if value > p.clear_below:
-        return fast.replace(m, phase=Phase.FIRING, since=None, max_value=mx,
+        return evolve(m, phase=Phase.FIRING, since=None, max_value=mx,
                             last_value=value), None
     since = m.since if m.phase is Phase.CLEARING and m.since is not None else ts
-    m = fast.replace(m, phase=Phase.CLEARING, since=since, max_value=mx, last_value=value)
+    m = evolve(m, phase=Phase.CLEARING, since=since, max_value=mx, last_value=value)
     if ts - since >= clear:
-        return fast.make(Machine, last_value=value), \
+        return Machine(last_value=value), \
             _Event(TransitionKind.RESOLVED, m, start, ts)
     return m, None
 
@@ -192,10 +186,17 @@ def step(
     ts: datetime, value: float,
 ) -> StepResult:
     """Feed one sample (any order); returns the new state and the transitions to send."""
-    t = to_us(ts)
+    return step_us(state, params, site_id, device_id, to_us(ts), value)
+
+
+def step_us(
+    state: ExcursionState, params: ExcursionParams, site_id: str, device_id: str,
+    t: int, value: float,
+) -> StepResult:
+    """:func:`step` with the event time in microseconds since the epoch."""
     value = float(value)  # (the state's fields are floats)
     if state.committed_until is not None and t <= state.committed_until:
-        return StepResult(state.model_copy(update={"late_count": state.late_count + 1}), [],
+        return StepResult(evolve(state, late_count=state.late_count + 1), [],
                           late=True)
     buffer = _insert(state.buffer, t, value)
     watermark = buffer[-1][0] - round(params.allowed_lateness_s * 1_000_000)
@@ -220,8 +221,8 @@ def step(
         if ev.kind is TransitionKind.FIRING and open_ is None:
             tr = _transition(ev.kind, params, site_id, device_id, ev.started_at, ev.at,
                              ev.machine)
-            open_ = fast.build(Emitted, {"started_at": ev.started_at, "fired_at": ev.at,
-                                         "transition_id": tr.transition_id})
+            open_ = Emitted(started_at=ev.started_at, fired_at=ev.at,
+                            transition_id=tr.transition_id)
         elif ev.kind is TransitionKind.RESOLVED and open_ is not None:
             tr = _transition(ev.kind, params, site_id, device_id, open_.started_at, ev.at,
                              ev.machine)
@@ -250,9 +251,8 @@ def step(
         out.append(tr)
         last_at = view_at
 
-    new_state = fast.build(ExcursionState, {
-        "committed": committed, "committed_until": committed_until,
-        "buffer": buffer[n_committed:], "open": open_, "last_emitted_at": last_at,
-        "late_count": state.late_count,
-    })
+    new_state = ExcursionState(
+        committed=committed, committed_until=committed_until,
+        buffer=buffer[n_committed:], open=open_, last_emitted_at=last_at,
+        late_count=state.late_count)
     return StepResult(new_state, out)

@@ -34,9 +34,12 @@ parameters changed) falls back to the fold, so transitions and state are the sam
 or without it. A snapshot placed out of order is stepped on from the chain's state
 before it (not from the checkpoint) where the fold would give the same.
 
-The JSON written for the state is made by :func:`dump_json` from the JSON of its parts
-kept from the previous write (same bytes as ``model_dump_json``): per feed only the new
-head and the new snapshots are serialised.
+The state is a :class:`~stream.rules.record.Record`. A checkpoint stores it without
+the head (:func:`dump_json`): the head is the checkpoint with the buffer replayed on top,
+so the first feed after the state was read back replays the buffer (as for a snapshot out
+of order: transitions already sent are not sent again). Each part is encoded once: the
+JSON of the checkpoint and of every buffered snapshot is kept in memory from the last
+write (:class:`JsonParts`) and reused while the part is the very same object.
 """
 
 from __future__ import annotations
@@ -48,18 +51,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, TransitionKind
-from stream.rules import fast, identity
+from stream.rules import identity
 from stream.rules.excursion import from_us, to_us
+from stream.rules.record import Record, encode, evolve
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound=Record)
 P = TypeVar("P")
 MAX_BUFFER = 1000
 MAX_GENERATIONS = 256  # retracted episodes remembered per device
 
-StepFn = Callable[[S, P, str, str, datetime, Mapping[str, float]],
+# (state, parameters, site, device, event time in µs since the epoch, values)
+StepFn = Callable[[S, P, str, str, int, Mapping[str, float]],
                   tuple[S, list[AlertTransition]]]
 OpenFn = Callable[[S, str, str], set[str]]
 
@@ -74,149 +79,90 @@ class SnapshotRule(Generic[S, P]):
 
     @property
     def ordered_type(self) -> type[OrderedState[S]]:
-        t = _ORDERED.get(self.state_type)
-        if t is None:
-            t = _ORDERED[self.state_type] = OrderedState[self.state_type]  # type: ignore[name-defined]
-        return t
+        """The wrapper's type with this rule's state (what a checkpoint is read as)."""
+        return OrderedState[self.state_type]  # type: ignore[name-defined]
 
 
-_ORDERED: dict[type[Any], Any] = {}
-
-
-class Generation(BaseModel):
+class Generation(Record, frozen=True):
     """How many times one episode was retracted (its next FIRING's generation)."""
-
-    model_config = ConfigDict(frozen=True)
 
     n: int
     resolved_at: int | None = None  # event time of its (real) RESOLVED, once sent
 
 
-class Snapshot(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Snapshot(Record, frozen=True):
     ts: int  # event time, microseconds since the epoch
     values: dict[str, float]
 
 
-class OrderedState(BaseModel, Generic[S]):
+class OrderedState(Record, Generic[S], frozen=True):
     """Per-device wrapper state; JSON round-trippable (a Faust table value)."""
-
-    model_config = ConfigDict(frozen=True)
 
     watermark: int | None = None  # newest event time seen
     checkpoint: S | None = None  # None: the rule's initial state
     checkpoint_ts: int | None = None
-    buffer: list[Snapshot] = []
+    buffer: list[Snapshot] = msgspec.field(default_factory=list)
     head: S | None = None
-    sent: dict[str, int] = {}  # transition id -> event time, for the buffer's range
-    announced: dict[str, AlertTransition] = {}  # open FIRING sent, by fingerprint
+    # Transition id -> event time, for the buffer's range.
+    sent: dict[str, int] = msgspec.field(default_factory=dict)
+    # Open FIRING sent, by fingerprint.
+    announced: dict[str, AlertTransition] = msgspec.field(default_factory=dict)
     late_count: int = 0
     # Episodes retracted at least once ("fingerprint|start µs"): their current generation.
-    generations: dict[str, Generation] = {}
+    generations: dict[str, Generation] = msgspec.field(default_factory=dict)
+
+
+class _Written(msgspec.Struct, omit_defaults=True, gc=False):
+    """What a checkpoint stores of an :class:`OrderedState` (read back as one): the
+    fields in the same order, the head left out, the parts as JSON already made."""
+
+    watermark: int | None = None
+    checkpoint: msgspec.Raw | None = None
+    checkpoint_ts: int | None = None
+    buffer: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    sent: dict[str, int] = msgspec.field(default_factory=dict)
+    announced: dict[str, AlertTransition] = msgspec.field(default_factory=dict)
+    late_count: int = 0
+    generations: dict[str, Generation] = msgspec.field(default_factory=dict)
+
+
+@dataclass
+class JsonParts:
+    """In memory only: the JSON of the parts of the state last written for a device
+    (the checkpoint; each buffered snapshot by ``id``), each with the object it is of."""
+
+    checkpoint: tuple[Any, msgspec.Raw] | None = None
+    snapshots: dict[int, tuple[Snapshot, msgspec.Raw]] = field(default_factory=dict)
+
+
+def dump_json(st: OrderedState[Any], known: JsonParts | None = None
+              ) -> tuple[str, JsonParts]:
+    """The JSON a checkpoint stores for ``st``, and the parts to keep for the next
+    write. Parts that are the very objects written last time are not encoded again."""
+    known = known or JsonParts()
+    cp: msgspec.Raw | None = None
+    kept_cp = None
+    if st.checkpoint is not None:
+        if known.checkpoint is not None and known.checkpoint[0] is st.checkpoint:
+            cp = known.checkpoint[1]
+        else:
+            cp = msgspec.Raw(encode(st.checkpoint))
+        kept_cp = (st.checkpoint, cp)
+    old = known.snapshots
+    snaps: dict[int, tuple[Snapshot, msgspec.Raw]] = {}
+    raws: list[msgspec.Raw] = []
+    for s in st.buffer:
+        hit = old.get(id(s))
+        raw = hit[1] if hit is not None and hit[0] is s else msgspec.Raw(encode(s))
+        snaps[id(s)] = (s, raw)
+        raws.append(raw)
+    out = _Written(watermark=st.watermark, checkpoint=cp, checkpoint_ts=st.checkpoint_ts,
+                   buffer=raws, sent=st.sent, announced=st.announced,
+                   late_count=st.late_count, generations=st.generations)
+    return encode(out).decode(), JsonParts(kept_cp, snaps)
 
 
 _TS = operator.attrgetter("ts")  # a Snapshot's sort key
-_FIELDS = ("watermark", "checkpoint", "checkpoint_ts", "buffer", "head", "sent",
-           "announced", "late_count", "generations")
-
-
-def _construct(cls: type[OrderedState[S]], **values: Any) -> OrderedState[S]:
-    """``cls(**values)`` without validating again what :func:`feed` built from validated
-    parts (what ``model_construct`` does, for every field given)."""
-    assert len(values) == len(_FIELDS)
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(_FIELDS))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
-
-
-# What this module's JSON of an OrderedState starts with when the parts are left out.
-_BARE = '{"watermark":null,"checkpoint":null,"checkpoint_ts":null,"buffer":[],"head":null'
-
-@dataclass
-class Fragments:
-    """The JSON of the parts of the state last written for a device (in memory only):
-    ``states[i]`` is the JSON of ``state_objs[i]`` (None: not made), the checkpoint and
-    the chain's states (the head last); ``snaps[i]`` that of ``buffer[i]``."""
-
-    state_objs: list[Any]
-    states: list[str | None]
-    buffer: list[Any]
-    snaps: list[str]
-
-
-def _align(prev: Sequence[Any], vals: Sequence[Any], new: Sequence[Any]) -> list[Any]:
-    """For each object of ``new``, the value kept for the very same object in ``prev``
-    (``vals[i]`` for ``prev[i]``) or None. Lists that slid along (the oldest items
-    dropped, newer ones appended) are matched in one pass."""
-    out: list[Any] = [None] * len(new)
-    if not prev or not new:
-        return out
-    first = new[0]
-    for k, x in enumerate(prev):  # noqa: B007 (k is used after the loop)
-        if x is first:
-            break
-    else:
-        return out
-    for m, (a, b, v) in enumerate(zip(prev[k:], new, vals[k:])):  # noqa: B905 (shortest)
-        if a is not b:
-            break
-        out[m] = v
-    return out
-
-
-def dump_json(st: OrderedState[Any], known: Fragments | None = None,
-              chain: Chain[Any] | None = None) -> tuple[str, Fragments | None]:
-    """``st.model_dump_json()``, the same string, made from the JSON of its parts
-    (checkpoint, head, buffered snapshots), each taken from ``known`` (the fragments
-    returned with the previous state of the device) where it is the very same object:
-    a snapshot stays in the buffer for many feeds, and the checkpoint is a state that
-    was the head (and written) some feeds before. Returns the fragments to keep: those
-    of the parts and of the chain's states (the next checkpoints)."""
-    wm, cts, late = st.watermark, st.checkpoint_ts, st.late_count
-    if not ((wm is None or type(wm) is int) and (cts is None or type(cts) is int)
-            and type(late) is int):
-        return st.model_dump_json(), None
-    # The states whose JSON is worth keeping: the checkpoint, the chain's states (the
-    # next checkpoints) ending with the head; without a chain the checkpoint and head.
-    if chain is not None and chain.base is st.checkpoint and chain.end is st.head:
-        objs: list[Any] = [chain.base, *chain.states]
-    else:
-        objs = [st.checkpoint, st.head]
-    jsons: list[str | None] = (_align(known.state_objs, known.states, objs)
-                               if known is not None else [None] * len(objs))
-    if st.checkpoint is None:
-        cp = "null"
-    else:
-        cp = jsons[0] or st.checkpoint.model_dump_json()
-        jsons[0] = cp
-    if st.head is None:
-        head = "null"
-    else:
-        head = jsons[-1] or st.head.model_dump_json()
-        jsons[-1] = head
-    buffer = st.buffer
-    snaps: list[str] = (_align(known.buffer, known.snaps, buffer)
-                        if known is not None else [None] * len(buffer))  # type: ignore[list-item]
-    for i, j in enumerate(snaps):
-        if j is None:
-            snaps[i] = buffer[i].model_dump_json()
-    if st.sent or st.announced or st.generations:
-        bare = _construct(type(st), watermark=None, checkpoint=None, checkpoint_ts=None,
-                          buffer=[], head=None, sent=st.sent, announced=st.announced,
-                          late_count=late, generations=st.generations).model_dump_json()
-        if not bare.startswith(_BARE):
-            return st.model_dump_json(), None
-        tail = bare[len(_BARE):]
-    else:
-        tail = f',"sent":{{}},"announced":{{}},"late_count":{late},"generations":{{}}}}'
-    raw = (f'{{"watermark":{"null" if wm is None else wm},"checkpoint":{cp},'
-           f'"checkpoint_ts":{"null" if cts is None else cts},"buffer":[{",".join(snaps)}],'
-           f'"head":{head}{tail}')
-    return raw, Fragments(objs, jsons, buffer, snaps)
 
 
 @dataclass
@@ -260,7 +206,7 @@ def _fold(rule: SnapshotRule[S, P], state: S, params: P, site_id: str, device_id
     out: list[AlertTransition] = []
     step = rule.step
     for s in snaps:
-        state, trs = step(state, params, site_id, device_id, from_us(s.ts), s.values)
+        state, trs = step(state, params, site_id, device_id, s.ts, s.values)
         if trs:
             out.extend(trs)
         if chain is not None:
@@ -325,8 +271,10 @@ def feed(
     buffer = list(st.buffer)
     wm = st.watermark
     late = reordered = 0
-    in_order = True
-    first = len(buffer)  # the first position of the buffer that changed
+    # Read back from a checkpoint (which keeps no head): the head is made by replaying
+    # the buffer from the checkpoint, as for a snapshot placed out of order.
+    in_order = st.head is not None or (st.checkpoint is None and not st.buffer)
+    first = len(buffer) if in_order else 0  # the first position of the buffer that changed
     for ts_dt, values in sorted(snapshots, key=lambda s: s[0]):
         ts = to_us(ts_dt)
         vals = {k: float(v) for k, v in values.items()}
@@ -339,14 +287,14 @@ def feed(
             merged = {**buffer[i].values, **vals}
             if merged == buffer[i].values:
                 continue  # a replay
-            buffer[i] = fast.build(Snapshot, {"ts": ts, "values": merged})
+            buffer[i] = Snapshot(ts=ts, values=merged)
             in_order = False
             first = min(first, i)
         else:
             if i < len(buffer):
                 in_order = False
                 reordered += 1
-            buffer.insert(i, fast.build(Snapshot, {"ts": ts, "values": vals}))
+            buffer.insert(i, Snapshot(ts=ts, values=vals))
             first = min(first, i)
         wm = ts if wm is None else max(wm, ts)
 
@@ -397,7 +345,7 @@ def feed(
     for t in out:
         g = generations.get(episode_key(t))
         if t.kind is TransitionKind.RESOLVED and g is not None:
-            generations[episode_key(t)] = g.model_copy(update={"resolved_at": to_us(t.at)})
+            generations[episode_key(t)] = evolve(g, resolved_at=to_us(t.at))
     if not in_order and wm is not None:
         still_open = rule.open_fingerprints(head, site_id, device_id)
         resolved_now = {t.fingerprint for t in out if t.kind is TransitionKind.RESOLVED}
@@ -432,8 +380,7 @@ def feed(
         buffer = buffer[n:]
     if cp_ts is not None and sent:
         sent = {k: v for k, v in sent.items() if v >= cp_ts}
-    new_state = _construct(
-        rule.ordered_type,
+    new_state: OrderedState[S] = OrderedState(
         watermark=wm, checkpoint=checkpoint, checkpoint_ts=cp_ts, buffer=buffer, head=head,
         sent=sent, announced=announced, late_count=st.late_count + late,
         generations=_prune_generations(generations, cp_ts),

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ganzhi.contracts import AlertTransition, BoundingBox, Severity, TransitionKind, Violation
 from ganzhi.contracts.bounds import DETAIL_MAX_BYTES
 from stream.rules.excursion import from_us, to_us
 from stream.rules.identity import fingerprint, transition_id
+from stream.rules.record import Record, evolve
 
 PREFIX = "vision."
 
@@ -60,12 +61,10 @@ SUMMARY: dict[Violation, str] = {
 }
 
 
-class VisionState(BaseModel):
+class VisionState(Record, frozen=True):
     """Open violations of one camera: violation -> event time of its raise (µs)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    open: dict[str, int] = {}
+    open: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,13 @@ def step(state: VisionState, site_id: str, device_id: str, f: Finding
             return state, []
         kind, started = TransitionKind.FIRING, t
         summary = SUMMARY[f.violation]
-        new = state.model_copy(update={"open": {**state.open, name: t}})
+        new = evolve(state, open={**state.open, name: t})
     else:
         if name not in state.open:
             return state, []
         kind, started = TransitionKind.RESOLVED, state.open[name]
         summary = "rectified: " + SUMMARY[f.violation]
-        new = state.model_copy(update={
-            "open": {k: v for k, v in state.open.items() if k != name}})
+        new = evolve(state, open={k: v for k, v in state.open.items() if k != name})
     fp = fingerprint(rule_id, site_id, device_id)
     start = from_us(started)
     tid = transition_id(fp, kind, start)

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 import psycopg
 
@@ -50,8 +50,9 @@ from stream.sinks.rollups import aggregate_minutes
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class ReadingRow:
+class ReadingRow(NamedTuple):
+    """One reading as stored (a tuple: made for every reading on the batch path)."""
+
     time: datetime
     site_id: str
     device_id: str

@@ -26,6 +26,7 @@ from stream.rules.cold_chain import (
     default_params,
     step,
 )
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios" / "cold_room"
@@ -269,7 +270,7 @@ def test_late_snapshot_is_counted_and_ignored_and_state_round_trips() -> None:
     f(run(0, 100))
     r = step(f.state, f.params, "site-a", "cr-1", T0 + timedelta(seconds=50), BASE)
     assert r.late and r.state.late_count == 1 and r.transitions == []
-    again = ColdChainState.model_validate_json(f.state.model_dump_json())
+    again = from_json(to_json(f.state), ColdChainState)
     assert again == f.state
 
 

@@ -10,6 +10,7 @@ from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules import device_events as de
 from stream.rules import identity
 from stream.rules.device_events import DeviceEventsState, EventParams, Outcome
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 P = EventParams(alarm_quiet_s=300)
@@ -30,7 +31,7 @@ class Device:
         self.outcomes: list[Outcome] = []
 
     def _keep(self, r: de.EventResult) -> de.EventResult:
-        self.state = DeviceEventsState.model_validate_json(r.state.model_dump_json())
+        self.state = from_json(to_json(r.state), DeviceEventsState)
         self.out.extend(r.transitions)
         self.outcomes.append(r.outcome)
         return r

@@ -13,6 +13,7 @@ from stream.rules.device_health import (
     status,
     tick,
 )
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 P = HealthParams(expected_interval_s=60, missed_intervals=3)  # offline after 180 s
@@ -88,7 +89,7 @@ def test_ids_deterministic_and_state_round_trips() -> None:
         st = observe(fresh(), P, s(0)).state
         r = tick(st, P, s(500))
         r2 = observe(r.state, P, s(600))
-        assert DeviceHealthState.model_validate_json(r.state.model_dump_json()) == r.state
+        assert from_json(to_json(r.state), DeviceHealthState) == r.state
         return [t.transition_id for t in r.transitions + r2.transitions]
 
     a, b = play(), play()

@@ -14,6 +14,7 @@ from stream.rules.elevator import (
     open_alerts,
     step,
 )
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 P = ElevatorParams(rated_speed_mps=1.75, top_landing_m=33.0)
@@ -223,9 +224,9 @@ def test_default_timers_follow_design() -> None:
 def test_state_json_round_trip_mid_run() -> None:
     f = Feed()
     f.run(0, 20, TRAPPED)
-    f.state = ElevatorState.model_validate_json(f.state.model_dump_json())
+    f.state = from_json(to_json(f.state), ElevatorState)
     f.run(20, 40, TRAPPED)
-    f.state = ElevatorState.model_validate_json(f.state.model_dump_json())
+    f.state = from_json(to_json(f.state), ElevatorState)
     f.run(40, 60, IDLE)
     assert kinds(f.out) == [("firing", "elevator.trapped_at_level"),
                             ("resolved", "elevator.trapped_at_level")]

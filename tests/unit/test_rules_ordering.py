@@ -10,6 +10,7 @@ from ganzhi.contracts import AlertTransition, TransitionKind
 from stream.engine import COLD_STORE_RULES
 from stream.rules.cold_chain import RULE_DOOR_OPEN, ColdChainParams, default_params
 from stream.rules.ordering import MAX_BUFFER, FeedResult, feed
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 Snap = tuple[datetime, dict[str, float]]
@@ -35,7 +36,7 @@ class Runner:
     def __call__(self, snaps: Sequence[Snap]) -> FeedResult:
         r = feed(self.state, COLD_STORE_RULES, self.params, "site-a", "cr-1", snaps,
                  self.lateness_s)
-        self.state = COLD_STORE_RULES.ordered_type.model_validate_json(r.state.model_dump_json())
+        self.state = from_json(to_json(r.state), COLD_STORE_RULES.ordered_type)
         self.out.extend(r.transitions)
         self.late += r.late
         return r

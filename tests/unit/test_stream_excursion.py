@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules.excursion import ExcursionParams, ExcursionState, step
+from stream.rules.record import from_json, to_json
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 P = ExcursionParams(limit=8.0, duration_s=600, hysteresis=1.0, clear_duration_s=120,
@@ -149,7 +150,7 @@ def test_state_json_round_trip_mid_excursion() -> None:
     f = Feed()
     f(every(0, 420, 10.0, dt=30))
     g = Feed()
-    g.state = ExcursionState.model_validate_json(f.state.model_dump_json())
+    g.state = from_json(to_json(f.state), ExcursionState)
     assert g.state == f.state
     g(every(450, 600, 10.0, dt=30))
     assert kinds(g.out) == [TransitionKind.FIRING] and g.out[0].started_at == T0
