@@ -176,6 +176,29 @@ async def test_a_rule_that_raises_costs_only_its_message(monkeypatch: pytest.Mon
     assert len(rec.rows) == 6  # its readings are stored all the same
 
 
+@pytest.mark.parametrize("stored", [
+    '{"watermark": "soon"',  # cut short
+    '{"watermark": "soon"}',  # a field of the wrong type
+    '{"buffer": [{"ts": 1}]}',  # a snapshot without its values
+    '[]',  # not an object
+])
+async def test_a_stored_state_that_does_not_read_back_costs_only_its_device(
+        stored: str) -> None:
+    """A checkpointed state row that is not rule state (damaged, written by hand): the
+    device's rules are refused with the reason and its readings stored; the other device
+    in the batch is evaluated, and the row is left as it was for an operator."""
+    rec = Recorder()
+    key = state_key("site-a", "cs-bad", "cold_store")
+    rec.states[key] = Held.of_json(stored, 1)
+    out = await processor(rec).process([msg(0, 10, device="cs-bad"), msg(0, 10),
+                                        msg(60, 10)])
+    assert [d.reason for d in rec.dead] == ["rule_error"]
+    assert "readings stored, rules skipped" in rec.dead[0].error
+    assert [t.device_id for t in out.transitions] == ["cs-1"]
+    assert len(rec.rows) == 6
+    assert rec.states[key].raw == stored
+
+
 async def test_event_time_ahead_of_arrival_is_refused() -> None:
     rec = Recorder()
     arrived = T0 + timedelta(seconds=30)
