@@ -128,11 +128,31 @@ class _Written(msgspec.Struct, omit_defaults=True, gc=False):
 
 @dataclass
 class JsonParts:
-    """In memory only: the JSON of the parts of the state last written for a device
-    (the checkpoint; each buffered snapshot by ``id``), each with the object it is of."""
+    """In memory only: the JSON of the parts of the state last written for a device:
+    the checkpoint, and ``raws[i]`` of ``buffer[i]`` (the buffer then written)."""
 
     checkpoint: tuple[Any, msgspec.Raw] | None = None
-    snapshots: dict[int, tuple[Snapshot, msgspec.Raw]] = field(default_factory=dict)
+    buffer: list[Snapshot] = field(default_factory=list)
+    raws: list[msgspec.Raw] = field(default_factory=list)
+
+
+def _kept(old: list[Snapshot], raws: list[msgspec.Raw], new: list[Snapshot]
+          ) -> list[msgspec.Raw | None]:
+    """For each snapshot of ``new``, the JSON kept for the very same object in ``old``
+    (or None). The buffer slides (the oldest dropped, newer ones appended): the run of
+    ``new`` that continues ``old`` is found from where ``new[0]`` sits in it."""
+    out: list[msgspec.Raw | None] = [None] * len(new)
+    if not old or not new:
+        return out
+    first = new[0]
+    k = next((k for k, s in enumerate(old) if s is first), None)
+    if k is None:
+        return out
+    for i, (a, b) in enumerate(zip(old[k:], new, strict=False)):
+        if a is not b:
+            break
+        out[i] = raws[k + i]
+    return out
 
 
 def dump_json(st: OrderedState[Any], known: JsonParts | None = None
@@ -148,18 +168,13 @@ def dump_json(st: OrderedState[Any], known: JsonParts | None = None
         else:
             cp = msgspec.Raw(encode(st.checkpoint))
         kept_cp = (st.checkpoint, cp)
-    old = known.snapshots
-    snaps: dict[int, tuple[Snapshot, msgspec.Raw]] = {}
-    raws: list[msgspec.Raw] = []
-    for s in st.buffer:
-        hit = old.get(id(s))
-        raw = hit[1] if hit is not None and hit[0] is s else msgspec.Raw(encode(s))
-        snaps[id(s)] = (s, raw)
-        raws.append(raw)
+    buffer = st.buffer
+    raws = [raw if raw is not None else msgspec.Raw(encode(s))
+            for raw, s in zip(_kept(known.buffer, known.raws, buffer), buffer, strict=True)]
     out = _Written(watermark=st.watermark, checkpoint=cp, checkpoint_ts=st.checkpoint_ts,
                    buffer=raws, sent=st.sent, announced=st.announced,
                    late_count=st.late_count, generations=st.generations)
-    return encode(out).decode(), JsonParts(kept_cp, snaps)
+    return encode(out).decode(), JsonParts(kept_cp, buffer, raws)
 
 
 _TS = operator.attrgetter("ts")  # a Snapshot's sort key
@@ -275,7 +290,8 @@ def feed(
     # the buffer from the checkpoint, as for a snapshot placed out of order.
     in_order = st.head is not None or (st.checkpoint is None and not st.buffer)
     first = len(buffer) if in_order else 0  # the first position of the buffer that changed
-    for ts_dt, values in sorted(snapshots, key=lambda s: s[0]):
+    for ts_dt, values in (snapshots if len(snapshots) == 1
+                          else sorted(snapshots, key=lambda s: s[0])):
         ts = to_us(ts_dt)
         vals = {k: float(v) for k, v in values.items()}
         if (st.checkpoint_ts is not None and ts <= st.checkpoint_ts) or (
@@ -372,7 +388,9 @@ def feed(
         # (The lateness window, then the bound: one fold of the first n either way.)
         if chain is not None and chain.prefix_is(n, params):
             checkpoint = chain.states[n - 1]  # stepped already, for the head
-            chain = Chain(checkpoint, chain.states[n:], chain.params[n:], chain.replayed)
+            # (This feed's own chain, shared with no state: cut in place.)
+            chain.base = checkpoint
+            del chain.states[:n], chain.params[:n]
         else:
             checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
             chain = None
@@ -383,6 +401,6 @@ def feed(
     new_state: OrderedState[S] = OrderedState(
         watermark=wm, checkpoint=checkpoint, checkpoint_ts=cp_ts, buffer=buffer, head=head,
         sent=sent, announced=announced, late_count=st.late_count + late,
-        generations=_prune_generations(generations, cp_ts),
+        generations=_prune_generations(generations, cp_ts) if generations else generations,
     )
     return FeedResult(new_state, out, late, reordered, chain)
