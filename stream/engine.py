@@ -74,6 +74,7 @@ CONFIG = "config"
 
 
 GC_THRESHOLDS = (100_000, 20, 100)
+_NO_HEALTH = HealthParams()  # (for a device no health rule watches: nothing is sent)
 
 
 def tune_gc() -> None:
@@ -231,12 +232,14 @@ class RuleEngine:
     def heard(self, view: StateView, partition: int, site_id: str, device_id: str,
               ts: datetime, received_at: datetime, out: Evaluation) -> None:
         """Any message from the device: it is alive."""
-        entry, params = self._health(view, site_id, device_id)
+        key = state_key(site_id, device_id, HEALTH)
+        entry = view.load(key, HealthEntry)
         st = entry.state if entry else DeviceHealthState(site_id=site_id, device_id=device_id)
-        r = device_health.observe(st, params or HealthParams(), ts, received_at)
+        params = self._rules().health(site_id, device_id, st.reported_period_s)
+        r = device_health.observe(st, params or _NO_HEALTH, ts, received_at)
         if params is not None:
             out.transitions.extend(r.transitions)
-        self._save_health(view, HealthEntry(partition=partition, state=r.state))
+        view.save(key, HealthEntry(partition=partition, state=r.state), partition)
 
     def detection(self, view: StateView, partition: int, msg: Detection,
                   received_at: datetime, out: Evaluation) -> None:

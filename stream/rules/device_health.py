@@ -113,19 +113,17 @@ def _heard(st: DeviceHealthState, p: HealthParams, ts: datetime,
            received_at: datetime | None) -> HealthResult:
     t = to_us(ts)
     rx = to_us(received_at) if received_at is not None else t
-    upd = {
-        "last_event_ts": t if st.last_event_ts is None else max(st.last_event_ts, t),
-        "last_received": rx if st.last_received is None else max(st.last_received, rx),
-        "offline": st.offline,
-        "will_at": st.will_at if st.will_at is not None and st.will_at > rx else None,
-    }
-    out: list[AlertTransition] = []
-    if st.offline is not None:
-        at = max(t, st.offline.at)
-        out.append(_transition(st, p, TransitionKind.RESOLVED, st.offline.started_at, at,
-                               "device heard again", st.offline.reason))
-        upd["offline"] = None
-    return HealthResult(evolve(st, **upd), out)
+    new = evolve(
+        st, last_event_ts=t if st.last_event_ts is None else max(st.last_event_ts, t),
+        last_received=rx if st.last_received is None else max(st.last_received, rx),
+        will_at=st.will_at if st.will_at is not None and st.will_at > rx else None,
+        offline=None)
+    if st.offline is None:
+        return HealthResult(new, [])
+    at = max(t, st.offline.at)
+    return HealthResult(new, [_transition(st, p, TransitionKind.RESOLVED,
+                                          st.offline.started_at, at, "device heard again",
+                                          st.offline.reason)])
 
 
 def observe(state: DeviceHealthState, params: HealthParams, ts: datetime,
