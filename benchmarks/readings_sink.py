@@ -21,6 +21,12 @@ readings several ways in one run, in batches like the stream worker's:
    the timed window;
 6. the same batches again through ``ReadingsSink`` (a replay: every message a duplicate).
 
+``--data-clock``: the sink's clock follows the data (the latest reading written, plus a
+second), so it compacts every ``--compact-s`` seconds *of data time* and settles minutes by
+data time, as it does at real time, instead of seeing hours of readings arrive within
+seconds. Path 5 then also runs with ``settle_s = -inf`` (every pending delta at each
+compaction: the sink before settled compactions) for a before/after in the same run.
+
 Paths 2, 4 and 5 run ``--rounds`` times, interleaved, on emptied tables (the machine's
 speed drifts within a run); each path's best round counts.
 
@@ -289,29 +295,41 @@ class SinkRun:
     compactions: int = 0
     compact_s: float = 0.0  # of which compacting (the final one included)
     deltas: int = 0
+    minutes: int = 0  # rollups_1m rows written (inserted or updated)
+    hours: int = 0
 
 
 async def through_sink(dsn: str, parts: list[list[ReadingRow]], label: str,
-                       compact_s: float | None) -> SinkRun:
+                       compact_s: float | None, *, data_clock: bool = False,
+                       settle_s: float | None = None) -> SinkRun:
     """Every batch through ``ReadingsSink.write`` (compacting at its interval), then a final
-    compaction, all timed: the figure includes the whole cost of the rollups."""
-    sink = ReadingsSink(dsn, compact_every_s=compact_s)
+    compaction, all timed: the figure includes the whole cost of the rollups.
+    ``data_clock``: the sink's clock is the data's (module docstring)."""
+    data_now = [parts[0][0].time.timestamp() if parts and parts[0] else 0.0]
+    sink = ReadingsSink(dsn, compact_every_s=compact_s, settle_s=settle_s,
+                        clock=(lambda: data_now[0]) if data_clock else time.time)
     run = SinkRun()
     compact = sink.compact
 
-    async def timed_compact(*, wait: bool = True) -> CompactResult:
+    async def timed_compact(*, wait: bool = True, upto: datetime | None = None
+                            ) -> CompactResult:
         t = time.perf_counter()
-        res = await compact(wait=wait)
+        res = await compact(wait=wait, upto=upto)
         run.compact_s += time.perf_counter() - t
         run.compactions += 1
         run.deltas += res.deltas
+        run.minutes += res.minutes
+        run.hours += res.hours
         return res
 
     sink.compact = timed_compact  # type: ignore[method-assign]
     await sink.write(parts[0][:0])  # nothing; the connection is made inside the timing
     start = time.perf_counter()
     last = start
+    ends = [max(r.time for r in part).timestamp() + 1 for part in parts]
     for i, part in enumerate(parts, 1):
+        if data_clock:
+            data_now[0] = max(data_now[0], ends[i - 1])
         run.inserted += (await sink.write(part)).inserted
         if time.perf_counter() - last > 2:
             print(f"  {label}: batch {i}/{len(parts)}", file=sys.stderr)
@@ -365,6 +383,9 @@ def main() -> int:
                     help="interleaved rounds of indexed COPY, the 0014 sink and the sink")
     ap.add_argument("--compact-s", type=float, default=None,
                     help="the sink's compaction interval (default: the setting, 5 s)")
+    ap.add_argument("--data-clock", action="store_true",
+                    help="the sink's clock follows the data (real-time compaction cadence),"
+                    " and it also runs compacting every pending delta (before)")
     ap.add_argument("--before", default=BEFORE_REF, metavar="REF",
                     help="git ref of the before sink (0014's per-batch upserts); '' skips")
     ap.add_argument("--no-old", action="store_true",
@@ -389,6 +410,7 @@ def main() -> int:
         floors: list[float] = []
         befores: list[float] = []
         sinks: list[SinkRun] = []
+        unsettled: list[SinkRun] = []  # --data-clock: every delta at each compaction
         for k in range(args.rounds):
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(f"TRUNCATE {', '.join(_EMPTY)}")
@@ -397,16 +419,28 @@ def main() -> int:
             floors.append(asyncio.run(copy_into(dsn, parts, table, indexed_setup(table))))
             # Alternate which of the two sinks goes first.
             order = ["before", "sink"] if k % 2 == 0 else ["sink", "before"]
+            if args.data_clock:
+                order.insert(1, "unsettled")
             for which in order:
+                if args.data_clock and which != "before":  # the two sinks share tables
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        conn.execute(f"TRUNCATE {', '.join(_EMPTY[:5])}")
                 if which == "before" and before_cls is not None:
                     secs, got = asyncio.run(through_before(dsn, parts, before_cls))
                     assert got == n, got
                     befores.append(secs)
                 elif which == "sink":
                     run = asyncio.run(through_sink(dsn, parts, f"sink round {k + 1}",
-                                                   args.compact_s))
+                                                   args.compact_s,
+                                                   data_clock=args.data_clock))
                     assert run.inserted == n, run
                     sinks.append(run)
+                elif which == "unsettled":
+                    run = asyncio.run(through_sink(
+                        dsn, parts, f"sink (every delta) round {k + 1}", args.compact_s,
+                        data_clock=True, settle_s=float("-inf")))
+                    assert run.inserted == n, run
+                    unsettled.append(run)
             print(f"  round {k + 1}: indexed COPY {n / floors[-1]:,.0f} rows/s,"
                   + (f" 0014 sink {floors[-1] / befores[-1]:.2f}x," if befores else "")
                   + f" sink {floors[-1] / sinks[-1].seconds:.2f}x"
@@ -447,24 +481,43 @@ def main() -> int:
         label = "new sink: first write + 1m/1h rollups (delta log)"
         line(label, best.seconds)
         figures["sink_first_write"] = (label, best.seconds)
-        print(f"  (of which {best.compactions} compactions, {best.compact_s:.3f} s,"
-              f" {best.deltas:,} deltas; compaction every"
-              f" {args.compact_s if args.compact_s is not None else 'setting'} s)")
+        every = (f"{args.compact_s if args.compact_s is not None else 'setting'} s"
+                 + (" of data time" if args.data_clock else ""))
+
+        def detail(run: SinkRun) -> None:
+            print(f"  (of which {run.compactions} compactions, {run.compact_s:.3f} s,"
+                  f" {run.deltas:,} deltas into {run.minutes:,} minute and {run.hours:,}"
+                  f" hour rows; compaction every {every})")
+
+        detail(best)
+        if unsettled:
+            worst = min(unsettled, key=lambda r: r.seconds)
+            label = "sink compacting every pending delta (before)"
+            line(label, worst.seconds)
+            figures["sink_every_delta"] = (label, worst.seconds)
+            detail(worst)
+            print(f"  settled compactions: {worst.seconds / best.seconds:.2f}x the rows/s"
+                  " of compacting every delta")
         line("new sink: replay (all duplicates)", replay.seconds)
         figures["sink_replay"] = ("new sink: replay (all duplicates)", replay.seconds)
         paired = [(floors[k] / befores[k] if k < len(befores) else None,
                    floors[k] / sinks[k].seconds) for k in range(args.rounds)]
         print("  per round, each vs that round's indexed COPY: "
-              + "; ".join((f"0014 {b:.2f}x, " if b is not None else "") + f"new {s_:.2f}x"
-                          for b, s_ in paired))
+              + "; ".join((f"0014 {b:.2f}x, " if b is not None else "")
+                          + (f"every delta {floors[k] / unsettled[k].seconds:.2f}x, "
+                             if unsettled else "")
+                          + f"new {s_:.2f}x"
+                          for k, (b, s_) in enumerate(paired)))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({
                 "rows": n, "batch": args.batch, "devices": args.devices,
                 "rounds": args.rounds, "compact_s": args.compact_s,
+                "data_clock": args.data_clock,
                 "indexed_copy_first_rows_s": n / floors[0],
                 "indexed_copy_last_rows_s": n / floors[-1],
                 "sink_compactions": best.compactions, "sink_compact_s": best.compact_s,
+                "sink_rollup_rows": best.minutes + best.hours,
                 "per_round": [{"indexed_copy_rows_s": n / floors[k],
                                "x_before": paired[k][0], "x_sink": paired[k][1]}
                               for k in range(args.rounds)],

@@ -189,6 +189,11 @@ class StreamSettings(BaseModel):
     health_tick_s: float = 5.0
     # Least time between two compactions of the rollup deltas into rollups_1m/1h.
     rollup_compact_s: float = 5.0
+    # A periodic compaction moves the deltas of minutes that ended at least this long ago
+    # (by the clock), so a minute's rollup row is written about once, not at every
+    # compaction while its minute is open (readers merge the pending deltas). Readings
+    # later than this still count, at the cost of a second write of their minute's row.
+    rollup_settle_s: float = 15.0
     # How often the rule state changed since the last checkpoint is saved to PostgreSQL
     # with the offsets it reflects (stream/checkpoints.py). After a crash the records of
     # up to this long are processed again; shorter costs more writes of the same states.

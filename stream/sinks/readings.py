@@ -18,11 +18,15 @@ Idempotence is per message, not per reading. Each batch, in one transaction:
 A crash before the commit stores nothing, message ids and deltas included; the batch
 comes again. A crash after it leaves the deltas for the next compaction.
 
-Compaction (:meth:`ReadingsSink.compact`, after a write once ``compact_every_s`` has
-passed since the last one, and on :meth:`ReadingsSink.close`) moves every pending delta
-into ``rollups_1m`` and ``rollups_1h`` in one transaction (``DELETE … RETURNING``, then one
-upsert per minute and per hour bucket), one compaction at a time across
-workers (``pg_advisory_xact_lock``). The merge is order-independent (counts and sums add,
+Compaction (:meth:`ReadingsSink.compact`) moves pending deltas into ``rollups_1m`` and
+``rollups_1h`` in one transaction (``DELETE … RETURNING``, then one upsert per minute and
+per hour bucket), one compaction at a time across workers (``pg_advisory_xact_lock``).
+After a write, once ``compact_every_s`` has passed since the last one, it moves the deltas
+of *settled* minutes only: minutes that ended at least ``settle_s`` ago by the clock. At
+real time a series' open minute then stays in the deltas until it ends and its rollup row
+is written once, instead of once per compaction while the minute is open (and its hour row
+once a minute instead of at every compaction). :meth:`ReadingsSink.close` moves every
+pending delta. The merge is order-independent (counts and sums add,
 min/max, last by greatest ``(time, value)``), so late and out-of-order readings and any
 interleaving of batches and compactions give the rollups a ``GROUP BY`` over ``readings``
 gives. Readers use ``rollups_1m_live`` / ``rollups_1h_live`` (migration 0015): rollups
@@ -34,9 +38,10 @@ aggregates over ``readings``: the sink stores message ids and readings only.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import NamedTuple, cast
@@ -118,6 +123,7 @@ ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
 _COMPACT = f"""
 WITH moved AS (
   DELETE FROM rollup_deltas
+  WHERE %(upto)s::timestamptz IS NULL OR bucket <= %(upto)s
   RETURNING bucket, site_id, device_id, metric, count, sum, min, max, last, last_time
 ), m AS (
   SELECT bucket, site_id, device_id, metric, sum(count)::integer AS count, sum(sum) AS sum,
@@ -211,19 +217,30 @@ class ReadingsSink:
     ``compact_every_s``: the least time between two compactions started by :meth:`write`
     (default: the ``stream.rollup_compact_s`` setting); ``None`` reads the setting, ``0``
     compacts after every batch, ``float("inf")`` only on :meth:`compact` and
-    :meth:`close`.
+    :meth:`close`. ``settle_s``: those compactions move the deltas of minutes that ended
+    at least this long ago (default: ``stream.rollup_settle_s``); ``float("-inf")`` moves
+    every pending delta each time. ``clock``: seconds since the epoch, for both (a
+    benchmark replaying old data at speed passes the data's own time).
     """
 
-    def __init__(self, dsn: str, compact_every_s: float | None = None) -> None:
+    def __init__(self, dsn: str, compact_every_s: float | None = None,
+                 settle_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._dsn = dsn
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._days: set[date] = set()
-        if compact_every_s is None:
+        if compact_every_s is None or settle_s is None:
             from ganzhi.settings import get_settings
 
-            compact_every_s = get_settings().stream.rollup_compact_s
+            stream = get_settings().stream
+            if compact_every_s is None:
+                compact_every_s = stream.rollup_compact_s
+            if settle_s is None:
+                settle_s = stream.rollup_settle_s
         self.compact_every_s = compact_every_s
-        self._last_compact = time.monotonic()
+        self.settle_s = settle_s
+        self._clock = clock
+        self._last_compact = clock()
         self._pending = False  # deltas written by this sink since its last compaction
         self._copy_ids = True  # message ids by COPY (see _store)
         # Whether this sink writes the rollups: not on the TimescaleDB flavour, where
@@ -277,9 +294,11 @@ class ReadingsSink:
             raise
         if deltas:
             self._pending = True
-        if time.monotonic() - self._last_compact >= self.compact_every_s:
+        now = self._clock()
+        # A clock set back counts as due, or compaction would wait for it to catch up.
+        if not 0 <= now - self._last_compact < self.compact_every_s:
             try:
-                await self.compact(wait=False)
+                await self.compact(wait=False, upto=self.settled(now))
             except psycopg.Error as exc:
                 log.warning("rollup_compaction_failed", error=str(exc))
                 if isinstance(exc, psycopg.OperationalError):
@@ -335,11 +354,20 @@ class ReadingsSink:
                 await write_row((r.time, r.site_id, r.device_id, r.metric, r.value, r.unit,
                                  r.msg_id))
 
-    async def compact(self, *, wait: bool = True) -> CompactResult:
-        """Move every committed delta (this worker's and others') into the rollups, in one
-        transaction. ``wait=False``: if another compaction holds the lock, return at once
-        (it or the next one takes the deltas)."""
-        self._last_compact = time.monotonic()
+    def settled(self, now: float) -> datetime | None:
+        """The latest minute bucket that has settled at ``now`` (epoch seconds); ``None``
+        when ``settle_s`` is ``-inf`` (every bucket)."""
+        upto = now - self.settle_s - 60
+        if not math.isfinite(upto):
+            return None
+        return datetime.fromtimestamp(upto, UTC)
+
+    async def compact(self, *, wait: bool = True, upto: datetime | None = None) -> CompactResult:
+        """Move the committed deltas (this worker's and others') of minute buckets up to
+        ``upto`` (``None``: every one) into the rollups, in one transaction. ``wait=False``:
+        if another compaction holds the lock, return at once (it or the next one takes the
+        deltas)."""
+        self._last_compact = self._clock()
         conn = await self._connection()
         if not self.rollups:
             return CompactResult(0, 0, 0)
@@ -354,10 +382,11 @@ class ReadingsSink:
             # Its own statement, after the lock: its snapshot sees everything the previous
             # compaction committed.
             await cur.execute("SET LOCAL work_mem = '32MB'")  # the GROUP BY in memory
-            await cur.execute(_COMPACT)
+            await cur.execute(_COMPACT, {"upto": upto})
             row = await cur.fetchone()
-        self._pending = False
-        self._last_compact = time.monotonic()
+        if upto is None:
+            self._pending = False
+        self._last_compact = self._clock()
         assert row is not None
         deltas, minutes, hours = cast("tuple[int, int, int]", row)
         return CompactResult(deltas, minutes, hours)

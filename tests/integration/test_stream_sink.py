@@ -310,7 +310,10 @@ async def test_rollups_equal_a_group_by_after_random_batches_with_duplicates(
                 assert res.inserted == sum(len(m) for m in messages if m[0].msg_id in new)
                 stored |= new
                 if rnd.random() < 0.2:
-                    await sink.compact()
+                    # Everything, or the minutes settled by some moment of the data.
+                    await sink.compact(upto=rnd.choice([None, datetime(
+                        2026, 3, 2, 7, 50, tzinfo=UTC) + timedelta(
+                        seconds=rnd.randrange(0, 3 * 3600))]))
                 if rnd.random() < 0.2:
                     assert _off_group_by(conn, "rollups_1m_live") == 0
                     assert _off_group_by(conn, "rollups_1h_live") == 0
@@ -568,6 +571,53 @@ async def test_compaction_runs_at_its_interval(pg_dsn: str) -> None:
         await every.close()
         await never.close()
     assert ReadingsSink(pg_dsn).compact_every_s == 5.0  # stream.rollup_compact_s
+    assert ReadingsSink(pg_dsn).settle_s == 15.0  # stream.rollup_settle_s
+
+
+def _buckets(dsn: str, relation: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f"SELECT bucket, count FROM {relation} ORDER BY bucket").fetchall()
+
+
+async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) -> None:
+    """At real time a compaction after a write moves only minutes that ended settle_s
+    ago: the open minute's deltas wait (readers see them through the live views), a late
+    reading for a settled minute is merged into its row at the next compaction, and close
+    moves the rest."""
+    m0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    now = [(m0 + timedelta(seconds=50)).timestamp()]
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=15, clock=lambda: now[0])
+    try:
+        await sink.write(_rows(5, m0))  # 08:00:00-08:00:40, at 08:00:50
+        assert _buckets(pg_dsn, "rollups_1m") == []
+        assert _buckets(pg_dsn, "rollup_deltas") == [(m0, 5)]
+        now[0] += 20  # 08:01:10: 08:00 ended 10 s ago, not yet settled
+        await sink.write(_rows(1, m0 + timedelta(seconds=60)))
+        assert _buckets(pg_dsn, "rollups_1m") == []
+        now[0] += 10  # 08:01:20: 08:00 has settled
+        await sink.write(_rows(1, m0 + timedelta(seconds=70)))
+        assert _buckets(pg_dsn, "rollups_1m") == [(m0, 5)]
+        assert _buckets(pg_dsn, "rollup_deltas") == [
+            (m0 + timedelta(minutes=1), 1), (m0 + timedelta(minutes=1), 1)]
+        await sink.write(_rows(1, m0 + timedelta(seconds=50)))  # late, for 08:00
+        assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6)]
+        assert _buckets(pg_dsn, "rollups_1h") == [(m0, 6)]  # the hour: settled minutes
+        with psycopg.connect(pg_dsn) as conn:
+            for view in ("rollups_1m_live", "rollups_1h_live"):
+                assert _off_group_by(conn, view) == 0, view
+    finally:
+        await sink.close()  # every pending delta, settled or not
+    assert _buckets(pg_dsn, "rollup_deltas") == []
+    assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6), (m0 + timedelta(minutes=1), 2)]
+    assert _buckets(pg_dsn, "rollups_1h") == [(m0, 8)]
+
+
+def test_settled_is_the_last_minute_that_ended_settle_s_ago() -> None:
+    sink = ReadingsSink("postgresql://unused", compact_every_s=5, settle_s=15)
+    at = datetime(2026, 3, 2, 8, 1, 20, tzinfo=UTC).timestamp()
+    assert sink.settled(at) == datetime(2026, 3, 2, 8, 0, 5, tzinfo=UTC)
+    sink.settle_s = -math.inf
+    assert sink.settled(at) is None
 
 
 async def test_migration_0015_on_a_database_with_rollups(
