@@ -80,6 +80,18 @@ CHECKPOINT_FAILURES = Counter(
 CHECKPOINT_FENCED = Counter(
     "ganzhi_stream_checkpoint_fenced_total",
     "Partitions found claimed by another worker at a checkpoint (their state is dropped)")
+ROLLUP_COMPACTION_SECONDS = Histogram(
+    "ganzhi_stream_rollup_compaction_seconds",
+    "Time of one compaction of the rollup deltas into rollups_1m/1h (stream/sinks/readings.py)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ROLLUP_DELTAS_COMPACTED = Counter(
+    "ganzhi_stream_rollup_deltas_compacted_total",
+    "Rollup deltas moved into rollups_1m/1h by this worker's compactions")
+ROLLUP_COMPACTION_FAILURES = Counter(
+    "ganzhi_stream_rollup_compaction_failures_total",
+    "Failed compactions of the rollup deltas (retried at the next interval; readers still "
+    "see the pending deltas through the live views, at a growing cost)")
 STATE_LOADED = Counter(
     "ganzhi_stream_state_loaded_total",
     "Rule states loaded from checkpoints when partitions were taken")

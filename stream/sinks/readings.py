@@ -50,6 +50,7 @@ import psycopg
 
 from ganzhi.contracts import Telemetry
 from ganzhi.observability import get_logger
+from stream import metrics
 from stream.sinks.rollups import aggregate_minutes
 
 log = get_logger(__name__)
@@ -300,6 +301,7 @@ class ReadingsSink:
             try:
                 await self.compact(wait=False, upto=self.settled(now))
             except psycopg.Error as exc:
+                metrics.ROLLUP_COMPACTION_FAILURES.inc()
                 log.warning("rollup_compaction_failed", error=str(exc))
                 if isinstance(exc, psycopg.OperationalError):
                     await self.close(compact=False)
@@ -371,6 +373,7 @@ class ReadingsSink:
         conn = await self._connection()
         if not self.rollups:
             return CompactResult(0, 0, 0)
+        started = time.perf_counter()
         async with conn.transaction(), conn.cursor() as cur:
             if wait:
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))
@@ -389,6 +392,8 @@ class ReadingsSink:
         self._last_compact = self._clock()
         assert row is not None
         deltas, minutes, hours = cast("tuple[int, int, int]", row)
+        metrics.ROLLUP_COMPACTION_SECONDS.observe(time.perf_counter() - started)
+        metrics.ROLLUP_DELTAS_COMPACTED.inc(deltas)
         return CompactResult(deltas, minutes, hours)
 
     async def close(self, *, compact: bool = True) -> None:
@@ -398,6 +403,7 @@ class ReadingsSink:
                 try:
                     await self.compact()
                 except psycopg.Error as exc:
+                    metrics.ROLLUP_COMPACTION_FAILURES.inc()
                     log.warning("rollup_compaction_failed", error=str(exc))
             await self._conn.close()
             self._conn = None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from ganzhi.db.migrate import MIGRATIONS_DIR, migrate
 from ganzhi.stack.infra import Managed, create_database
@@ -610,6 +611,36 @@ async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) ->
     assert _buckets(pg_dsn, "rollup_deltas") == []
     assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6), (m0 + timedelta(minutes=1), 2)]
     assert _buckets(pg_dsn, "rollups_1h") == [(m0, 8)]
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_a_failing_compaction_keeps_the_batch_and_its_deltas(pg_dsn: str) -> None:
+    """A compaction that fails is counted and logged; the batch it followed is stored,
+    its deltas wait, and the next compaction after the fault takes them."""
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=-math.inf)
+    failures = _metric("ganzhi_stream_rollup_compaction_failures_total")
+    moved = _metric("ganzhi_stream_rollup_deltas_compacted_total")
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE rollups_1h RENAME TO rollups_1h_away")
+            try:
+                res = await sink.write(_rows(3))
+            finally:
+                conn.execute("ALTER TABLE rollups_1h_away RENAME TO rollups_1h")
+        assert res.inserted == 3
+        assert _metric("ganzhi_stream_rollup_compaction_failures_total") == failures + 1
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 1
+        await sink.write(_rows(1, T0 + timedelta(minutes=5)))
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+        assert _metric("ganzhi_stream_rollup_deltas_compacted_total") == moved + 2
+        with psycopg.connect(pg_dsn) as conn:
+            assert _off_group_by(conn, "rollups_1m") == 0
+            assert _off_group_by(conn, "rollups_1h") == 0
+    finally:
+        await sink.close()
 
 
 def test_settled_is_the_last_minute_that_ended_settle_s_ago() -> None:
