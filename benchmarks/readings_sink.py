@@ -297,6 +297,7 @@ class SinkRun:
     deltas: int = 0
     minutes: int = 0  # rollups_1m rows written (inserted or updated)
     hours: int = 0
+    collapses: int = 0  # compactions that collapsed the open buckets' deltas
 
 
 async def through_sink(dsn: str, parts: list[list[ReadingRow]], label: str,
@@ -311,10 +312,11 @@ async def through_sink(dsn: str, parts: list[list[ReadingRow]], label: str,
     run = SinkRun()
     compact = sink.compact
 
-    async def timed_compact(*, wait: bool = True, upto: datetime | None = None
-                            ) -> CompactResult:
+    async def timed_compact(*, wait: bool = True, upto: datetime | None = None,
+                            collapse: bool = False) -> CompactResult:
         t = time.perf_counter()
-        res = await compact(wait=wait, upto=upto)
+        res = await compact(wait=wait, upto=upto, collapse=collapse)
+        run.collapses += collapse
         run.compact_s += time.perf_counter() - t
         run.compactions += 1
         run.deltas += res.deltas
@@ -485,9 +487,9 @@ def main() -> int:
                  + (" of data time" if args.data_clock else ""))
 
         def detail(run: SinkRun) -> None:
-            print(f"  (of which {run.compactions} compactions, {run.compact_s:.3f} s,"
-                  f" {run.deltas:,} deltas into {run.minutes:,} minute and {run.hours:,}"
-                  f" hour rows; compaction every {every})")
+            print(f"  (of which {run.compactions} compactions ({run.collapses} collapsing),"
+                  f" {run.compact_s:.3f} s, {run.deltas:,} deltas into {run.minutes:,} minute"
+                  f" and {run.hours:,} hour rows; compaction every {every})")
 
         detail(best)
         if unsettled:

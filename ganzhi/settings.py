@@ -194,6 +194,11 @@ class StreamSettings(BaseModel):
     # compaction while its minute is open (readers merge the pending deltas). Readings
     # later than this still count, at the cost of a second write of their minute's row.
     rollup_settle_s: float = 15.0
+    # The open minutes' deltas wait in rollup_deltas, which every read of the live views
+    # scans: once a worker has this many pending (and at least two per bucket), its next
+    # compaction collapses them to one per bucket. About 10 ms of a rollup read per
+    # 100,000 pending deltas; each collapse rewrites the open buckets' deltas once.
+    rollup_collapse_rows: int = Field(default=100_000, ge=0)
     # How often the rule state changed since the last checkpoint is saved to PostgreSQL
     # with the offsets it reflects (stream/checkpoints.py). After a crash the records of
     # up to this long are processed again; shorter costs more writes of the same states.

@@ -26,11 +26,16 @@ of *settled* minutes only: minutes that ended at least ``settle_s`` ago by the c
 real time a series' open minute then stays in the deltas until it ends and its rollup row
 is written once, instead of once per compaction while the minute is open (and its hour row
 once a minute instead of at every compaction). :meth:`ReadingsSink.close` moves every
-pending delta. The merge is order-independent (counts and sums add,
-min/max, last by greatest ``(time, value)``), so late and out-of-order readings and any
-interleaving of batches and compactions give the rollups a ``GROUP BY`` over ``readings``
-gives. Readers use ``rollups_1m_live`` / ``rollups_1h_live`` (migration 0015): rollups
-merged with the deltas not yet compacted.
+pending delta. So that the open minutes' deltas do not pile up (a reader's live view
+scans them all), a compaction also *collapses* them, deleting them and putting back one
+delta per bucket, once the sink has ``collapse_rows`` pending and at least twice as many
+as there are buckets (series heard several times a minute).
+
+The merge is order-independent (counts and sums add, min/max, last by greatest
+``(time, value)``), so late and out-of-order readings and any interleaving of batches and
+compactions give the rollups a ``GROUP BY`` over ``readings`` gives. Readers use
+``rollups_1m_live`` / ``rollups_1h_live`` (migration 0015): rollups merged with the deltas
+not yet compacted.
 
 On the TimescaleDB flavour (``ganzhi.db.timescaledb``) the rollups are continuous
 aggregates over ``readings``: the sink stores message ids and readings only.
@@ -41,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import NamedTuple, cast
@@ -51,7 +56,7 @@ import psycopg
 from ganzhi.contracts import Telemetry
 from ganzhi.observability import get_logger
 from stream import metrics
-from stream.sinks.rollups import aggregate_minutes
+from stream.sinks.rollups import Key, aggregate_minutes
 
 log = get_logger(__name__)
 
@@ -121,18 +126,28 @@ ON CONFLICT (site_id, device_id, metric, bucket) DO UPDATE SET
   last_time = greatest(r.last_time, EXCLUDED.last_time),
   updated_at = now()
 """
+# Moves the deltas of buckets up to %(upto)s (NULL: all) into the rollups; with
+# %(collapse)s, also deletes the later (open) ones and puts them back one per bucket.
 _COMPACT = f"""
 WITH moved AS (
   DELETE FROM rollup_deltas
-  WHERE %(upto)s::timestamptz IS NULL OR bucket <= %(upto)s
+  WHERE %(collapse)s OR %(upto)s::timestamptz IS NULL OR bucket <= %(upto)s
   RETURNING bucket, site_id, device_id, metric, count, sum, min, max, last, last_time
-), m AS (
+), g AS (
   SELECT bucket, site_id, device_id, metric, sum(count)::integer AS count, sum(sum) AS sum,
          min(min) AS min, max(max) AS max,
          max(ARRAY[date_part('epoch', last_time), last]) AS tl,
          max(last_time) AS last_time
   FROM moved
   GROUP BY bucket, site_id, device_id, metric
+), back AS (
+  INSERT INTO rollup_deltas (bucket, site_id, device_id, metric, count, sum, min, max,
+                             last, last_time)
+  SELECT bucket, site_id, device_id, metric, count, sum, min, max, tl[2], last_time
+  FROM g WHERE bucket > %(upto)s
+  RETURNING 1
+), m AS (
+  SELECT * FROM g WHERE %(upto)s::timestamptz IS NULL OR bucket <= %(upto)s
 ), h AS (
   INSERT INTO rollups_1h AS r
     (bucket, site_id, device_id, metric, count, min, max, mean, last, last_time)
@@ -150,7 +165,8 @@ WITH moved AS (
   {_MERGE}
   RETURNING 1
 )
-SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM n), (SELECT count(*) FROM h)
+SELECT (SELECT count(*) FROM moved WHERE %(upto)s::timestamptz IS NULL OR bucket <= %(upto)s),
+       (SELECT count(*) FROM n), (SELECT count(*) FROM h), (SELECT count(*) FROM back)
 """
 
 
@@ -163,6 +179,7 @@ class CompactResult:
     deltas: int  # delta rows moved (0 also when another worker's compaction was running)
     minutes: int  # rollups_1m rows inserted or updated
     hours: int
+    kept: int = 0  # open buckets' deltas put back collapsed, one per bucket
 
 
 def new_messages(rows: Sequence[ReadingRow]) -> tuple[list[ReadingRow], dict[uuid.UUID, datetime]]:
@@ -220,17 +237,20 @@ class ReadingsSink:
     compacts after every batch, ``float("inf")`` only on :meth:`compact` and
     :meth:`close`. ``settle_s``: those compactions move the deltas of minutes that ended
     at least this long ago (default: ``stream.rollup_settle_s``); ``float("-inf")`` moves
-    every pending delta each time. ``clock``: seconds since the epoch, for both (a
-    benchmark replaying old data at speed passes the data's own time).
+    every pending delta each time. ``collapse_rows``: the open buckets' deltas this sink
+    has pending before a compaction collapses them (default:
+    ``stream.rollup_collapse_rows``). ``clock``: seconds since the epoch, for the interval
+    and the settling (a benchmark replaying old data at speed passes the data's own
+    time).
     """
 
     def __init__(self, dsn: str, compact_every_s: float | None = None,
-                 settle_s: float | None = None,
+                 settle_s: float | None = None, collapse_rows: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._dsn = dsn
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._days: set[date] = set()
-        if compact_every_s is None or settle_s is None:
+        if compact_every_s is None or settle_s is None or collapse_rows is None:
             from ganzhi.settings import get_settings
 
             stream = get_settings().stream
@@ -238,11 +258,18 @@ class ReadingsSink:
                 compact_every_s = stream.rollup_compact_s
             if settle_s is None:
                 settle_s = stream.rollup_settle_s
+            if collapse_rows is None:
+                collapse_rows = stream.rollup_collapse_rows
         self.compact_every_s = compact_every_s
         self.settle_s = settle_s
+        self.collapse_rows = collapse_rows
         self._clock = clock
         self._last_compact = clock()
         self._pending = False  # deltas written by this sink since its last compaction
+        # Open buckets this sink wrote deltas for, and how many rows each has pending
+        # (one after a collapse): whether collapsing is worth it.
+        self._open: dict[Key, int] = {}
+        self._open_rows = 0
         self._copy_ids = True  # message ids by COPY (see _store)
         # Whether this sink writes the rollups: not on the TimescaleDB flavour, where
         # continuous aggregates make them (there is no rollup_deltas table).
@@ -295,23 +322,39 @@ class ReadingsSink:
             raise
         if deltas:
             self._pending = True
+            opened = self._open
+            for key in deltas:
+                opened[key] = opened.get(key, 0) + 1
+            self._open_rows += len(deltas)
         now = self._clock()
         # A clock set back counts as due, or compaction would wait for it to catch up.
         if not 0 <= now - self._last_compact < self.compact_every_s:
+            upto = self.settled(now)
             try:
-                await self.compact(wait=False, upto=self.settled(now))
+                await self.compact(wait=False, upto=upto, collapse=self._worth_collapsing(upto))
             except psycopg.Error as exc:
                 metrics.ROLLUP_COMPACTION_FAILURES.inc()
                 log.warning("rollup_compaction_failed", error=str(exc))
                 if isinstance(exc, psycopg.OperationalError):
                     await self.close(compact=False)
-        return WriteResult(inserted, len(rows) - inserted, deltas)
+        return WriteResult(inserted, len(rows) - inserted, len(deltas))
+
+    def _worth_collapsing(self, upto: datetime | None) -> bool:
+        """Forget the buckets settled by ``upto``; whether the rest have
+        ``collapse_rows`` delta rows pending and at least two per bucket."""
+        if upto is None:
+            return False
+        opened = self._open
+        for key in [k for k in opened if k[3] <= upto]:
+            self._open_rows -= opened.pop(key)
+        return bool(opened) and self._open_rows >= max(2 * len(opened), self.collapse_rows)
 
     async def _store(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], unique: list[ReadingRow],
         first: dict[uuid.UUID, datetime], copy_ids: bool,
-    ) -> tuple[list[ReadingRow], int]:
-        """One transaction: message ids, readings, minute deltas. ``copy_ids``: the ids by
+    ) -> tuple[list[ReadingRow], Collection[Key]]:
+        """One transaction: message ids, readings, minute deltas (their buckets are
+        returned). ``copy_ids``: the ids by
         a binary COPY, the cheap way when none was stored before; if one was, the unique
         key refuses the COPY, the transaction rolls back (nothing else done yet) and
         :class:`_SomeSeen` says to go again with ``INSERT … ON CONFLICT DO NOTHING``."""
@@ -333,10 +376,10 @@ class ReadingsSink:
                 stored = unique if len(fresh) == len(ids) else [
                     r for r in unique if r.msg_id in fresh]
             if not stored:
-                return stored, 0
+                return stored, ()
             if not self.rollups:
                 await self._copy_readings(cur, stored)
-                return stored, 0
+                return stored, ()
             await self._copy_readings(cur, stored)
             minutes = aggregate_minutes(stored)
             async with cur.copy(_COPY_DELTAS) as copy:
@@ -344,7 +387,7 @@ class ReadingsSink:
                 write_row = copy.write_row
                 for (site, device, metric, bucket), (c, s, lo, hi, lt, lv) in minutes.items():
                     await write_row((bucket, site, device, metric, c, s, lo, hi, lv, lt))
-        return stored, len(minutes)
+        return stored, minutes.keys()
 
     @staticmethod
     async def _copy_readings(cur: psycopg.AsyncCursor[tuple[object, ...]],
@@ -364,11 +407,12 @@ class ReadingsSink:
             return None
         return datetime.fromtimestamp(upto, UTC)
 
-    async def compact(self, *, wait: bool = True, upto: datetime | None = None) -> CompactResult:
+    async def compact(self, *, wait: bool = True, upto: datetime | None = None,
+                      collapse: bool = False) -> CompactResult:
         """Move the committed deltas (this worker's and others') of minute buckets up to
-        ``upto`` (``None``: every one) into the rollups, in one transaction. ``wait=False``:
-        if another compaction holds the lock, return at once (it or the next one takes the
-        deltas)."""
+        ``upto`` (``None``: every one) into the rollups, in one transaction; ``collapse``:
+        the later ones are put back one per bucket. ``wait=False``: if another compaction
+        holds the lock, return at once (it or the next one takes the deltas)."""
         self._last_compact = self._clock()
         conn = await self._connection()
         if not self.rollups:
@@ -385,16 +429,21 @@ class ReadingsSink:
             # Its own statement, after the lock: its snapshot sees everything the previous
             # compaction committed.
             await cur.execute("SET LOCAL work_mem = '32MB'")  # the GROUP BY in memory
-            await cur.execute(_COMPACT, {"upto": upto})
+            await cur.execute(_COMPACT, {"upto": upto, "collapse": collapse and upto is not None})
             row = await cur.fetchone()
         if upto is None:
             self._pending = False
+            self._open.clear()
+            self._open_rows = 0
+        elif collapse:
+            self._open = dict.fromkeys(self._open, 1)
+            self._open_rows = len(self._open)
         self._last_compact = self._clock()
         assert row is not None
-        deltas, minutes, hours = cast("tuple[int, int, int]", row)
+        deltas, minutes, hours, kept = cast("tuple[int, int, int, int]", row)
         metrics.ROLLUP_COMPACTION_SECONDS.observe(time.perf_counter() - started)
         metrics.ROLLUP_DELTAS_COMPACTED.inc(deltas)
-        return CompactResult(deltas, minutes, hours)
+        return CompactResult(deltas, minutes, hours, kept)
 
     async def close(self, *, compact: bool = True) -> None:
         """Compact what this sink left pending (best effort), then close the connection."""

@@ -311,10 +311,11 @@ async def test_rollups_equal_a_group_by_after_random_batches_with_duplicates(
                 assert res.inserted == sum(len(m) for m in messages if m[0].msg_id in new)
                 stored |= new
                 if rnd.random() < 0.2:
-                    # Everything, or the minutes settled by some moment of the data.
+                    # Everything, or the minutes settled by some moment of the data,
+                    # the later ones collapsed or not.
                     await sink.compact(upto=rnd.choice([None, datetime(
                         2026, 3, 2, 7, 50, tzinfo=UTC) + timedelta(
-                        seconds=rnd.randrange(0, 3 * 3600))]))
+                        seconds=rnd.randrange(0, 3 * 3600))]), collapse=rnd.random() < 0.5)
                 if rnd.random() < 0.2:
                     assert _off_group_by(conn, "rollups_1m_live") == 0
                     assert _off_group_by(conn, "rollups_1h_live") == 0
@@ -573,6 +574,7 @@ async def test_compaction_runs_at_its_interval(pg_dsn: str) -> None:
         await never.close()
     assert ReadingsSink(pg_dsn).compact_every_s == 5.0  # stream.rollup_compact_s
     assert ReadingsSink(pg_dsn).settle_s == 15.0  # stream.rollup_settle_s
+    assert ReadingsSink(pg_dsn).collapse_rows == 100_000  # stream.rollup_collapse_rows
 
 
 def _buckets(dsn: str, relation: str) -> list[tuple[object, ...]]:
@@ -587,7 +589,8 @@ async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) ->
     moves the rest."""
     m0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     now = [(m0 + timedelta(seconds=50)).timestamp()]
-    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=15, clock=lambda: now[0])
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=15, collapse_rows=0,
+                        clock=lambda: now[0])
     try:
         await sink.write(_rows(5, m0))  # 08:00:00-08:00:40, at 08:00:50
         assert _buckets(pg_dsn, "rollups_1m") == []
@@ -598,8 +601,8 @@ async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) ->
         now[0] += 10  # 08:01:20: 08:00 has settled
         await sink.write(_rows(1, m0 + timedelta(seconds=70)))
         assert _buckets(pg_dsn, "rollups_1m") == [(m0, 5)]
-        assert _buckets(pg_dsn, "rollup_deltas") == [
-            (m0 + timedelta(minutes=1), 1), (m0 + timedelta(minutes=1), 1)]
+        # The open minute's two deltas, collapsed into one.
+        assert _buckets(pg_dsn, "rollup_deltas") == [(m0 + timedelta(minutes=1), 2)]
         await sink.write(_rows(1, m0 + timedelta(seconds=50)))  # late, for 08:00
         assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6)]
         assert _buckets(pg_dsn, "rollups_1h") == [(m0, 6)]  # the hour: settled minutes
@@ -611,6 +614,48 @@ async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) ->
     assert _buckets(pg_dsn, "rollup_deltas") == []
     assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6), (m0 + timedelta(minutes=1), 2)]
     assert _buckets(pg_dsn, "rollups_1h") == [(m0, 8)]
+
+
+async def test_open_minutes_deltas_collapse_when_a_series_piles_them_up(pg_dsn: str) -> None:
+    """A series heard at every batch leaves a delta per batch in its open minute; once
+    they reach collapse_rows, and twice the buckets, a compaction puts them back one per
+    bucket. Series heard once each are left alone (collapsing would rewrite the same
+    rows)."""
+    m0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    now = [(m0 + timedelta(seconds=59)).timestamp()]
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=15, collapse_rows=3,
+                        clock=lambda: now[0])
+    try:
+        kept = []
+        compact = sink.compact
+
+        async def spy(**kw: object) -> object:
+            res = await compact(**kw)  # type: ignore[arg-type]
+            kept.append((kw.get("collapse", False), res.kept))
+            return res
+
+        sink.compact = spy  # type: ignore[method-assign,assignment]
+        for i in range(4):
+            await sink.write(_rows(1, m0 + timedelta(seconds=10 * i), device="fast"))
+        # collapse_rows=3: the third delta of the bucket collapses the three into one.
+        assert kept == [(False, 0), (False, 0), (True, 1), (False, 0)]
+        assert sorted(_buckets(pg_dsn, "rollup_deltas")) == [(m0, 1), (m0, 3)]
+        assert _buckets(pg_dsn, "rollups_1m") == []
+        kept.clear()
+        for d in range(3):  # three series, one delta each: nothing to gain
+            await sink.write(_rows(1, m0 + timedelta(seconds=50), device=f"slow-{d}"))
+        assert [c for c, _ in kept] == [False, False, False]
+        with psycopg.connect(pg_dsn) as conn:
+            for view in ("rollups_1m_live", "rollups_1h_live"):
+                assert _off_group_by(conn, view) == 0, view
+        now[0] += 30  # 08:01:29: the minute has settled
+        await sink.write(_rows(1, m0 + timedelta(seconds=80), device="fast"))
+        assert sorted(_buckets(pg_dsn, "rollups_1m")) == [(m0, 1), (m0, 1), (m0, 1), (m0, 4)]
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h"):
+            assert _off_group_by(conn, relation) == 0, relation
 
 
 def _metric(name: str) -> float:
