@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,9 @@ T0 = datetime(2026, 7, 1, tzinfo=UTC)
 
 def make_rows(n: int, devices: int) -> list[ReadingRow]:
     """One message of 2 readings per device every 10 s; the readings of a message share
-    one msg_id object, as ``rows_from_telemetry`` makes them."""
+    one msg_id object, as ``rows_from_telemetry`` makes them. The ids are random, as the
+    devices' uuid4 ids are (seeded: the same in every run)."""
+    rng = random.Random(7)
     rows = []
     per_tick = devices * 2
     msg_id = uuid.UUID(int=0)
@@ -69,7 +72,7 @@ def make_rows(n: int, devices: int) -> list[ReadingRow]:
         tick, slot = divmod(i, per_tick)
         dev, metric = divmod(slot, 2)
         if metric == 0:
-            msg_id = uuid.UUID(int=tick * devices + dev)
+            msg_id = uuid.UUID(bytes=rng.randbytes(16), version=4)
         rows.append(
             ReadingRow(
                 T0 + timedelta(seconds=10 * tick), "bench", f"dev-{dev:05d}",
@@ -78,6 +81,45 @@ def make_rows(n: int, devices: int) -> list[ReadingRow]:
             )
         )
     return rows
+
+
+PREFILL_AT = T0 + timedelta(hours=12)  # --prefill rows: later the same day
+
+
+def prefill(dsn: str, tables: list[str], n: int, devices: int) -> None:
+    """``n`` readings of the same devices (random message ids, 2 readings each) into each
+    of ``tables`` (readings-shaped) and, with ``readings``, their ids into
+    ``stream_messages``: the day's partition as a store that has been running for hours
+    holds it. From ``PREFILL_AT`` on, where the timed rows never reach, every 10 s or
+    closer so that they stay within the day."""
+    if n <= 0:
+        return
+    ticks = -(-n // (2 * devices))
+    step = timedelta(seconds=min(10.0, (T0 + timedelta(days=1) - PREFILL_AT).total_seconds()
+                                 / ticks))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT ganzhi_ensure_reading_partitions(%s, %s)", (T0, T0))
+        conn.execute(
+            "CREATE TEMP TABLE pre AS SELECT %s::timestamptz"
+            " + (g / (2 * %s)) * %s::interval AS time,"
+            " 'dev-' || lpad(((g / 2) %% %s)::text, 5, '0') AS device_id,"
+            " CASE WHEN g %% 2 = 0 THEN 'temperature' ELSE 'humidity' END AS metric,"
+            " gen_random_uuid() AS msg_id FROM generate_series(0, %s - 1) g",
+            (PREFILL_AT, devices, step, devices, n))
+        for table in tables:
+            conn.execute(f"INSERT INTO {table} {_COLS} SELECT time, 'bench', device_id,"
+                         " metric, 3.0, 'celsius', msg_id FROM pre")
+        if "readings" in tables:
+            conn.execute("INSERT INTO stream_messages (msg_id, time)"
+                         " SELECT msg_id, time FROM pre WHERE metric = 'temperature'")
+        conn.execute("VACUUM ANALYZE")
+
+
+def checkpoint(dsn: str) -> None:
+    """Before a timed path with ``--prefill``: the prefill's (or the previous path's) WAL
+    checkpointed now, not during the timing of whichever path runs when it comes due."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
 
 
 def batches(rows: list[ReadingRow], size: int) -> list[list[ReadingRow]]:
@@ -364,7 +406,8 @@ def check_rollups(dsn: str, others: list[str]) -> None:
                 " AS bucket, site_id, device_id, metric, count(*) AS count, min(value) AS min,"
                 " max(value) AS max, avg(value) AS mean,"
                 " (array_agg(value ORDER BY time DESC, value DESC))[1] AS last,"
-                " max(time) AS last_time FROM readings GROUP BY 1, 2, 3, 4")
+                " max(time) AS last_time FROM readings WHERE time < %s GROUP BY 1, 2, 3, 4",
+                (PREFILL_AT,))
             for other in [f"g_{width}", f"rollups_{width}_live",
                           *(f"{o}_{width}" for o in others)]:
                 diff = conn.execute(_ROLLUP_DIFF.format(a=f"rollups_{width}", b=other)
@@ -394,6 +437,10 @@ def main() -> int:
                     help="skip the pre-issue-13 sink (ON CONFLICT per reading; slow)")
     ap.add_argument("--json", type=Path, metavar="PATH",
                     help="also write the printed figures to PATH as JSON")
+    ap.add_argument("--prefill", type=int, default=0, metavar="N",
+                    help="before each round, N readings of the same day already in the"
+                    " reference table and in readings (their message ids in"
+                    " stream_messages), not timed: indexes of a store in service")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="ganzhi-bench-pg-"))
@@ -418,7 +465,15 @@ def main() -> int:
                 conn.execute(f"TRUNCATE {', '.join(_EMPTY)}")
                 conn.execute("VACUUM ANALYZE")
             table = f"copy_indexed{k}"
-            floors.append(asyncio.run(copy_into(dsn, parts, table, indexed_setup(table))))
+            setup = indexed_setup(table)
+            if args.prefill:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    for sql in setup:
+                        conn.execute(sql)
+                prefill(dsn, [table, "readings"], args.prefill, args.devices)
+                setup = []
+                checkpoint(dsn)
+            floors.append(asyncio.run(copy_into(dsn, parts, table, setup)))
             # Alternate which of the two sinks goes first.
             order = ["before", "sink"] if k % 2 == 0 else ["sink", "before"]
             if args.data_clock:
@@ -427,6 +482,9 @@ def main() -> int:
                 if args.data_clock and which != "before":  # the two sinks share tables
                     with psycopg.connect(dsn, autocommit=True) as conn:
                         conn.execute(f"TRUNCATE {', '.join(_EMPTY[:5])}")
+                    prefill(dsn, ["readings"], args.prefill, args.devices)
+                if args.prefill:
+                    checkpoint(dsn)
                 if which == "before" and before_cls is not None:
                     secs, got = asyncio.run(through_before(dsn, parts, before_cls))
                     assert got == n, got

@@ -337,7 +337,8 @@ async def test_rollups_equal_a_group_by_after_random_batches_with_duplicates(
 async def test_migration_0014_keeps_stored_messages_deduplicated(
     pg_server: Managed, tmp_path: Path
 ) -> None:
-    """Readings stored before 0014 get their message ids; a replay of them stays a no-op."""
+    """Readings stored before 0014 get their message ids; a replay of them stays a no-op,
+    also once 0019 has rebuilt the key of every day's partition with the time first."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     create_database(pg_server.extra["admin_dsn"], name)
     dsn = pg_server.extra["admin_dsn"].rsplit("/", 1)[0] + f"/{name}"
@@ -369,6 +370,14 @@ async def test_migration_0014_keeps_stored_messages_deduplicated(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'stream_messages'::regclass"
         ).fetchone()
         assert parts is not None and parts[0] >= 2
+        keys = conn.execute(
+            "SELECT i.indrelid::regclass::text, array_agg(a.attname::text ORDER BY k.n)"
+            " FROM pg_index i CROSS JOIN unnest(i.indkey) WITH ORDINALITY k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indisprimary AND i.indrelid::regclass::text LIKE 'stream_messages%%'"
+            " GROUP BY 1").fetchall()
+        assert len(keys) == parts[0] + 1  # the parent and each partition
+        assert {tuple(cols) for _, cols in keys} == {("time", "msg_id")}
     state = _state(dsn)
     sink = _sink(dsn)
     try:
