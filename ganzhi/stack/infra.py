@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -307,14 +308,37 @@ def _reachable_by_postgres(path: Path) -> bool:
     if user is None:
         return True
     check = ["test", "-x", str(path.parent)]
-    return subprocess.run(check, capture_output=True, user=user).returncode == 0
+    # As the server runs: its own group only (with root's group, 0700 root dirs would be
+    # judged by their group bits).
+    return subprocess.run(check, capture_output=True, user=user, group=user,
+                          extra_groups=[]).returncode == 0
+
+
+def _open_temp_dirs(wanted: Path) -> bool:
+    """Let 'postgres' pass through the temporary directories above ``wanted`` (one made
+    by ``mkdtemp`` or pytest is 0700): search permission only, no listing. False when
+    ``wanted`` is not under the temporary directory (a home, say)."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if tmp not in wanted.parents:
+        return False
+    for d in wanted.parents:
+        if d == tmp:
+            break
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            d.chmod(mode | 0o001)
+    return _reachable_by_postgres(wanted)
 
 
 def postgres_data_dir(wanted: Path) -> Path:
-    """Where the cluster lives: ``wanted``, unless root's home hides it from 'postgres'."""
+    """Where the cluster lives: ``wanted``, unless root's home hides it from 'postgres'.
+
+    Under the temporary directory the directories above it are opened to 'postgres'
+    instead, so that the cluster goes wherever its caller removes it (a throwaway
+    cluster relocated to /var/tmp would outlive its benchmark or test run)."""
     wanted = wanted.resolve()
     wanted.parent.mkdir(parents=True, exist_ok=True)
-    if _reachable_by_postgres(wanted):
+    if _reachable_by_postgres(wanted) or _open_temp_dirs(wanted):
         return wanted
     import hashlib
 
