@@ -349,8 +349,10 @@ def run_demo(
             f"  API keys:    {keys_file} (staff: ack, assign, comment, resolve, silences;"
             f" export: read only; the stand-in task system reports back on each clue with"
             f" its own; and the demo administrator's sign-in)\n"
-            f"One simulated cold room's compressor fails for a minute: its alert shows here"
-            f" within a minute, and resolves about a minute after the repair."
+            f"One simulated cold room (cold-room-03) loses its compressor for a minute: its"
+            f" temperature_high alert shows here within a minute, and resolves about a"
+            f" minute after the repair (compressor_not_running itself needs 10 minutes"
+            f" off)."
             f"\nCtrl-C stops everything.\n",
             flush=True,
         )
