@@ -17,8 +17,9 @@ readings several ways in one run, in batches like the stream worker's:
 5. ``ReadingsSink``: message ids into ``stream_messages``, COPY of the new messages'
    readings into ``readings``, their minute aggregates COPYed into ``rollup_deltas``,
    compactions into ``rollups_1m`` / ``rollups_1h`` every ``--compact-s`` seconds (the
-   ``stream.rollup_compact_s`` setting by default) and once more at the end, all inside
-   the timed window;
+   ``stream.rollup_compact_s`` setting by default) or ``stream.rollup_compact_rows``
+   delta rows, in the background of the writes as in the worker, and once more after the
+   last batch, all inside the timed window;
 6. the same batches again through ``ReadingsSink`` (a replay: every message a duplicate).
 
 ``--data-clock``: the sink's clock follows the data (the latest reading written, plus a
@@ -54,6 +55,7 @@ from pathlib import Path
 import psycopg
 
 from ganzhi.db.migrate import migrate
+from ganzhi.settings import get_settings
 from ganzhi.stack.infra import start_postgres
 from stream.sinks.readings import CompactResult, ReadingRow, ReadingsSink
 
@@ -335,7 +337,7 @@ class SinkRun:
     seconds: float = 0.0
     inserted: int = 0
     compactions: int = 0
-    compact_s: float = 0.0  # of which compacting (the final one included)
+    compact_s: float = 0.0  # compacting (the final one included; the others overlap)
     deltas: int = 0
     minutes: int = 0  # rollups_1m rows written (inserted or updated)
     hours: int = 0
@@ -545,9 +547,11 @@ def main() -> int:
                  + (" of data time" if args.data_clock else ""))
 
         def detail(run: SinkRun) -> None:
-            print(f"  (of which {run.compactions} compactions ({run.collapses} collapsing),"
-                  f" {run.compact_s:.3f} s, {run.deltas:,} deltas into {run.minutes:,} minute"
-                  f" and {run.hours:,} hour rows; compaction every {every})")
+            print(f"  ({run.compactions} compactions ({run.collapses} collapsing) lasting"
+                  f" {run.compact_s:.3f} s, all but the last in the background of the"
+                  f" writes, {run.deltas:,} deltas into {run.minutes:,} minute"
+                  f" and {run.hours:,} hour rows; compaction every {every} or"
+                  f" {get_settings().stream.rollup_compact_rows:,} delta rows)")
 
         detail(best)
         if unsettled:

@@ -189,6 +189,11 @@ class StreamSettings(BaseModel):
     health_tick_s: float = 5.0
     # Least time between two compactions of the rollup deltas into rollups_1m/1h.
     rollup_compact_s: float = 5.0
+    # A compaction also starts once a worker has written this many delta rows since the
+    # last one (0: by time only): under load the pending deltas, which every read of the
+    # live views scans, stay few, and each compaction is short. Compactions run in the
+    # background of the writes, on a connection of their own.
+    rollup_compact_rows: int = Field(default=20_000, ge=0)
     # A periodic compaction moves the deltas of minutes that ended at least this long ago
     # (by the clock), so a minute's rollup row is written about once, not at every
     # compaction while its minute is open (readers merge the pending deltas). Readings

@@ -21,11 +21,14 @@ comes again. A crash after it leaves the deltas for the next compaction.
 Compaction (:meth:`ReadingsSink.compact`) moves pending deltas into ``rollups_1m`` and
 ``rollups_1h`` in one transaction (``DELETE … RETURNING``, then one upsert per minute and
 per hour bucket), one compaction at a time across workers (``pg_advisory_xact_lock``).
-After a write, once ``compact_every_s`` has passed since the last one, it moves the deltas
-of *settled* minutes only: minutes that ended at least ``settle_s`` ago by the clock. At
-real time a series' open minute then stays in the deltas until it ends and its rollup row
-is written once, instead of once per compaction while the minute is open (and its hour row
-once a minute instead of at every compaction). :meth:`ReadingsSink.close` moves every
+A write starts one in the background, on a connection of its own, once ``compact_every_s``
+has passed since the last one or the sink has written ``compact_rows`` delta rows since
+(under load the deltas stay few, and the compaction runs on the other core while the next
+batches are written). Those compactions move the deltas of *settled* minutes only: minutes
+that ended at least ``settle_s`` ago by the clock. At real time a series' open minute then
+stays in the deltas until it ends and its rollup row is written once, instead of once per
+compaction while the minute is open (and its hour row once a minute instead of at every
+compaction). :meth:`ReadingsSink.close` moves every
 pending delta. So that the open minutes' deltas do not pile up (a reader's live view
 scans them all), a compaction also *collapses* them, deleting them and putting back one
 delta per bucket, once the sink has ``collapse_rows`` pending and at least twice as many
@@ -43,13 +46,14 @@ aggregates over ``readings``: the sink stores message ids and readings only.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
 
@@ -110,6 +114,9 @@ _DELTA_TYPES = ["timestamptz", "text", "text", "text", "int4", "float8", "float8
 
 # One compaction at a time across workers (the key spells "roll").
 COMPACT_LOCK = 0x726F6C6C
+# The connections' application_name (pg_stat_activity tells the two apart).
+SINK_APP = "ganzhi-stream-sink"
+COMPACTION_APP = "ganzhi-stream-compaction"
 # The pending deltas merged into both rollup tables with the arithmetic of rollups.merge:
 # counts and sums add (the stored mean weighted by its count), min/max, and last by the
 # greatest (last_time, last) — compared as a float8 pair (epoch seconds, value), exact to
@@ -230,27 +237,37 @@ def new_messages(rows: Sequence[ReadingRow]) -> tuple[list[ReadingRow], dict[uui
 
 
 class ReadingsSink:
-    """One async connection; reconnects on the next batch after a failure.
+    """One async connection for the batches and one for the compactions; each reconnects
+    on its next use after a failure.
 
     ``compact_every_s``: the least time between two compactions started by :meth:`write`
     (default: the ``stream.rollup_compact_s`` setting); ``None`` reads the setting, ``0``
     compacts after every batch, ``float("inf")`` only on :meth:`compact` and
-    :meth:`close`. ``settle_s``: those compactions move the deltas of minutes that ended
-    at least this long ago (default: ``stream.rollup_settle_s``); ``float("-inf")`` moves
-    every pending delta each time. ``collapse_rows``: the open buckets' deltas this sink
-    has pending before a compaction collapses them (default:
-    ``stream.rollup_collapse_rows``). ``clock``: seconds since the epoch, for the interval
-    and the settling (a benchmark replaying old data at speed passes the data's own
-    time).
+    :meth:`close` (and on ``compact_rows``). ``compact_rows``: a compaction also starts
+    once the sink has written this many delta rows since the last one started (default:
+    ``stream.rollup_compact_rows``; ``0``: never by count). ``settle_s``: those
+    compactions move the deltas of minutes that ended at least this long ago (default:
+    ``stream.rollup_settle_s``); ``float("-inf")`` moves every pending delta each time.
+    ``collapse_rows``: the open buckets' deltas this sink has pending before a compaction
+    collapses them (default: ``stream.rollup_collapse_rows``). ``clock``: seconds since
+    the epoch, for the interval and the settling (a benchmark replaying old data at speed
+    passes the data's own time).
     """
 
     def __init__(self, dsn: str, compact_every_s: float | None = None,
                  settle_s: float | None = None, collapse_rows: int | None = None,
+                 compact_rows: int | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._dsn = dsn
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        # Compactions run on their own connection, in the background of the writes.
+        self._compact_conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._compacting = asyncio.Lock()
+        self._compactor: asyncio.Task[None] | None = None
+        self._writes = 0  # batches with deltas written
+        self._since_compact = 0  # delta rows written since the last compaction started
         self._days: set[date] = set()
-        if compact_every_s is None or settle_s is None or collapse_rows is None:
+        if None in (compact_every_s, settle_s, collapse_rows, compact_rows):
             from ganzhi.settings import get_settings
 
             stream = get_settings().stream
@@ -260,9 +277,14 @@ class ReadingsSink:
                 settle_s = stream.rollup_settle_s
             if collapse_rows is None:
                 collapse_rows = stream.rollup_collapse_rows
+            if compact_rows is None:
+                compact_rows = stream.rollup_compact_rows
+        assert compact_every_s is not None and settle_s is not None
+        assert collapse_rows is not None and compact_rows is not None
         self.compact_every_s = compact_every_s
         self.settle_s = settle_s
         self.collapse_rows = collapse_rows
+        self.compact_rows = compact_rows
         self._clock = clock
         self._last_compact = clock()
         self._pending = False  # deltas written by this sink since its last compaction
@@ -277,12 +299,22 @@ class ReadingsSink:
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-            await self._conn.execute("SET TIME ZONE 'UTC'")
-            cur = await self._conn.execute("SELECT to_regclass('rollup_deltas') IS NOT NULL")
-            row = await cur.fetchone()
-            self.rollups = bool(row and row[0])
+            self._conn = await self._connect()
         return self._conn
+
+    async def _compact_connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._compact_conn is None or self._compact_conn.closed or self._compact_conn.broken:
+            self._compact_conn = await self._connect(COMPACTION_APP)
+        return self._compact_conn
+
+    async def _connect(self, name: str = SINK_APP) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True,
+                                                     application_name=name)
+        await conn.execute("SET TIME ZONE 'UTC'")
+        cur = await conn.execute("SELECT to_regclass('rollup_deltas') IS NOT NULL")
+        row = await cur.fetchone()
+        self.rollups = bool(row and row[0])
+        return conn
 
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], times: Iterable[datetime]
@@ -307,37 +339,58 @@ class ReadingsSink:
             conn = await self._connection()
             await self._ensure_partitions(conn, _distinct_times(rows))
             unique, first = new_messages(rows)
+            # The batch's minute aggregates, worked out in a thread while the server stores
+            # its ids and readings (the usual case: every message new).
+            ahead = (asyncio.get_running_loop().run_in_executor(None, aggregate_minutes, unique)
+                     if self.rollups else None)
             try:
-                stored, deltas = await self._store(conn, unique, first, self._copy_ids)
+                stored, deltas = await self._store(conn, unique, first, self._copy_ids, ahead)
             except _SomeSeen:
-                stored, deltas = await self._store(conn, unique, first, False)
+                stored, deltas = await self._store(conn, unique, first, False, ahead)
             # After a batch with ids seen before (a replay, say) the next goes the way that
             # expects them; after one of new ids only, back to COPY.
             self._copy_ids = len(stored) == len(unique)
             inserted = len(stored)
         except psycopg.Error as exc:
             self._days.clear()  # a partition may have been dropped by retention
-            if isinstance(exc, psycopg.OperationalError):
-                await self.close(compact=False)
+            if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+                await self._conn.close()  # the next batch reconnects
             raise
         if deltas:
             self._pending = True
+            self._writes += 1
+            self._since_compact += len(deltas)
             opened = self._open
             for key in deltas:
                 opened[key] = opened.get(key, 0) + 1
             self._open_rows += len(deltas)
         now = self._clock()
         # A clock set back counts as due, or compaction would wait for it to catch up.
-        if not 0 <= now - self._last_compact < self.compact_every_s:
+        due = (not 0 <= now - self._last_compact < self.compact_every_s
+               or 0 < self.compact_rows <= self._since_compact)
+        if due and (self._compactor is None or self._compactor.done()):
             upto = self.settled(now)
-            try:
-                await self.compact(wait=False, upto=upto, collapse=self._worth_collapsing(upto))
-            except psycopg.Error as exc:
-                metrics.ROLLUP_COMPACTION_FAILURES.inc()
-                log.warning("rollup_compaction_failed", error=str(exc))
-                if isinstance(exc, psycopg.OperationalError):
-                    await self.close(compact=False)
+            self._last_compact = now
+            self._since_compact = 0
+            self._compactor = asyncio.create_task(
+                self._compact_quietly(upto, self._worth_collapsing(upto)))
         return WriteResult(inserted, len(rows) - inserted, len(deltas))
+
+    async def wait_compaction(self) -> None:
+        """Return once the compaction a write started in the background (if any) is over."""
+        if self._compactor is not None:
+            await self._compactor
+            self._compactor = None
+
+    async def _compact_quietly(self, upto: datetime | None, collapse: bool) -> None:
+        """A compaction started by :meth:`write`; a failure is logged, not raised."""
+        try:
+            await self.compact(wait=False, upto=upto, collapse=collapse)
+        except psycopg.Error as exc:
+            metrics.ROLLUP_COMPACTION_FAILURES.inc()
+            log.warning("rollup_compaction_failed", error=str(exc))
+            if isinstance(exc, psycopg.OperationalError) and self._compact_conn is not None:
+                await self._compact_conn.close()
 
     def _worth_collapsing(self, upto: datetime | None) -> bool:
         """Forget the buckets settled by ``upto``; whether the rest have
@@ -352,9 +405,10 @@ class ReadingsSink:
     async def _store(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], unique: list[ReadingRow],
         first: dict[uuid.UUID, datetime], copy_ids: bool,
+        ahead: asyncio.Future[dict[Key, list[Any]]] | None,
     ) -> tuple[list[ReadingRow], Collection[Key]]:
         """One transaction: message ids, readings, minute deltas (their buckets are
-        returned). ``copy_ids``: the ids by
+        returned; ``ahead``: the minute aggregates of ``unique``). ``copy_ids``: the ids by
         a binary COPY, the cheap way when none was stored before; if one was, the unique
         key refuses the COPY, the transaction rolls back (nothing else done yet) and
         :class:`_SomeSeen` says to go again with ``INSERT … ON CONFLICT DO NOTHING``."""
@@ -381,7 +435,8 @@ class ReadingsSink:
                 await self._copy_readings(cur, stored)
                 return stored, ()
             await self._copy_readings(cur, stored)
-            minutes = aggregate_minutes(stored)
+            minutes = (await ahead if ahead is not None and stored is unique
+                       else aggregate_minutes(stored))
             async with cur.copy(_COPY_DELTAS) as copy:
                 copy.set_types(_DELTA_TYPES)
                 write_row = copy.write_row
@@ -413,11 +468,16 @@ class ReadingsSink:
         ``upto`` (``None``: every one) into the rollups, in one transaction; ``collapse``:
         the later ones are put back one per bucket. ``wait=False``: if another compaction
         holds the lock, return at once (it or the next one takes the deltas)."""
-        self._last_compact = self._clock()
-        conn = await self._connection()
+        async with self._compacting:
+            return await self._compact(wait=wait, upto=upto, collapse=collapse)
+
+    async def _compact(self, *, wait: bool, upto: datetime | None,
+                       collapse: bool) -> CompactResult:
+        conn = await self._compact_connection()
         if not self.rollups:
             return CompactResult(0, 0, 0)
         started = time.perf_counter()
+        writes = self._writes
         async with conn.transaction(), conn.cursor() as cur:
             if wait:
                 await cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMPACT_LOCK,))
@@ -431,7 +491,7 @@ class ReadingsSink:
             await cur.execute("SET LOCAL work_mem = '32MB'")  # the GROUP BY in memory
             await cur.execute(_COMPACT, {"upto": upto, "collapse": collapse and upto is not None})
             row = await cur.fetchone()
-        if upto is None:
+        if upto is None and writes == self._writes:  # (no batch written meanwhile)
             self._pending = False
             self._open.clear()
             self._open_rows = 0
@@ -446,16 +506,18 @@ class ReadingsSink:
         return CompactResult(deltas, minutes, hours, kept)
 
     async def close(self, *, compact: bool = True) -> None:
-        """Compact what this sink left pending (best effort), then close the connection."""
-        if self._conn is not None:
-            if compact and self._pending and not self._conn.broken:
-                try:
-                    await self.compact()
-                except psycopg.Error as exc:
-                    metrics.ROLLUP_COMPACTION_FAILURES.inc()
-                    log.warning("rollup_compaction_failed", error=str(exc))
-            await self._conn.close()
-            self._conn = None
+        """Compact what this sink left pending (best effort), then close the connections."""
+        await self.wait_compaction()
+        if compact and self._pending:
+            try:
+                await self.compact()
+            except psycopg.Error as exc:
+                metrics.ROLLUP_COMPACTION_FAILURES.inc()
+                log.warning("rollup_compaction_failed", error=str(exc))
+        for conn in (self._conn, self._compact_conn):
+            if conn is not None:
+                await conn.close()
+        self._conn = self._compact_conn = None
 
 
 def _distinct_times(rows: Sequence[ReadingRow]) -> set[datetime]:

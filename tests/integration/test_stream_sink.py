@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from ganzhi.db.migrate import MIGRATIONS_DIR, migrate
 from ganzhi.stack.infra import Managed, create_database
-from stream.sinks.readings import ReadingRow, ReadingsSink
+from stream.sinks.readings import COMPACTION_APP, ReadingRow, ReadingsSink
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,13 @@ T0 = datetime(2026, 3, 1, 23, 59, 10, tzinfo=UTC)
 def _sink(dsn: str) -> ReadingsSink:
     """A sink that compacts only when told (and on close): state compared exactly across
     writes cannot move by a compaction in between."""
-    return ReadingsSink(dsn, compact_every_s=math.inf)
+    return ReadingsSink(dsn, compact_every_s=math.inf, compact_rows=0)
+
+
+async def _write(sink: ReadingsSink, rows: list[ReadingRow]) -> None:
+    """A batch, then the compaction it started in the background (if any) to its end."""
+    await sink.write(rows)
+    await sink.wait_compaction()
 
 
 def _rows(n: int, start: datetime = T0, device: str = "cs-1") -> list[ReadingRow]:
@@ -476,7 +482,7 @@ async def test_a_worker_killed_before_compacting_loses_and_doubles_nothing(
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    await sink.close()  # the connection is gone: nothing is compacted
+    await sink.close(compact=False)  # killed: nothing is compacted
     assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 0
     assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == deltas
     other = _sink(pg_dsn)
@@ -575,7 +581,7 @@ async def test_compaction_runs_at_its_interval(pg_dsn: str) -> None:
     try:
         await never.write(_rows(6, start, device="d-never"))
         assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 1
-        await every.write(_rows(6, start, device="d-every"))  # compacts both workers' deltas
+        await _write(every, _rows(6, start, device="d-every"))  # both workers' deltas
         assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
         assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 2
     finally:
@@ -584,6 +590,7 @@ async def test_compaction_runs_at_its_interval(pg_dsn: str) -> None:
     assert ReadingsSink(pg_dsn).compact_every_s == 5.0  # stream.rollup_compact_s
     assert ReadingsSink(pg_dsn).settle_s == 15.0  # stream.rollup_settle_s
     assert ReadingsSink(pg_dsn).collapse_rows == 100_000  # stream.rollup_collapse_rows
+    assert ReadingsSink(pg_dsn).compact_rows == 20_000  # stream.rollup_compact_rows
 
 
 def _buckets(dsn: str, relation: str) -> list[tuple[object, ...]]:
@@ -601,18 +608,18 @@ async def test_periodic_compaction_leaves_open_minutes_to_settle(pg_dsn: str) ->
     sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=15, collapse_rows=0,
                         clock=lambda: now[0])
     try:
-        await sink.write(_rows(5, m0))  # 08:00:00-08:00:40, at 08:00:50
+        await _write(sink, _rows(5, m0))  # 08:00:00-08:00:40, at 08:00:50
         assert _buckets(pg_dsn, "rollups_1m") == []
         assert _buckets(pg_dsn, "rollup_deltas") == [(m0, 5)]
         now[0] += 20  # 08:01:10: 08:00 ended 10 s ago, not yet settled
-        await sink.write(_rows(1, m0 + timedelta(seconds=60)))
+        await _write(sink, _rows(1, m0 + timedelta(seconds=60)))
         assert _buckets(pg_dsn, "rollups_1m") == []
         now[0] += 10  # 08:01:20: 08:00 has settled
-        await sink.write(_rows(1, m0 + timedelta(seconds=70)))
+        await _write(sink, _rows(1, m0 + timedelta(seconds=70)))
         assert _buckets(pg_dsn, "rollups_1m") == [(m0, 5)]
         # The open minute's two deltas, collapsed into one.
         assert _buckets(pg_dsn, "rollup_deltas") == [(m0 + timedelta(minutes=1), 2)]
-        await sink.write(_rows(1, m0 + timedelta(seconds=50)))  # late, for 08:00
+        await _write(sink, _rows(1, m0 + timedelta(seconds=50)))  # late, for 08:00
         assert _buckets(pg_dsn, "rollups_1m") == [(m0, 6)]
         assert _buckets(pg_dsn, "rollups_1h") == [(m0, 6)]  # the hour: settled minutes
         with psycopg.connect(pg_dsn) as conn:
@@ -645,20 +652,20 @@ async def test_open_minutes_deltas_collapse_when_a_series_piles_them_up(pg_dsn: 
 
         sink.compact = spy  # type: ignore[method-assign,assignment]
         for i in range(4):
-            await sink.write(_rows(1, m0 + timedelta(seconds=10 * i), device="fast"))
+            await _write(sink, _rows(1, m0 + timedelta(seconds=10 * i), device="fast"))
         # collapse_rows=3: the third delta of the bucket collapses the three into one.
         assert kept == [(False, 0), (False, 0), (True, 1), (False, 0)]
         assert sorted(_buckets(pg_dsn, "rollup_deltas")) == [(m0, 1), (m0, 3)]
         assert _buckets(pg_dsn, "rollups_1m") == []
         kept.clear()
         for d in range(3):  # three series, one delta each: nothing to gain
-            await sink.write(_rows(1, m0 + timedelta(seconds=50), device=f"slow-{d}"))
+            await _write(sink, _rows(1, m0 + timedelta(seconds=50), device=f"slow-{d}"))
         assert [c for c, _ in kept] == [False, False, False]
         with psycopg.connect(pg_dsn) as conn:
             for view in ("rollups_1m_live", "rollups_1h_live"):
                 assert _off_group_by(conn, view) == 0, view
         now[0] += 30  # 08:01:29: the minute has settled
-        await sink.write(_rows(1, m0 + timedelta(seconds=80), device="fast"))
+        await _write(sink, _rows(1, m0 + timedelta(seconds=80), device="fast"))
         assert sorted(_buckets(pg_dsn, "rollups_1m")) == [(m0, 1), (m0, 1), (m0, 1), (m0, 4)]
     finally:
         await sink.close()
@@ -682,12 +689,13 @@ async def test_a_failing_compaction_keeps_the_batch_and_its_deltas(pg_dsn: str) 
             conn.execute("ALTER TABLE rollups_1h RENAME TO rollups_1h_away")
             try:
                 res = await sink.write(_rows(3))
+                await sink.wait_compaction()
             finally:
                 conn.execute("ALTER TABLE rollups_1h_away RENAME TO rollups_1h")
         assert res.inserted == 3
         assert _metric("ganzhi_stream_rollup_compaction_failures_total") == failures + 1
         assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 1
-        await sink.write(_rows(1, T0 + timedelta(minutes=5)))
+        await _write(sink, _rows(1, T0 + timedelta(minutes=5)))
         assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
         assert _metric("ganzhi_stream_rollup_deltas_compacted_total") == moved + 2
         with psycopg.connect(pg_dsn) as conn:
@@ -695,6 +703,92 @@ async def test_a_failing_compaction_keeps_the_batch_and_its_deltas(pg_dsn: str) 
             assert _off_group_by(conn, "rollups_1h") == 0
     finally:
         await sink.close()
+
+
+def _compaction_backends(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                        (COMPACTION_APP,)).fetchall()
+    return [int(str(r[0])) for r in rows]
+
+
+async def test_batches_are_written_while_a_compaction_waits(pg_dsn: str) -> None:
+    """A compaction runs in the background on its own connection: while one is held up
+    (here by a lock on rollups_1h), the next batches are stored and no second compaction
+    starts; once it goes on, the rollups equal a GROUP BY over the readings."""
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=-math.inf)
+    messages = _random_messages(random.Random(3), 30)
+    try:
+        with psycopg.connect(pg_dsn) as blocker:
+            blocker.execute("LOCK TABLE rollups_1h IN EXCLUSIVE MODE")
+            await sink.write([row for m in messages[:10] for row in m])
+            for k in (10, 20):  # each returns while the compaction waits for the lock
+                res = await asyncio.wait_for(
+                    sink.write([row for m in messages[k:k + 10] for row in m]), 10)
+                assert res.inserted == sum(len(m) for m in messages[k:k + 10])
+            with psycopg.connect(pg_dsn) as conn:
+                assert len(_compaction_backends(conn)) == 1
+                waiting = conn.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
+                    (COMPACTION_APP,)).fetchone()
+                assert waiting == ("Lock",)
+                assert _off_group_by(conn, "rollups_1m_live") == 0  # nothing moved yet
+            blocker.rollback()
+        await sink.wait_compaction()
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM rollup_deltas").fetchone() == (0,)
+        for relation in ("rollups_1m", "rollups_1h"):
+            assert _off_group_by(conn, relation) == 0, relation
+
+
+async def test_a_compaction_starts_once_compact_rows_deltas_are_written(pg_dsn: str) -> None:
+    m0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    sink = ReadingsSink(pg_dsn, compact_every_s=math.inf, settle_s=-math.inf,
+                        compact_rows=3)
+    try:
+        await _write(sink, _rows(1, m0, device="a") + _rows(1, m0, device="b"))
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 2
+        await _write(sink, _rows(1, m0, device="c"))  # the third delta row since the start
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 3
+        await _write(sink, _rows(1, m0 + timedelta(minutes=1), device="a"))
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 1  # counted anew
+    finally:
+        await sink.close()
+
+
+async def test_a_compaction_killed_midway_is_taken_up_by_the_next(pg_dsn: str) -> None:
+    """The compaction's backend is killed while it waits: its transaction (deltas deleted,
+    rollups upserted) rolls back, the failure is counted, the batches stay stored, and the
+    next compaction reconnects and moves every delta once."""
+    sink = ReadingsSink(pg_dsn, compact_every_s=0, settle_s=-math.inf)
+    messages = _random_messages(random.Random(4), 20)
+    failures = _metric("ganzhi_stream_rollup_compaction_failures_total")
+    try:
+        with psycopg.connect(pg_dsn) as blocker:
+            blocker.execute("LOCK TABLE rollups_1h IN EXCLUSIVE MODE")
+            await sink.write([row for m in messages[:10] for row in m])
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                for _ in range(100):
+                    if _compaction_backends(conn):
+                        break
+                    await asyncio.sleep(0.05)
+                (pid,) = _compaction_backends(conn)
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            await sink.wait_compaction()
+            blocker.rollback()
+        assert _metric("ganzhi_stream_rollup_compaction_failures_total") == failures + 1
+        pending = _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas")
+        assert isinstance(pending, int) and pending > 0
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollups_1m") == 0
+        await _write(sink, [row for m in messages[10:] for row in m])
+        assert _scalar(pg_dsn, "SELECT count(*) FROM rollup_deltas") == 0
+    finally:
+        await sink.close()
+    with psycopg.connect(pg_dsn) as conn:
+        for relation in ("rollups_1m", "rollups_1h"):
+            assert _off_group_by(conn, relation) == 0, relation
 
 
 def test_settled_is_the_last_minute_that_ended_settle_s_ago() -> None:
