@@ -378,9 +378,13 @@ class ReadingsSink:
 
     async def wait_compaction(self) -> None:
         """Return once the compaction a write started in the background (if any) is over."""
-        if self._compactor is not None:
-            await self._compactor
-            self._compactor = None
+        task, self._compactor = self._compactor, None
+        if task is not None:
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():  # this caller is the one cancelled
+                    raise
 
     async def _compact_quietly(self, upto: datetime | None, collapse: bool) -> None:
         """A compaction started by :meth:`write`; a failure is logged, not raised."""
