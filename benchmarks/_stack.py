@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,15 @@ def uptime() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
+
+
+def tidy(root: Path, code: int) -> None:
+    """The stack's directory (its databases and broker data: gigabytes after a long run)
+    removed after a run that went well; kept, and named, after one that did not."""
+    if code == 0:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        say(f"kept {root} (the services' logs are in its logs/)")
 
 
 def metric(port: int, name: str) -> float | None:

@@ -58,6 +58,7 @@ from _stack import (
     stack_parts,
     start_publisher,
     stop_process,
+    tidy,
     uptime,
 )
 
@@ -453,6 +454,7 @@ def main() -> int:
         code = 128 + (run.stop_signal or 2)
     finally:
         run.close()
+    tidy(root, code)
     result["load_after"] = uptime()
     print_table(result)
     if a.json:

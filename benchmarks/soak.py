@@ -44,6 +44,7 @@ from _stack import (
     stack_parts,
     start_publisher,
     stop_process,
+    tidy,
     uptime,
 )
 
@@ -205,6 +206,7 @@ def main() -> int:
     finally:
         stop_process(pub)
         stack.stop()
+    tidy(root, code)
     if stop:
         say("interrupted: verdict on the samples so far")
         result["interrupted"] = True
