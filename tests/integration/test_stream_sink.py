@@ -711,6 +711,20 @@ def _compaction_backends(conn: psycopg.Connection[tuple[object, ...]]) -> list[i
     return [int(str(r[0])) for r in rows]
 
 
+async def _compaction_waits_on_a_lock(dsn: str) -> bool:
+    """Whether the compaction's backend comes to wait on a lock within 10 s (polled with
+    the event loop free, so that the background compaction can go on to its statement)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(200):
+            row = conn.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
+                (COMPACTION_APP,)).fetchone()
+            if row == ("Lock",):
+                return True
+            await asyncio.sleep(0.05)
+    return False
+
+
 async def test_batches_are_written_while_a_compaction_waits(pg_dsn: str) -> None:
     """A compaction runs in the background on its own connection: while one is held up
     (here by a lock on rollups_1h), the next batches are stored and no second compaction
@@ -720,17 +734,15 @@ async def test_batches_are_written_while_a_compaction_waits(pg_dsn: str) -> None
     try:
         with psycopg.connect(pg_dsn) as blocker:
             blocker.execute("LOCK TABLE rollups_1h IN EXCLUSIVE MODE")
-            await sink.write([row for m in messages[:10] for row in m])
+            await asyncio.wait_for(sink.write([row for m in messages[:10] for row in m]), 10)
+            assert await _compaction_waits_on_a_lock(pg_dsn)
             for k in (10, 20):  # each returns while the compaction waits for the lock
                 res = await asyncio.wait_for(
                     sink.write([row for m in messages[k:k + 10] for row in m]), 10)
                 assert res.inserted == sum(len(m) for m in messages[k:k + 10])
+            assert await _compaction_waits_on_a_lock(pg_dsn)  # the same one, still
             with psycopg.connect(pg_dsn) as conn:
                 assert len(_compaction_backends(conn)) == 1
-                waiting = conn.execute(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE application_name = %s",
-                    (COMPACTION_APP,)).fetchone()
-                assert waiting == ("Lock",)
                 assert _off_group_by(conn, "rollups_1m_live") == 0  # nothing moved yet
             blocker.rollback()
         await sink.wait_compaction()
