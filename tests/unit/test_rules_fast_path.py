@@ -8,10 +8,12 @@ chain)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,15 +89,18 @@ def reference(msgs: list[Telemetry], rules_at: list[Rules]) -> list[AlertTransit
     return out
 
 
-FIRED: list[int] = []
-
-
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(step, min_size=10, max_size=150),
        cuts=st.lists(st.integers(1, 15), min_size=1, max_size=40),
        switch=st.integers(0, 130))
 def test_batched_fast_path_equals_the_reference(
         steps: list[Step], cuts: list[int], switch: int) -> None:
+    compare(steps, cuts, switch)
+
+
+def compare(steps: list[Step], cuts: list[int], switch: int) -> int:
+    """The batch path against the reference on the stream of ``steps`` (in batches of
+    ``cuts``, the rules changed from message ``switch`` on); the transitions made."""
     msgs = stream_of(steps)
     current = [RULES_A]
     mem = MemoryAdapters()
@@ -116,7 +121,6 @@ def test_batched_fast_path_equals_the_reference(
         i += n
     got = [t for t in mem.transitions if t.rule_id.startswith("cold_chain.")]
     assert got == reference(msgs, rules_at)
-    FIRED.append(len(got))
     # And the state the fast path wrote is the reference's, key by key.
     model = COLD_STORE_RULES.ordered_type
     ref_store: dict[str, str] = {}
@@ -130,6 +134,7 @@ def test_batched_fast_path_equals_the_reference(
             cfg.allowed_lateness_s).state)[0]
     for device, raw in ref_store.items():
         assert mem.states[f"{SITE}/{device}/cold_store"].json() == raw
+    return len(got)
 
 
 def test_state_replaced_underneath_is_what_is_read() -> None:
@@ -152,11 +157,36 @@ def test_state_replaced_underneath_is_what_is_read() -> None:
     assert view.extra(key, loaded) is None
 
 
+def seeded_streams(seed: int, n: int) -> list[tuple[list[Step], list[int], int]]:
+    """``n`` examples drawn as the hypothesis test draws them, from a fixed seed."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        steps = [(rng.randint(0, 2), rng.randint(-40, 60), rng.randint(0, 11),
+                  rng.choice([2.0, 3.5, 9.0, 12.0, -1.0]), rng.randint(0, 7))
+                 for _ in range(rng.randint(10, 150))]
+        cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 40))]
+        out.append((steps, cuts, rng.randint(0, 130)))
+    return out
+
+
 def test_the_randomized_streams_make_transitions() -> None:
-    """The comparison above is not vacuous: alerts fire and resolve in its streams."""
-    if not FIRED:
-        test_batched_fast_path_equals_the_reference()
-    assert sum(1 for n in FIRED if n) >= 5
+    """The comparison above is not vacuous: alerts fire and resolve in streams drawn as
+    its are (from a fixed seed, so that the count does not depend on the examples
+    hypothesis happens to draw; it once drew only 4 that fired)."""
+    fired = 0
+    for steps, _, _ in seeded_streams(13, 40):
+        fired += bool(reference(stream_of(steps), [RULES_A] * len(steps)))
+    assert fired >= 10
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known: state re-read from JSON at every message (the reference) sends the RESOLVED "
+    "of cr-1's door_open a second time, with the same transition id, where the batch "
+    "path sends it once; the alerts service takes a transition id once"))
+def test_a_seeded_stream_where_the_reference_resends_a_resolved() -> None:
+    steps, cuts, _ = seeded_streams(13, 24)[23]
+    compare(steps, cuts, 0)
 
 
 def test_state_json_from_kept_parts_is_the_full_encoding() -> None:
