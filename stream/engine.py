@@ -65,7 +65,6 @@ COLD_STORE_RULES: SnapshotRule[ColdChainState, cold_chain.ColdChainParams] = Sna
 ELEVATOR_RULES: SnapshotRule[ElevatorState, elevator.ElevatorParams] = SnapshotRule(
     ElevatorState, elevator.step_us, elevator.open_fingerprints)
 
-CHAIN_RETRY = 32  # feeds of a device without a chain before making one is tried again
 
 HEALTH = "health"
 VISION = "vision"
@@ -201,11 +200,8 @@ class RuleEngine:
         key = state_key(msg.site_id, msg.device_id, name)
         st = view.load(key, rule.ordered_type) or OrderedState()
         extra = view.extra(key, st)
-        # No chain kept with this state: make one (state read from the store). None made
-        # last time: try again every CHAIN_RETRY feeds (stepping the buffer again).
-        wait = extra if isinstance(extra, int) else 0
         res = feed(st, rule, params, msg.site_id, msg.device_id, snaps, lateness_s,
-                   chain=extra if isinstance(extra, Chain) else None, rebuild=wait == 0)
+                   chain=extra if isinstance(extra, Chain) else None)
         if res.late:
             out.late += res.late
             metrics.LATE_DROPPED.labels(name).inc(res.late)
@@ -216,8 +212,7 @@ class RuleEngine:
             metrics.REORDERED.labels(name).inc(res.reordered)
         out.transitions.extend(res.transitions)
         view.save(key, res.state, partition)
-        view.set_extra(key, res.state, res.chain if res.chain is not None
-                       else (wait - 1 if wait > 0 else CHAIN_RETRY))
+        view.set_extra(key, res.state, res.chain)
 
     def _health(self, view: StateView, site_id: str, device_id: str
                 ) -> tuple[HealthEntry | None, HealthParams | None]:

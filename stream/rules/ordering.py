@@ -28,11 +28,13 @@ Each snapshot is stepped once: a :class:`Chain` (in memory only, never persisted
 the rule state after each buffered snapshot, so when snapshots pass the lateness window
 the checkpoint becomes the state already computed for the head instead of being folded
 again. The chain is used only where it is exactly what the fold would give: it hangs
-off the very state objects it was made from (identity), and each link was stepped with
-parameters equal to those in force. Anything else (state reloaded from the store,
-parameters changed) falls back to the fold, so transitions and state are the same with
-or without it. A snapshot placed out of order is stepped on from the chain's state
-before it (not from the checkpoint) where the fold would give the same.
+off the very state objects it was made from (identity), and all its links were stepped
+with parameters equal to those in force. Anything else (state read back from the store,
+parameters changed) refolds the buffer from the checkpoint, as for a snapshot out of
+order, so transitions and state are the same with or without it: a change of parameters
+applies to the buffered snapshots too, as it would after a restart. A snapshot placed
+out of order is stepped on from the chain's state before it (not from the checkpoint)
+where the fold would give the same.
 
 The state is a :class:`~stream.rules.record.Record`. A checkpoint stores it without
 the head (:func:`dump_json`): the head is the checkpoint with the buffer replayed on top,
@@ -103,7 +105,8 @@ class OrderedState(Record, Generic[S], frozen=True):
     checkpoint_ts: int | None = None
     buffer: list[Snapshot] = msgspec.field(default_factory=list)
     head: S | None = None
-    # Transition id -> event time, for the buffer's range.
+    # Transition id -> event time, for the buffer's range (the latest time it was made:
+    # a replay of the buffer may make it again until then).
     sent: dict[str, int] = msgspec.field(default_factory=dict)
     # Open FIRING sent, by fingerprint.
     announced: dict[str, AlertTransition] = msgspec.field(default_factory=dict)
@@ -183,26 +186,23 @@ _TS = operator.attrgetter("ts")  # a Snapshot's sort key
 @dataclass
 class Chain(Generic[S]):
     """In memory only: ``states[i]`` is the rule state after ``buffer[i]``, stepped from
-    ``states[i - 1]`` (``base``, the checkpoint, for ``i == 0``) with ``params[i]``."""
+    ``states[i - 1]`` (``base``, the checkpoint, for ``i == 0``) with ``params``. Its
+    links' transitions were all checked against ``sent`` when they were made."""
 
     base: S
+    params: Any
     states: list[S] = field(default_factory=list)
-    params: list[Any] = field(default_factory=list)
-    # Made by stepping the buffer again for state read from the store: its links'
-    # transitions were not checked against ``sent`` (see the reordering in feed).
-    replayed: bool = False
 
     @property
     def end(self) -> S:
         return self.states[-1] if self.states else self.base
 
-    def fits(self, checkpoint: S | None, buffer: Sequence[Snapshot], head: S | None) -> bool:
-        return (checkpoint is self.base and head is self.end
-                and len(self.states) == len(buffer))
-
-    def prefix_is(self, n: int, params: Any) -> bool:
-        """Whether the first ``n`` links were stepped with ``params``."""
-        return all(p is params or p == params for p in self.params[:n])
+    def fits(self, st: OrderedState[S], params: Any) -> bool:
+        """Whether this chain is ``st``'s buffer stepped from its checkpoint with
+        ``params`` (``st`` the very state it was returned with)."""
+        return (st.checkpoint is self.base and st.head is self.end
+                and len(self.states) == len(st.buffer)
+                and (self.params is params or self.params == params))
 
 
 @dataclass(frozen=True)
@@ -211,22 +211,20 @@ class FeedResult(Generic[S]):
     transitions: list[AlertTransition]
     late: int  # snapshots older than the allowed lateness, ignored
     reordered: int  # snapshots placed before newer ones already seen
-    chain: Chain[S] | None = None  # for the next feed of ``state`` (None: none)
+    chain: Chain[S]  # for the next feed of ``state``
 
 
 def _fold(rule: SnapshotRule[S, P], state: S, params: P, site_id: str, device_id: str,
-          snaps: Sequence[Snapshot], chain: Chain[S] | None = None
-          ) -> tuple[S, list[AlertTransition]]:
+          snaps: Sequence[Snapshot], chain: Chain[S]) -> tuple[S, list[AlertTransition]]:
     """Step ``snaps`` in order; each state after a snapshot is appended to ``chain``."""
     out: list[AlertTransition] = []
     step = rule.step
+    states = chain.states
     for s in snaps:
         state, trs = step(state, params, site_id, device_id, s.ts, s.values)
         if trs:
             out.extend(trs)
-        if chain is not None:
-            chain.states.append(state)
-            chain.params.append(params)
+        states.append(state)
     return state, out
 
 
@@ -274,21 +272,24 @@ def _prune_generations(generations: dict[str, Generation], checkpoint_ts: int | 
 def feed(
     st: OrderedState[S], rule: SnapshotRule[S, P], params: P, site_id: str, device_id: str,
     snapshots: Sequence[tuple[datetime, Mapping[str, float]]], allowed_lateness_s: float,
-    max_buffer: int = MAX_BUFFER, chain: Chain[S] | None = None, rebuild: bool = False,
+    max_buffer: int = MAX_BUFFER, chain: Chain[S] | None = None,
 ) -> FeedResult[S]:
     """Add snapshots of one device (any order); returns the transitions to send.
 
-    ``chain``: the one the previous feed returned with ``st`` (used only if it still
-    fits ``st``); ``rebuild``: without one, make it by stepping the buffer from the
-    checkpoint again, used if that ends in a state equal to the head (once per state
-    read from the store). The result is the same either way."""
+    ``chain``: the one the previous feed returned with ``st``, used only if it still
+    fits ``st`` and ``params``; without one the buffer is stepped again from the
+    checkpoint. The result is the same either way."""
     lateness = round(allowed_lateness_s * 1_000_000)
     buffer = list(st.buffer)
     wm = st.watermark
     late = reordered = 0
-    # Read back from a checkpoint (which keeps no head): the head is made by replaying
-    # the buffer from the checkpoint, as for a snapshot placed out of order.
-    in_order = st.head is not None or (st.checkpoint is None and not st.buffer)
+    fresh = st.checkpoint is None and not st.buffer
+    if chain is not None and not chain.fits(st, params):
+        chain = None
+    # Read back from a checkpoint (which keeps no head), or parameters changed: the head
+    # is made by replaying the buffer from the checkpoint, as for a snapshot placed out
+    # of order.
+    in_order = chain is not None or fresh
     first = len(buffer) if in_order else 0  # the first position of the buffer that changed
     for ts_dt, values in (snapshots if len(snapshots) == 1
                           else sorted(snapshots, key=lambda s: s[0])):
@@ -315,36 +316,26 @@ def feed(
         wm = ts if wm is None else max(wm, ts)
 
     checkpoint = st.checkpoint if st.checkpoint is not None else rule.state_type()
-    if chain is not None and not chain.fits(st.checkpoint, st.buffer, st.head):
-        chain = None
     if in_order:
-        new = buffer[len(st.buffer):]
-        head = st.head if st.head is not None else rule.state_type()
-        if chain is None and rebuild:
-            chain = Chain(checkpoint, replayed=True)
-            _fold(rule, checkpoint, params, site_id, device_id, st.buffer, chain)
-            if chain.end == head:
-                head = chain.end  # equal: stepping on from it gives the same
-            else:
-                chain = None
-        elif chain is not None:
+        if chain is None:  # fresh: nothing stepped yet
+            chain = Chain(checkpoint, params)
+        else:
             checkpoint = chain.base
-            chain = Chain(chain.base, list(chain.states), list(chain.params),
-                          chain.replayed)  # not shared
-        head, produced = _fold(rule, head, params, site_id, device_id, new, chain)
-    elif (chain is not None and first > 0 and not chain.replayed and not st.generations
-          and chain.prefix_is(first, params)):
+            chain = Chain(chain.base, params, list(chain.states))  # not shared
+        head, produced = _fold(rule, chain.end, params, site_id, device_id,
+                               buffer[len(st.buffer):], chain)
+    elif chain is not None and first > 0 and not st.generations:
         # Placed after the first ``first`` snapshots: their states are in the chain,
         # stepped with these parameters, and the transitions they make were sent (or
         # found sent) when they were stepped, so the fold from the checkpoint would
         # only find them in ``sent`` again (no generations: ids unchanged). Step on
         # from the state after them.
         checkpoint = chain.base
-        chain = Chain(chain.base, chain.states[:first], chain.params[:first])
+        chain = Chain(chain.base, params, chain.states[:first])
         head, produced = _fold(rule, chain.states[-1], params, site_id, device_id,
                                buffer[first:], chain)
     else:
-        chain = Chain(checkpoint)
+        chain = Chain(checkpoint, params)
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer, chain)
 
     if not produced and (in_order or not st.announced):
@@ -355,8 +346,19 @@ def feed(
     else:
         sent = dict(st.sent)
         generations = dict(st.generations)
-        out = [t for t in (_regenerate(p, generations) for p in produced)
-               if t.transition_id not in sent]
+        out = []
+        for t in (_regenerate(p, generations) for p in produced):
+            at = sent.get(t.transition_id)
+            if at is None:
+                out.append(t)
+            elif (t_at := to_us(t.at)) > at:
+                # Sent already, and now made at a later time (the data before it
+                # changed): remembered until that time is final, or a replay of the
+                # buffer would find it unsent (and its episode's generation likewise).
+                sent[t.transition_id] = t_at
+                g = generations.get(key := episode_key(t))
+                if t.kind is TransitionKind.RESOLVED and g is not None and g.resolved_at:
+                    generations[key] = evolve(g, resolved_at=max(g.resolved_at, t_at))
         announced = dict(st.announced)
     for t in out:
         g = generations.get(episode_key(t))
@@ -385,15 +387,11 @@ def feed(
     if len(buffer) - n > max_buffer:  # bounded state: the oldest become final early
         n = len(buffer) - max_buffer
     if n:
-        # (The lateness window, then the bound: one fold of the first n either way.)
-        if chain is not None and chain.prefix_is(n, params):
-            checkpoint = chain.states[n - 1]  # stepped already, for the head
-            # (This feed's own chain, shared with no state: cut in place.)
-            chain.base = checkpoint
-            del chain.states[:n], chain.params[:n]
-        else:
-            checkpoint, _ = _fold(rule, checkpoint, params, site_id, device_id, buffer[:n])
-            chain = None
+        # (The lateness window, then the bound.) Stepped already, for the head; this
+        # feed's own chain, shared with no state: cut in place.
+        checkpoint = chain.states[n - 1]
+        chain.base = checkpoint
+        del chain.states[:n]
         cp_ts = buffer[n - 1].ts
         buffer = buffer[n:]
     if cp_ts is not None and sent:

@@ -184,7 +184,8 @@ async def test_incomplete_config_resolves_on_the_next_message_too() -> None:
 
 async def test_an_alert_raised_under_the_wrong_variant_is_resolved_once_configured() -> None:
     # The room of the first trace, upgraded: configured frozen, its freezing-risk alert
-    # (open for good under the chilled guess) is resolved at the next sample.
+    # (open for good under the chilled guess) is resolved at the next sample, dated at
+    # the oldest sample still in the lateness buffer (stepped again with the new rules).
     h = Harness({"cold_store": {"defaults": {"variant": "chilled"}}})
     await feed_until(h, frozen_room_day(), 1200)
     assert h.open_rules() == {LOW}
@@ -193,7 +194,7 @@ async def test_an_alert_raised_under_the_wrong_variant_is_resolved_once_configur
                  <= T0 + timedelta(seconds=1260))
     _, resolved = h.sent(LOW)
     assert resolved.kind is K.RESOLVED and resolved.values["reason"] == "rule_off"
-    assert resolved.at == T0 + timedelta(seconds=1260) and h.open_rules() == set()
+    assert resolved.at == T0 + timedelta(seconds=1080) and h.open_rules() == set()
 
 
 # --------------------------------------------------------------------------- elevator
