@@ -240,7 +240,7 @@ def retraction(fire: AlertTransition, at: int, generation: int = 0) -> AlertTran
                                  generation)
     return fire.model_copy(update={
         "transition_id": tid, "kind": TransitionKind.RESOLVED, "at": from_us(at),
-        "summary": f"retracted (late data): {fire.summary}",
+        "summary": f"retracted (late data or a rules change): {fire.summary}",
         "values": {**fire.values, "retracted": True},
     })
 
