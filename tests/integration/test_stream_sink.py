@@ -272,8 +272,8 @@ def _off_group_by(conn: psycopg.Connection[tuple[object, ...]], relation: str) -
         "   OR g.last_time IS DISTINCT FROM r.last_time"
         "   OR NOT abs(g.mean - r.mean) <= 1e-9 * greatest(1, abs(g.mean))"
     ).fetchone()
-    assert row is not None
-    return int(row[0])
+    assert row is not None and isinstance(row[0], int)
+    return row[0]
 
 
 def _scalar(dsn: str, sql: str) -> object:
