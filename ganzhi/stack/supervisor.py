@@ -202,7 +202,9 @@ def demo_api_keys(stack: Stack) -> Path:
     to the receiver), a key for the person trying it (staff, silences, operator), a
     read-only ``export`` key (the demo prints new alerts with it), and two accounts at the
     root node of a one-node jurisdiction tree, with random passwords: an administrator and
-    a monitoring staff member (the alert console's everyday user).
+    a monitoring staff member (the alert console's everyday user). With a broker that
+    takes per-device accounts, also its administrator account, for ``ganzhi devices
+    provision`` from a shell.
     Written to ``var/demo-keys.env`` (mode 600). The database is fresh each run, so are
     they."""
     passwords = {DEMO_ADMIN: secrets.token_urlsafe(12), DEMO_MONITOR: secrets.token_urlsafe(12)}
@@ -238,7 +240,10 @@ def demo_api_keys(stack: Stack) -> Path:
                     f"GANZHI_DEMO_ADMIN_USER={DEMO_ADMIN}\n"
                     f"GANZHI_DEMO_ADMIN_PASSWORD={passwords[DEMO_ADMIN]}\n"
                     f"GANZHI_DEMO_MONITOR_USER={DEMO_MONITOR}\n"
-                    f"GANZHI_DEMO_MONITOR_PASSWORD={passwords[DEMO_MONITOR]}\n")
+                    f"GANZHI_DEMO_MONITOR_PASSWORD={passwords[DEMO_MONITOR]}\n"
+                    + (f"GANZHI_MQTT__ADMIN_USERNAME={broker.ADMIN_USER}\n"
+                       f"GANZHI_MQTT__ADMIN_PASSWORD={broker.admin}\n"
+                       if (broker := stack.broker_accounts) is not None else ""))
     return path
 
 
@@ -348,7 +353,8 @@ def run_demo(
             f"  addresses:   {env_file} (for the ganzhi commands)\n"
             f"  API keys:    {keys_file} (staff: ack, assign, comment, resolve, silences;"
             f" export: read only; the stand-in task system reports back on each clue with"
-            f" its own; and the demo administrator's sign-in)\n"
+            f" its own; the demo administrator's sign-in; the broker administrator, for"
+            f" ganzhi devices provision)\n"
             f"One simulated cold room (cold-room-03) loses its compressor for a minute: its"
             f" temperature_high alert shows here within a minute, and resolves about a"
             f" minute after the repair (compressor_not_running itself needs 10 minutes"

@@ -110,6 +110,27 @@ def test_the_demo_runs_with_an_account_per_device(tmp_path: Path) -> None:
         assert not accepted(new.publish(other, b'{"x": 1}'))
         new.close()
 
+        # The same from a shell, with the demo's two files (demo-keys.env holds the
+        # broker's administrator).
+        added = httpx.post(f"{base}/sites/demo-site/devices", headers=auth, timeout=10, json={
+            "device_id": "cold-room-10", "device_class": "cold_store",
+            "params": {"variant": "chilled"}})
+        assert added.status_code == 201, added.text
+        shell = {**env, **dict(line.split("=", 1) for line in
+                               (tmp_path / "demo.env").read_text().split() if "=" in line),
+                 **keys}
+        password = tmp_path / "cold-room-10.password"
+        cli = subprocess.run(
+            [sys.executable, "-m", "ganzhi.cli", "devices", "provision", "demo-site",
+             "cold-room-10", "--password-file", str(password)],
+            cwd=ROOT, env=shell, capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert password.read_text().strip() not in cli.stdout + cli.stderr
+        ten = Probe(port, "demo-site/cold-room-10", password.read_text().strip(),
+                    client_id="demo-site/cold-room-10")
+        assert not ten.connect().is_failure
+        ten.close()
+
         out.wait(r"\[alert #\d+ open\] demo-site/cold-room-03 cold_chain\.", 240)
         out.wait(r"\[alert #\d+ resolved\] demo-site/cold-room-03 cold_chain\.", 240)
     finally:
