@@ -14,7 +14,8 @@ lateness window. A snapshot that arrives out of order but within the window is i
 into the buffer and ``head`` is recomputed from the checkpoint; transitions already sent
 (same deterministic id) are not sent again, new ones are. If the late snapshot undoes an
 alert already announced downstream, a RESOLVED is sent for it (a retraction, marked in
-``values``). Snapshots older than the window are counted and ignored by the rules (the
+``values``); so is one the head no longer holds open after an in-order snapshot (left
+so by a late snapshot that reopened an episode already resolved). Snapshots older than the window are counted and ignored by the rules (the
 readings themselves are still stored).
 
 Two messages with the same timestamp are merged into one snapshot (a replay merges to
@@ -338,7 +339,7 @@ def feed(
         chain = Chain(checkpoint, params)
         head, produced = _fold(rule, checkpoint, params, site_id, device_id, buffer, chain)
 
-    if not produced and (in_order or not st.announced):
+    if not produced and not st.announced:
         # Nothing to send or take back (the usual case): the maps stay as they are
         # (never changed in place: shared with the state before).
         sent, generations, announced = st.sent, st.generations, st.announced
@@ -364,7 +365,11 @@ def feed(
         g = generations.get(episode_key(t))
         if t.kind is TransitionKind.RESOLVED and g is not None:
             generations[episode_key(t)] = evolve(g, resolved_at=to_us(t.at))
-    if not in_order and wm is not None:
+    if st.announced and wm is not None:
+        # An alert announced open that the head no longer holds open, and that was not
+        # resolved just now, is taken back. Also in order: a late sample that reopened
+        # an episode already resolved (its RESOLVED, made again, is not sent twice)
+        # leaves the alert announced after it with nothing else to close it.
         still_open = rule.open_fingerprints(head, site_id, device_id)
         resolved_now = {t.fingerprint for t in out if t.kind is TransitionKind.RESOLVED}
         for fp, fire in st.announced.items():

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ganzhi.contracts import AlertTransition, DeviceClass, Reading, Telemetry
-from stream.engine import COLD_STORE_RULES, RuleEngine
+from stream.engine import COLD_STORE_RULES, ELEVATOR_RULES, RuleEngine
 from stream.memory import MemoryAdapters
 from stream.processor import BatchProcessor, Incoming
 from stream.rules import ordering
@@ -71,22 +71,29 @@ def stream_of(steps: list[Step]) -> list[Telemetry]:
     return out
 
 
-def reference(msgs: list[Telemetry], rules_at: list[Rules]) -> list[AlertTransition]:
+def reference(msgs: list[Telemetry], rules_at: list[Rules]
+              ) -> tuple[list[AlertTransition], dict[str, str]]:
     """Per message: state parsed from JSON (no head: replayed from the checkpoint), fed
-    without a chain, written as JSON."""
+    without a chain, written as JSON. The transitions, and the state by key."""
     store: dict[str, str] = {}
-    model = COLD_STORE_RULES.ordered_type
     out: list[AlertTransition] = []
     for msg, rules in zip(msgs, rules_at, strict=True):
-        cfg = rules.cold_store(msg.site_id, msg.device_id)
-        raw = store.get(msg.device_id)
-        st_ = from_json(raw, model) if raw else OrderedState()
-        res = ordering.feed(st_, COLD_STORE_RULES, cfg.params, msg.site_id, msg.device_id,
+        if msg.device_class is DeviceClass.ELEVATOR:
+            rule, name, cfg = ELEVATOR_RULES, "elevator", rules.elevator(msg.site_id,
+                                                                         msg.device_id)
+        else:
+            rule, name, cfg = COLD_STORE_RULES, "cold_store", rules.cold_store(
+                msg.site_id, msg.device_id)
+        key = f"{msg.site_id}/{msg.device_id}/{name}"
+        raw = store.get(key)
+        st_ = from_json(raw, rule.ordered_type) if raw else OrderedState()
+        res = ordering.feed(st_, rule, cfg.params,  # type: ignore[arg-type]
+                            msg.site_id, msg.device_id,
                             [(msg.ts, {r.metric: r.value for r in msg.readings})],
                             cfg.allowed_lateness_s)
-        store[msg.device_id] = ordering.dump_json(res.state)[0]
+        store[key] = ordering.dump_json(res.state)[0]
         out.extend(res.transitions)
-    return out
+    return out, store
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,8 +108,12 @@ def test_batched_fast_path_equals_the_reference(
 def compare(steps: list[Step], cuts: list[int], switch: int) -> int:
     """The batch path against the reference on the stream of ``steps`` (in batches of
     ``cuts``, the rules changed from message ``switch`` on); the transitions made."""
-    msgs = stream_of(steps)
-    current = [RULES_A]
+    return compare_messages(stream_of(steps), cuts, switch, RULES_A, RULES_B)
+
+
+def compare_messages(msgs: list[Telemetry], cuts: list[int], switch: int, before: Rules,
+                     after: Rules) -> int:
+    current = [before]
     mem = MemoryAdapters()
     proc = BatchProcessor(RuleEngine(lambda: current[0], lambda s, d: 0), mem, mem, mem.send,
                           dead_letter=mem.dead_letter,
@@ -114,26 +125,17 @@ def compare(steps: list[Step], cuts: list[int], switch: int) -> int:
         n = cuts[k % len(cuts)]
         k += 1
         if i >= switch:  # a rules change between two batches
-            current[0] = RULES_B
+            current[0] = after
         batch = msgs[i:i + n]
         rules_at.extend([current[0]] * len(batch))
         asyncio.run(proc.process([Incoming(0, m.model_dump_json().encode()) for m in batch]))
         i += n
-    got = [t for t in mem.transitions if t.rule_id.startswith("cold_chain.")]
-    assert got == reference(msgs, rules_at)
+    got = [t for t in mem.transitions if t.rule_id.startswith(("cold_chain.", "elevator."))]
+    expected, store = reference(msgs, rules_at)
+    assert got == expected
     # And the state the fast path wrote is the reference's, key by key.
-    model = COLD_STORE_RULES.ordered_type
-    ref_store: dict[str, str] = {}
-    for msg, rules in zip(msgs, rules_at, strict=True):
-        cfg = rules.cold_store(msg.site_id, msg.device_id)
-        raw = ref_store.get(msg.device_id)
-        st_ = from_json(raw, model) if raw else OrderedState()
-        ref_store[msg.device_id] = ordering.dump_json(ordering.feed(
-            st_, COLD_STORE_RULES, cfg.params, msg.site_id, msg.device_id,
-            [(msg.ts, {r.metric: r.value for r in msg.readings})],
-            cfg.allowed_lateness_s).state)[0]
-    for device, raw in ref_store.items():
-        assert mem.states[f"{SITE}/{device}/cold_store"].json() == raw
+    for key, raw in store.items():
+        assert mem.states[key].json() == raw
     return len(got)
 
 
@@ -176,7 +178,7 @@ def test_the_randomized_streams_make_transitions() -> None:
     hypothesis happens to draw; it once drew only 4 that fired)."""
     fired = 0
     for steps, _, _ in seeded_streams(13, 40):
-        fired += bool(reference(stream_of(steps), [RULES_A] * len(steps)))
+        fired += bool(reference(stream_of(steps), [RULES_A] * len(steps))[0])
     assert fired >= 10
 
 
@@ -206,6 +208,75 @@ def test_a_rules_change_applies_to_the_buffered_snapshots_too(seed: int, k: int)
     the head it had made with the old ones)."""
     steps, cuts, switch = seeded_streams(seed, 40)[k]
     assert compare(steps, cuts, switch) > 0
+
+
+LIFT_A = Rules(RulesDoc.model_validate({"elevator": {"defaults": {
+    "allowed_lateness_s": 10, "rated_speed_mps": 1.0, "top_landing_m": 30.0}}}))
+LIFT_B = Rules(RulesDoc.model_validate({"elevator": {"defaults": {
+    "allowed_lateness_s": 10, "rated_speed_mps": 1.0, "top_landing_m": 30.0,
+    "rules": {"trapped_at_level": {"timer_s": 10}, "door_close_fault": {"timer_s": 8},
+              "emergency_call": {"timer_s": 2}}}}}))
+LIFT_START = {"door_state": 0.0, "speed": 0.0, "direction": 0.0, "occupancy": 0.0,
+              "alarm_button": 0.0, "at_level": 1.0, "door_zone": 1.0, "power": 1.0,
+              "safety_circuit_closed": 1.0, "position_m": 3.0, "inspection_mode": 0.0}
+
+
+def elevator_streams(seed: int, n: int
+                     ) -> list[tuple[list[Telemetry], list[int], int]]:
+    """``n`` streams of three elevators from a fixed seed: a status sample a second or
+    so, some late (within and beyond the 10 s lateness), some with a few metrics only;
+    doors, movement, people, alarm, power, modes and overtravel changing at random. The
+    rules change at the first batch, never, or somewhere in between."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        newest: dict[int, datetime] = {}
+        status: dict[int, dict[str, float]] = {}
+        msgs = []
+        for _ in range(rng.randint(20, 200)):
+            d = rng.randint(0, 2)
+            ts = newest.get(d, T0) + timedelta(seconds=rng.randint(-8, 6))
+            newest[d] = max(newest.get(d, T0), ts)
+            s = status.setdefault(d, dict(LIFT_START))
+            change = rng.randint(0, 9)
+            if change == 0:
+                s["door_state"] = float(rng.randint(0, 3))
+            elif change == 1:
+                s["speed"] = rng.choice([0.0, 0.5, 1.3])
+                s["direction"] = 0.0 if s["speed"] == 0 else 1.0
+            elif change == 2:
+                s["occupancy"] = float(rng.randint(0, 1))
+            elif change == 3:
+                s["alarm_button"] = float(rng.random() < 0.5)
+            elif change == 4:
+                s["at_level"] = s["door_zone"] = float(rng.random() < 0.7)
+            elif change == 5:
+                s["power"] = float(rng.random() < 0.8)
+            elif change == 6:
+                s["inspection_mode"] = float(rng.random() < 0.2)
+            elif change == 7:
+                s["position_m"] = rng.choice([3.0, 30.5, -0.5])
+            sent = (dict(s) if rng.random() < 0.7
+                    else {m: s[m] for m in rng.sample(sorted(s), 3)})
+            msgs.append(Telemetry(
+                msg_id=uuid.uuid4(), site_id=SITE, device_id=f"el-{d}", ts=ts,
+                device_class=DeviceClass.ELEVATOR,
+                readings=[Reading(metric=m, value=v, unit="1") for m, v in sent.items()]))
+        cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 30))]
+        out.append((msgs, cuts, rng.choice([0, len(msgs), rng.randint(0, len(msgs))])))
+    return out
+
+
+@pytest.mark.parametrize("seed", [7, 12])
+def test_elevator_streams_match_the_reference(seed: int) -> None:
+    """The elevator rules through the same wrapper. Stream 6 of both seeds once
+    differed: a late sample merged into the one that ended inspection mode reopened
+    that episode, already resolved, so the episode announced after it was left open
+    in order (only a replay took it back). An alert announced open that the head does
+    not hold open is now taken back in order too."""
+    made = [compare_messages(msgs, cuts, switch, LIFT_A, LIFT_B)
+            for msgs, cuts, switch in elevator_streams(seed, 7)]
+    assert sum(made) > 50
 
 
 def test_seeded_streams_match_the_reference() -> None:
