@@ -15,8 +15,9 @@ into the buffer and ``head`` is recomputed from the checkpoint; transitions alre
 (same deterministic id) are not sent again, new ones are. If the late snapshot undoes an
 alert already announced downstream, a RESOLVED is sent for it (a retraction, marked in
 ``values``); so is one the head no longer holds open after an in-order snapshot (left
-so by a late snapshot that reopened an episode already resolved). Snapshots older than the window are counted and ignored by the rules (the
-readings themselves are still stored).
+so by a late snapshot that reopened an episode already resolved). Snapshots older than
+the window are counted and ignored by the rules (the readings themselves are still
+stored).
 
 Two messages with the same timestamp are merged into one snapshot (a replay merges to
 the same snapshot and changes nothing).
