@@ -279,6 +279,68 @@ def test_elevator_streams_match_the_reference(seed: int) -> None:
     assert sum(made) > 50
 
 
+ROOMS_A = Rules(RulesDoc.model_validate({"cold_store": {
+    "defaults": {"variant": "chilled", "allowed_lateness_s": 60},
+    "devices": {f"{SITE}/cr-2": {"variant": "frozen", "frozen_rebound": True}}}}))
+ROOMS_B = Rules(RulesDoc.model_validate({"cold_store": {
+    "defaults": {"variant": "chilled", "allowed_lateness_s": 60, "door_open": {"limit_s": 90},
+                 "rate_of_rise": {"rise_c": 2.0}},
+    "devices": {f"{SITE}/cr-2": {"variant": "frozen", "frozen_rebound": True,
+                                 "temperature_high": {"limit": -15.0}}}}}))
+
+
+def cold_room_streams(seed: int, n: int) -> list[tuple[list[Telemetry], list[int], int]]:
+    """``n`` streams of two chilled rooms and a frozen one with all six metrics (air and
+    product probes, humidity, door, compressor, defrost) changing at random, some
+    samples late or partial, from a fixed seed."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        newest: dict[int, datetime] = {}
+        status: dict[int, dict[str, float]] = {}
+        msgs = []
+        for _ in range(rng.randint(20, 200)):
+            d = rng.randint(0, 2)
+            dt = rng.randint(-70, 60)
+            ts = newest.get(d, T0) + timedelta(seconds=10 * (dt // 10) if dt > 0 else dt)
+            newest[d] = max(newest.get(d, T0), ts)
+            s = status.setdefault(d, {
+                "temperature": -20.0 if d == 2 else 3.0,
+                "temperature_product": -19.0 if d == 2 else 3.5, "humidity": 80.0,
+                "door_open": 0.0, "compressor_on": 1.0, "defrost_on": 0.0})
+            change = rng.randint(0, 8)
+            if change == 0:
+                s["door_open"] = 1.0 - s["door_open"]
+            elif change == 1:
+                s["temperature"] = rng.choice([-25.0, -18.0, -12.0, -1.0, 2.0, 6.0, 9.0, 14.0,
+                                               99.0])
+            elif change == 2:
+                s["temperature_product"] = rng.choice([-20.0, -10.0, 3.0, 10.0])
+            elif change == 3:
+                s["humidity"] = rng.choice([40.0, 80.0, 99.0])
+            elif change == 4:
+                s["compressor_on"] = float(rng.random() < 0.6)
+            elif change == 5:
+                s["defrost_on"] = float(rng.random() < 0.3)
+            sent = (dict(s) if rng.random() < 0.8
+                    else {m: s[m] for m in rng.sample(sorted(s), 2)})
+            msgs.append(Telemetry(
+                msg_id=uuid.uuid4(), site_id=SITE, device_id=f"cr-{d}", ts=ts,
+                device_class=DeviceClass.COLD_STORE,
+                readings=[Reading(metric=m, value=v, unit="1") for m, v in sent.items()]))
+        cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 30))]
+        out.append((msgs, cuts, rng.choice([0, len(msgs), rng.randint(0, len(msgs))])))
+    return out
+
+
+def test_six_metric_cold_room_streams_match_the_reference() -> None:
+    """Frozen rebound, defrost, probes, humidity and compressor through the wrapper too
+    (the streams above send air and door only)."""
+    made = [compare_messages(msgs, cuts, switch, ROOMS_A, ROOMS_B)
+            for msgs, cuts, switch in cold_room_streams(0, 20)]
+    assert sum(n > 0 for n in made) >= 8
+
+
 def test_seeded_streams_match_the_reference() -> None:
     """Beyond what hypothesis happens to draw: 120 streams from fixed seeds, with their
     rules changes (about 1 in 40 of these differed before the two fixes above)."""
