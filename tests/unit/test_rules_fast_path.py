@@ -221,6 +221,25 @@ LIFT_START = {"door_state": 0.0, "speed": 0.0, "direction": 0.0, "occupancy": 0.
               "safety_circuit_closed": 1.0, "position_m": 3.0, "inspection_mode": 0.0}
 
 
+def _sample(rng: random.Random, status: dict[str, float], whole: float, some: int,
+            device_id: str, ts: datetime, device_class: DeviceClass) -> Telemetry:
+    """A message with the device's whole ``status`` (a share ``whole`` of them) or
+    ``some`` of its metrics."""
+    sent = (dict(status) if rng.random() < whole
+            else {m: status[m] for m in rng.sample(sorted(status), some)})
+    return Telemetry(msg_id=uuid.uuid4(), site_id=SITE, device_id=device_id, ts=ts,
+                     device_class=device_class,
+                     readings=[Reading(metric=m, value=v, unit="1") for m, v in sent.items()])
+
+
+def _batched(rng: random.Random, msgs: list[Telemetry]
+             ) -> tuple[list[Telemetry], list[int], int]:
+    """``msgs`` with batch sizes and where the rules change: at the first batch, never,
+    or somewhere in between."""
+    cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 30))]
+    return msgs, cuts, rng.choice([0, len(msgs), rng.randint(0, len(msgs))])
+
+
 def elevator_streams(seed: int, n: int
                      ) -> list[tuple[list[Telemetry], list[int], int]]:
     """``n`` streams of three elevators from a fixed seed: a status sample a second or
@@ -256,14 +275,8 @@ def elevator_streams(seed: int, n: int
                 s["inspection_mode"] = float(rng.random() < 0.2)
             elif change == 7:
                 s["position_m"] = rng.choice([3.0, 30.5, -0.5])
-            sent = (dict(s) if rng.random() < 0.7
-                    else {m: s[m] for m in rng.sample(sorted(s), 3)})
-            msgs.append(Telemetry(
-                msg_id=uuid.uuid4(), site_id=SITE, device_id=f"el-{d}", ts=ts,
-                device_class=DeviceClass.ELEVATOR,
-                readings=[Reading(metric=m, value=v, unit="1") for m, v in sent.items()]))
-        cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 30))]
-        out.append((msgs, cuts, rng.choice([0, len(msgs), rng.randint(0, len(msgs))])))
+            msgs.append(_sample(rng, s, 0.7, 3, f"el-{d}", ts, DeviceClass.ELEVATOR))
+        out.append(_batched(rng, msgs))
     return out
 
 
@@ -322,14 +335,8 @@ def cold_room_streams(seed: int, n: int) -> list[tuple[list[Telemetry], list[int
                 s["compressor_on"] = float(rng.random() < 0.6)
             elif change == 5:
                 s["defrost_on"] = float(rng.random() < 0.3)
-            sent = (dict(s) if rng.random() < 0.8
-                    else {m: s[m] for m in rng.sample(sorted(s), 2)})
-            msgs.append(Telemetry(
-                msg_id=uuid.uuid4(), site_id=SITE, device_id=f"cr-{d}", ts=ts,
-                device_class=DeviceClass.COLD_STORE,
-                readings=[Reading(metric=m, value=v, unit="1") for m, v in sent.items()]))
-        cuts = [rng.randint(1, 15) for _ in range(rng.randint(1, 30))]
-        out.append((msgs, cuts, rng.choice([0, len(msgs), rng.randint(0, len(msgs))])))
+            msgs.append(_sample(rng, s, 0.8, 2, f"cr-{d}", ts, DeviceClass.COLD_STORE))
+        out.append(_batched(rng, msgs))
     return out
 
 
