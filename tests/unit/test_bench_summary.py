@@ -64,6 +64,14 @@ def test_sink_against_indexed_copy() -> None:
     assert _judged(rows({"sink": _ok(_sink(0.6))})) == {"sink: first write + rollups": True}
 
 
+def test_rules_rows_say_where_a_message_s_time_went() -> None:
+    rs = rows({"rules": _ok({"cold6": {"msg_s": 8_000.0, "batch_us": 90.4,
+                                        "checkpoint_us": 30.6}})})
+    assert [(r.figure, r.met) for r in rs] == [
+        ("rules without I/O: cold6 (µs per message: batch path 90, checkpoint JSON 31;"
+         " the target allows 50 in all)", False)]
+
+
 def test_rules_each_mix_against_20k() -> None:
     rs = rows({"rules": _ok({"cold6": {"msg_s": 5_000.0}, "elevator": {"msg_s": 20_000.0}})})
     assert [(r.figure, r.met) for r in rs] == [("rules without I/O: cold6", False),
