@@ -7,12 +7,15 @@ telemetry (``--readings`` readings per message, QoS 1) at ``--rate`` msg/s; with
 (``--scaling-json``, default var/bench/scaling.json), else 500 msg/s.
 
 Every ``--interval`` seconds (default 30) it samples the RSS (and PSS) of every service
-and broker, the stream group's consumer lag and the rows stored, and prints a line. At
+and broker, their CPU (% of one core since the sample before) and the machine's, the
+stream group's consumer lag and the rows stored, and prints a line. At
 the end, per process, the slope of a straight line fitted to the second half of the
 samples, in MB per 10 minutes ("flat": rising less than ``--flat-mb``; a falling line is
 memory handed back after the warm-up, not a leak), and the lag's trend: not
 growing when the fit over the second half rises less than 1 % of the messages offered
-in 10 minutes or the last lag is under 2 s of input.
+in 10 minutes or the last lag is under 2 s of input. The CPU of each process is
+averaged per quarter of the run: when the lag grows, the quarter where a process took
+more says which one the others lost the cores to.
 
 Tansu keeps every record in memory (the embedded broker's storage is memory only), so
 its memory grows with the data it holds: that is reported, not judged as a leak.
@@ -36,7 +39,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (
+    ProcSample,
+    cpu_between,
     kafka_offsets,
+    machine_busy_pct,
     metric,
     publisher_stats,
     sample_processes,
@@ -109,6 +115,28 @@ def verdict(samples: list[dict[str, Any]], rate: float, flat_mb: float) -> dict[
     return out
 
 
+def cpu_by_quarter(samples: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """Per process (and ``machine``): mean CPU % of one core in each quarter of the run
+    (samples without CPU figures, such as the first, left out)."""
+    timed = [s for s in samples if s.get("cpu_pct")]
+    if not timed:
+        return {}
+    span = max(s["t"] for s in timed) - min(s["t"] for s in timed)
+    t0 = min(s["t"] for s in timed)
+    names = [*sorted({k for s in timed for k in s["cpu_pct"]}), "machine"]
+    out: dict[str, list[float | None]] = {}
+    for name in names:
+        quarters: list[list[float]] = [[], [], [], []]
+        for s in timed:
+            v = s.get("machine_busy_pct") if name == "machine" else s["cpu_pct"].get(name)
+            if v is None:
+                continue
+            q = min(3, int(4 * (s["t"] - t0) / span)) if span > 0 else 0
+            quarters[q].append(float(v))
+        out[name] = [round(sum(q) / len(q), 1) if q else None for q in quarters]
+    return out
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -173,6 +201,7 @@ def main() -> int:
         t0 = time.monotonic()
         end = t0 + a.minutes * 60
         next_sample = t0 + min(a.interval, 10.0)  # a first sample soon after the start
+        prev: ProcSample | None = None
         while time.monotonic() < end and not stop:
             if time.monotonic() < next_sample:
                 time.sleep(0.25)
@@ -181,6 +210,10 @@ def main() -> int:
             if pub.poll() is not None:
                 raise RuntimeError(f"the publisher exited ({pub.returncode})")
             proc = sample_processes({**stack_parts(stack), "publisher": pub.pid})
+            cpu = {k: v["cpu_pct"] for k, v in cpu_between(prev, proc).items()} \
+                if prev is not None else {}
+            busy = machine_busy_pct(prev, proc) if prev is not None else None
+            prev = proc
             end_off, committed = kafka_offsets(stack.bootstrap, TELEMETRY, GROUP)
             stored = metric(stack.ports.ops_stream, "ganzhi_stream_readings_written_total")
             ps = publisher_stats(stats)
@@ -193,11 +226,13 @@ def main() -> int:
             sample = {"t": round(t, 1), "rss_mb": mem, "pss_mb": pss, "mem_mb": mem_fit,
                       "lag_msgs": lag, "kafka_end": end_off, "stored_readings": stored,
                       "acked": ps[1] if ps else None, "sent": ps[2] if ps else None,
-                      "load": uptime()}
+                      "cpu_pct": cpu, "machine_busy_pct": busy, "load": uptime()}
             result["samples"].append(sample)
             say(f"  {t / 60:5.1f} min: stored {stored or 0:,.0f} readings "
                 f"({(stored or 0) / max(t, 1) / a.readings:,.0f} msg/s avg), lag {lag}, MB "
                 + " ".join(f"{k} {v:,.0f}" for k, v in mem_fit.items())
+                + ("; CPU % " + " ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+                   + f" (machine {busy:.0f})" if cpu and busy is not None else "")
                 + f"; load {sample['load']}")
     except Exception as exc:
         say(f"soak failed: {exc!r}")
@@ -213,6 +248,7 @@ def main() -> int:
         code = 128 + stop[0]
     result["load_after"] = uptime()
     result["verdict"] = verdict(result["samples"], rate, a.flat_mb)
+    result["cpu_by_quarter"] = cpu_by_quarter(result["samples"])
     print_verdict(result)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +276,13 @@ def print_verdict(result: dict[str, Any]) -> None:
     print(f"\nlag: last {lag['last_msgs']} messages, trend {lag['msgs_per_10min']} per 10 min: "
           + ("growing" if lag["growing"] else "not growing" if lag["growing"] is False
              else "unknown"))
+    quarters = result.get("cpu_by_quarter") or {}
+    if quarters:
+        print("\n| CPU % of one core, mean per quarter of the run | 1st | 2nd | 3rd | 4th |")
+        print("|---|---|---|---|---|")
+        for name, qs in quarters.items():
+            print(f"| {name} | " + " | ".join("–" if q is None else f"{q:g}" for q in qs)
+                  + " |")
     print(f"verdict: memory {'flat' if v['memory_flat'] else 'NOT flat'} "
           f"(rising < {v['flat_mb_per_10min']} MB / 10 min; PostgreSQL as PSS); "
           f"{'OK' if v['ok'] else 'NOT OK'}")
