@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -254,8 +254,7 @@ _HOLD0 = Hold()
 _PROBE0 = ProbeTrack()
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(NamedTuple):  # (a tuple: made at every step)
     state: ColdChainState
     transitions: list[AlertTransition]
     late: bool = False
@@ -279,8 +278,7 @@ def _make(
     )
 
 
-@dataclass(frozen=True)
-class _Ctx:
+class _Ctx(NamedTuple):
     site_id: str
     device_id: str
     ts: int
@@ -334,10 +332,12 @@ def _excursion(
 
 def _rise(history: list[tuple[int, float]], ts: int, window_s: float,
           min_coverage: float) -> float | None:
-    """Newest minus the oldest value within the trailing window, if it is covered enough."""
-    if not history:
+    """Newest minus the oldest value within the trailing window, if it is covered enough.
+    (``history`` may reach further back: the window is found in it, not copied.)"""
+    i = bisect.bisect_left(history, (ts - _us(window_s),))
+    if i >= len(history):
         return None
-    t0, v0 = history[0]
+    t0, v0 = history[i]
     if ts - t0 < _us(window_s * min_coverage):
         return None
     return history[-1][1] - v0
@@ -348,15 +348,16 @@ def _resolve_switched_off(state: ColdChainState, params: ColdChainParams, ctx: _
     """A rule off (``None``) whose alert is open: resolve it now. Without this an alert
     raised under parameters that no longer apply (a frozen room judged as chilled, then
     configured frozen: ``temperature_low`` open since) would stay open for good."""
+    off_excursions, off_holds = _switched_off(params)
     opened: list[tuple[str, str, Severity, int]] = []
-    for name, rule_id, sev in _EXCURSIONS:
+    for name, rule_id, sev in off_excursions:
         x: ExcursionState = getattr(state, name)
-        if getattr(params, name) is None and x.open is not None:
+        if x.open is not None:
             opened.append((name, rule_id, sev, x.open.started_at))
             upd[name] = ExcursionState()
-    for name, rule_id in _HOLDS.items():
+    for name, rule_id in off_holds:
         h: Hold = getattr(state, name)
-        if getattr(params, name) is None and h.phase in (Phase.FIRING, Phase.CLEARING):
+        if h.phase in (Phase.FIRING, Phase.CLEARING):
             opened.append((name, rule_id, _HOLD_SEVERITY[name],
                            h.started_at if h.started_at is not None else ctx.ts))
             upd[name] = Hold()
@@ -467,8 +468,7 @@ def step_us(
     # rate_of_rise on the air probe.
     rp = params.rate_of_rise
     if rp is not None and air is not None:
-        rise = _rise(hist[bisect.bisect_left(hist, (t - _us(rp.window_s),)):], t,
-                     rp.window_s, rp.min_coverage)
+        rise = _rise(hist, t, rp.window_s, rp.min_coverage)
         active = rise is not None and rise > rp.rise_c and not suppressed
         clear_ok = rise is None or rise <= rp.rise_c - rp.hysteresis
         h, tr = _hold(
@@ -556,8 +556,7 @@ def step_us(
                      else t) if off else None
         upd["compressor_off_since"] = off_since
         if cp is not None and air is not None:
-            rise = _rise(hist[bisect.bisect_left(hist, (t - _us(cp.window_s),)):], t,
-                         cp.window_s, 0.95)
+            rise = _rise(hist, t, cp.window_s, 0.95)
             active = (off_since is not None and t - off_since >= _us(cp.window_s)
                       and rise is not None and rise >= cp.rise_c)
             h, tr = _hold(
@@ -587,6 +586,24 @@ _HOLD_SEVERITY = {
 }
 _EXCURSIONS = (("temperature_high", RULE_TEMPERATURE_HIGH, Severity.MAJOR),
                ("frozen_rebound", RULE_FROZEN_REBOUND, Severity.CRITICAL))
+_Off = tuple[tuple[tuple[str, str, Severity], ...], tuple[tuple[str, str], ...]]
+# Per parameters object (each device's is kept by the rules model): the rules off in it.
+# Holding the object keeps its id from being reused while it is here.
+_OFF: dict[int, tuple[ColdChainParams, _Off]] = {}
+_OFF_MAX = 100_000
+
+
+def _switched_off(params: ColdChainParams) -> _Off:
+    """The excursion rules and the hold rules off (``None``) in ``params``."""
+    held = _OFF.get(id(params))
+    if held is not None and held[0] is params:
+        return held[1]
+    off = (tuple(x for x in _EXCURSIONS if getattr(params, x[0]) is None),
+           tuple((name, rid) for name, rid in _HOLDS.items() if getattr(params, name) is None))
+    if len(_OFF) >= _OFF_MAX:
+        _OFF.clear()
+    _OFF[id(params)] = (params, off)
+    return off
 
 
 def open_fingerprints(state: ColdChainState, site_id: str, device_id: str) -> set[str]:

@@ -338,6 +338,75 @@ def evaluate(state: ElevatorState, params: ElevatorParams) -> dict[str, bool]:
     return {rid: bool(pred(v)) for rid, pred in PREDICATES.items()}
 
 
+# --- the same, as the step runs it ---------------------------------------------------------
+#
+# The predicates above are the rules as written; the step evaluates them all at once with
+# plain local variables (:func:`conditions`), several times faster than through
+# ``_View``'s properties (issue 13's batch path). tests/unit/test_rules_elevator.py checks
+# that both agree on random snapshots.
+
+RULE_ORDER: tuple[str, ...] = tuple(PREDICATES)
+
+
+def conditions(s: Mapping[str, float], p: ElevatorParams, origin: str | None,
+               opening: bool, closing: bool) -> tuple[bool, ...]:
+    """Every predicate of :data:`PREDICATES` on ``s``, in :data:`RULE_ORDER`."""
+    get = s.get
+    moving = abs(get("direction", 0.0)) >= 0.5 or get("speed", 0.0) > p.moving_speed_mps
+    stopped = "speed" in s and not moving
+    d = get("door_state")
+    door = None if d is None else round(d)
+    door_closed = door == CLOSED
+    door_not_closed = door is not None and door != CLOSED
+    alarm = get("alarm_button", 0.0) >= 0.5
+    inside = get("occupancy", 0.0) >= 1 or alarm
+    pos = get("position_m")
+    top = p.top_landing_m
+    over_top = top is not None and pos is not None and pos > top + p.overtravel_margin_m
+    under_bottom = pos is not None and pos < p.bottom_landing_m - p.overtravel_margin_m
+    outside_zone = "door_zone" in s and not get("door_zone", 0.0) >= 0.5
+    rated = p.rated_speed_mps
+    running_open = door_not_closed and moving and origin == "running"
+    at_level = get("at_level")
+    return (
+        over_top,
+        under_bottom,
+        rated is not None and get("speed", 0.0) > rated * p.overspeed_ratio,
+        running_open,
+        door_not_closed and outside_zone and not running_open,
+        (stopped and outside_zone and door_closed and not inside and not over_top
+         and not under_bottom),
+        stopped and at_level is not None and at_level >= 0.5 and door_closed and inside,
+        stopped and at_level is not None and not at_level >= 0.5 and door_closed and inside,
+        "power" in s and not get("power", 0.0) >= 0.5,
+        "safety_circuit_closed" in s and not get("safety_circuit_closed", 0.0) >= 0.5,
+        opening and stopped,
+        closing and door_not_closed,
+        alarm,
+        get("inspection_mode", 0.0) >= 0.5,
+        get("maintenance_mode", 0.0) >= 0.5,
+    )
+
+
+_MODE_INDEX = tuple(RULE_ORDER.index(r) for r in MODE_RULES)
+# Per parameters object (each device's is kept by the rules model): each rule's
+# parameters in RULE_ORDER, and whether it is a mode rule. Holding the parameters object
+# keeps its id from being reused while its plan is here.
+_PLANS: dict[int, tuple[ElevatorParams, tuple[tuple[str, RuleParams, bool], ...]]] = {}
+_PLANS_MAX = 100_000
+
+
+def _plan(params: ElevatorParams) -> tuple[tuple[str, RuleParams, bool], ...]:
+    held = _PLANS.get(id(params))
+    if held is not None and held[0] is params:
+        return held[1]
+    plan = tuple((rid, params.rule(rid), rid in MODE_RULES) for rid in RULE_ORDER)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[id(params)] = (params, plan)
+    return plan
+
+
 # --- transitions ---------------------------------------------------------------------------
 
 
@@ -382,18 +451,21 @@ def _advance(rs: RuleState, cond: bool, may_raise: bool, t: int, rp: RuleParams,
 
 def _door_memory(state: ElevatorState, snap: Mapping[str, float], params: ElevatorParams,
                  ) -> tuple[str | None, bool, bool]:
-    v = _View(snap, params, None, False, False)
-    door = v.door
     origin, opening, closing = state.door_origin, state.open_attempt, state.close_attempt
-    if door is None:
+    d = snap.get("door_state")
+    if d is None:
         return origin, opening, closing
+    door = round(d)
+    get = snap.get
+    moving = (abs(get("direction", 0.0)) >= 0.5
+              or get("speed", 0.0) > params.moving_speed_mps)  # (_View.moving)
     if door == CLOSED:
         origin = None
     elif origin is None:
-        origin = "running" if v.moving else "stopped"
+        origin = "running" if moving else "stopped"
     if door == OPENING:
         opening = True
-    if door == OPEN or v.moving:
+    if door == OPEN or moving:
         opening = False
     if door == CLOSING:
         closing = True
@@ -420,17 +492,20 @@ def step_us(
         return evolve(state, late_count=state.late_count + 1), []
     snap = {**state.snapshot, **{k: float(x) for k, x in values.items()}}
     origin, opening, closing = _door_memory(state, snap, params)
-    view = _View(snap, params, origin, opening, closing)  # (what evaluate() reads)
-    conds = {rid: bool(pred(view)) for rid, pred in PREDICATES.items()}
-    suppressed = conds[INSPECTION_MODE] or conds[MAINTENANCE_MODE]
+    conds = conditions(snap, params, origin, opening, closing)
+    suppressed = conds[_MODE_INDEX[0]] or conds[_MODE_INDEX[1]]
     rules: dict[str, RuleState] = {}
     out: list[AlertTransition] = []
-    for rid, cond in conds.items():
-        rp = params.rule(rid)
-        rs = state.rules.get(rid, _RS0)
-        if not rp.enabled and rs.phase not in (Phase.FIRING, Phase.CLEARING):
+    held = state.rules
+    for (rid, rp, mode), cond in zip(_plan(params), conds, strict=True):
+        rs = held.get(rid)
+        if rs is None:  # normal: only a raised condition can change it
+            if not (cond and rp.enabled and (mode or not suppressed)):
+                continue
+            rs = _RS0
+        elif not rp.enabled and rs.phase not in (Phase.FIRING, Phase.CLEARING):
             continue
-        may_raise = rp.enabled and (rid in MODE_RULES or not suppressed)
+        may_raise = rp.enabled and (mode or not suppressed)
         started = rs.started_at
         rs, kind = _advance(rs, cond, may_raise, t, rp)
         if kind is TransitionKind.FIRING:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 import msgspec
 
@@ -100,8 +101,7 @@ class _Event:
     at: int
 
 
-@dataclass(frozen=True)
-class StepResult:
+class StepResult(NamedTuple):  # (a tuple: made at every step)
     state: ExcursionState
     transitions: list[AlertTransition]
     late: bool = False
@@ -198,7 +198,8 @@ def step_us(
     if state.committed_until is not None and t <= state.committed_until:
         return StepResult(evolve(state, late_count=state.late_count + 1), [],
                           late=True)
-    buffer = _insert(state.buffer, t, value)
+    old = state.buffer
+    buffer = [*old, (t, value)] if not old or t > old[-1][0] else _insert(old, t, value)
     watermark = buffer[-1][0] - round(params.allowed_lateness_s * 1_000_000)
 
     # Replay the buffer from the committed machine; the prefix older than the

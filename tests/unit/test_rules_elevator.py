@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules.elevator import (
     DEFAULT_RULES,
+    RULE_ORDER,
     ElevatorParams,
     ElevatorState,
+    conditions,
     evaluate,
     open_alerts,
     step,
@@ -231,3 +236,36 @@ def test_state_json_round_trip_mid_run() -> None:
     assert kinds(f.out) == [("firing", "elevator.trapped_at_level"),
                             ("resolved", "elevator.trapped_at_level")]
     assert f.out[0].started_at == T0
+
+
+# values around every threshold the predicates compare with (0.5 flags, door states,
+# the overspeed and overtravel limits of P and of a geometry-less device)
+_VALUES = st.sampled_from([0.0, 0.49, 0.5, 1.0, 2.0, 3.0, -1.0, 0.02, 0.021, 2.0125,
+                           2.02, 33.2, 33.21, -0.2, -0.21, 1.5, 2.5, 0.999])
+
+
+@settings(max_examples=600, deadline=None)
+@given(snap=st.dictionaries(st.sampled_from([*IDLE, "other"]), _VALUES),
+       origin=st.sampled_from([None, "running", "stopped"]), opening=st.booleans(),
+       closing=st.booleans(), geometry=st.booleans())
+def test_step_conditions_agree_with_the_predicates(
+        snap: dict[str, float], origin: str | None, opening: bool, closing: bool,
+        geometry: bool) -> None:
+    """The step's all-at-once evaluation gives what each rule's predicate says."""
+    params = P if geometry else ElevatorParams()
+    state = ElevatorState(snapshot=snap, door_origin=origin, open_attempt=opening,
+                          close_attempt=closing)
+    got = dict(zip(RULE_ORDER, conditions(snap, params, origin, opening, closing),
+                   strict=True))
+    assert got == evaluate(state, params)
+
+
+def test_disabled_rule_still_clears_once_firing() -> None:
+    """A rule disabled while firing is not raised again but still resolves."""
+    f = Feed()
+    f.run(0, 40, TRAPPED)
+    f.params = P.with_rule("elevator.trapped_at_level", enabled=False)
+    f.run(40, 60, IDLE)
+    f.run(60, 200, TRAPPED)
+    assert kinds(f.out) == [("firing", "elevator.trapped_at_level"),
+                            ("resolved", "elevator.trapped_at_level")]
