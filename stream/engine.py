@@ -31,9 +31,9 @@ from ganzhi.contracts import (
     DeviceClass,
     DeviceEvent,
     DeviceStatus,
-    Telemetry,
     TransitionKind,
 )
+from ganzhi.contracts.telemetry_decoder import TelemetryLike
 from ganzhi.observability import get_logger
 from stream import metrics
 from stream.rules import (
@@ -118,7 +118,7 @@ class Evaluation:
     late: int = 0
 
 
-def snapshots(msg: Telemetry) -> list[tuple[datetime, dict[str, float]]]:
+def snapshots(msg: TelemetryLike) -> list[tuple[datetime, dict[str, float]]]:
     """The readings of one message grouped by their timestamp, oldest first."""
     readings = msg.readings
     one: dict[str, float] = {}
@@ -143,7 +143,7 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ messages
 
-    def telemetry(self, view: StateView, partition: int, msg: Telemetry,
+    def telemetry(self, view: StateView, partition: int, msg: TelemetryLike,
                   received_at: datetime, out: Evaluation) -> None:
         rules = self._rules()
         snaps = snapshots(msg)
@@ -193,7 +193,7 @@ class RuleEngine:
                      device_class=device_class.value)
 
     def _feed(
-        self, view: StateView, partition: int, msg: Telemetry, name: str,
+        self, view: StateView, partition: int, msg: TelemetryLike, name: str,
         rule: SnapshotRule[S, P], params: P, snaps: list[tuple[datetime, dict[str, float]]],
         lateness_s: float, out: Evaluation,
     ) -> None:
@@ -271,7 +271,7 @@ class RuleEngine:
             self._save_events(view, msg.site_id, msg.device_id,
                               EventsEntry(partition=partition, state=r.state))
 
-    def _events_telemetry(self, view: StateView, partition: int, msg: Telemetry,
+    def _events_telemetry(self, view: StateView, partition: int, msg: TelemetryLike,
                           snaps: list[tuple[datetime, dict[str, float]]],
                           received_at: datetime, out: Evaluation) -> None:
         """Telemetry of a device with device-event state: may end its alarm episode (or,

@@ -37,9 +37,9 @@ from ganzhi.contracts import (
     Detection,
     DeviceEvent,
     DeviceStatus,
-    Telemetry,
 )
 from ganzhi.contracts.dead_letters import describe, make_dead_letter
+from ganzhi.contracts.telemetry_decoder import TelemetryRecord, decode_telemetry
 from ganzhi.failures import (
     RetryPolicy,
     is_permanent_db_error,
@@ -54,7 +54,7 @@ from stream.state import StateStore, StateView
 
 log = get_logger(__name__)
 
-M = TypeVar("M", Telemetry, DeviceStatus, Detection, DeviceEvent)
+M = TypeVar("M", TelemetryRecord, DeviceStatus, Detection, DeviceEvent)
 STREAM_RETRY = RetryPolicy(base_s=0.5, max_s=30.0)
 
 
@@ -94,8 +94,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _times(msg: Telemetry | DeviceStatus | Detection | DeviceEvent) -> list[datetime]:
-    if isinstance(msg, Telemetry):
+def _times(msg: TelemetryRecord | DeviceStatus | Detection | DeviceEvent) -> list[datetime]:
+    if isinstance(msg, TelemetryRecord):
         return [msg.ts, *(r.ts for r in msg.readings if r.ts is not None)]
     return [msg.ts]
 
@@ -142,13 +142,13 @@ class BatchProcessor:
                     error=error[:300])
 
     def _parse(
-        self, model: type[M], batch: Sequence[Incoming], out: BatchOutcome
+        self, decode: Callable[[bytes], M], batch: Sequence[Incoming], out: BatchOutcome
     ) -> list[tuple[Incoming, M]]:
         """Parsed messages; the unparseable and those from the future are refused."""
         parsed: list[tuple[Incoming, M]] = []
         for item in batch:
             try:
-                msg = model.model_validate_json(item.value)
+                msg = decode(item.value)
             except ValidationError as exc:
                 invalid_json = any(e["type"] == "json_invalid" for e in exc.errors())
                 self._refuse(item, out, "invalid_json" if invalid_json else "invalid_schema",
@@ -176,8 +176,8 @@ class BatchProcessor:
                       attempt=attempt, retry_in_s=round(delay, 2))
         return report
 
-    async def _store(self, messages: list[tuple[Incoming, Telemetry]],
-                     out: BatchOutcome) -> list[tuple[Incoming, Telemetry]]:
+    async def _store(self, messages: list[tuple[Incoming, TelemetryRecord]],
+                     out: BatchOutcome) -> list[tuple[Incoming, TelemetryRecord]]:
         """Write the readings of ``messages``; returns those stored. A permanent refusal
         is narrowed down by halves to the messages that cause it, which are refused."""
         rows = [row for _, msg in messages for row in rows_from_telemetry(msg)]
@@ -257,7 +257,7 @@ class BatchProcessor:
         """A batch of the telemetry topic."""
         started = time.perf_counter()
         out = BatchOutcome(messages=len(batch))
-        stored = await self._store(self._parse(Telemetry, batch, out), out)
+        stored = await self._store(self._parse(decode_telemetry, batch, out), out)
         async with self.lock:
             view, ev = StateView(self._states), Evaluation()
             self._evaluate_each(stored, view, ev, out, self._engine.telemetry)
@@ -270,12 +270,12 @@ class BatchProcessor:
                     self._progress[item.partition] = (item.offset, item.received_at)
         return self._done(out, started)
 
-    async def _evaluate(self, model: type[M], batch: Sequence[Incoming],
+    async def _evaluate(self, decode: Callable[[bytes], M], batch: Sequence[Incoming],
                         handle: Callable[[StateView, int, M, datetime, Evaluation], None]
                         ) -> BatchOutcome:
         started = time.perf_counter()
         out = BatchOutcome(messages=len(batch))
-        messages = self._parse(model, batch, out)
+        messages = self._parse(decode, batch, out)
         async with self.lock:
             view, ev = StateView(self._states), Evaluation()
             self._evaluate_each(messages, view, ev, out, handle)
@@ -285,15 +285,18 @@ class BatchProcessor:
 
     async def process_status(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """A batch of the status topic (births and last wills)."""
-        return await self._evaluate(DeviceStatus, batch, self._engine.status)
+        return await self._evaluate(DeviceStatus.model_validate_json, batch,
+                                    self._engine.status)
 
     async def process_detections(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """A batch of the detection topic (camera findings raised / cleared)."""
-        return await self._evaluate(Detection, batch, self._engine.detection)
+        return await self._evaluate(Detection.model_validate_json, batch,
+                                    self._engine.detection)
 
     async def process_events(self, batch: Sequence[Incoming]) -> BatchOutcome:
         """A batch of the device-event topic (alarm button, power, source errors)."""
-        return await self._evaluate(DeviceEvent, batch, self._engine.event)
+        return await self._evaluate(DeviceEvent.model_validate_json, batch,
+                                    self._engine.event)
 
     def read_up_to(self, partition: int) -> int | None:
         """The offset of the last telemetry record processed on ``partition``."""

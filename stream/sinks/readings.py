@@ -57,7 +57,7 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 
-from ganzhi.contracts import Telemetry
+from ganzhi.contracts.telemetry_decoder import TelemetryLike
 from ganzhi.observability import get_logger
 from stream import metrics
 from stream.sinks.rollups import Key, aggregate_minutes
@@ -84,7 +84,7 @@ class WriteResult:
     rollups: int
 
 
-def rows_from_telemetry(msg: Telemetry) -> list[ReadingRow]:
+def rows_from_telemetry(msg: TelemetryLike) -> list[ReadingRow]:
     return [
         ReadingRow(r.ts or msg.ts, msg.site_id, msg.device_id, r.metric, r.value, r.unit,
                    msg.msg_id)
