@@ -6,9 +6,10 @@ model object per reading and calls the Python validators of each), so the worker
 telemetry with :func:`decode_telemetry` instead:
 
 * a msgspec decoder reads the JSON into plain frozen structs (:class:`TelemetryRecord`,
-  :class:`ReadingRecord`) with the same field names, checking the same types, patterns
-  and lengths; the checks msgspec has no word for (time range, duplicates) follow in
-  Python;
+  :class:`ReadingRecord`) with the same field names, checking the same types; the same
+  patterns, lengths, time range and duplicates are checked after it in Python (a name
+  or unit seen valid before is not matched again: msgspec's own pattern constraint runs
+  a regular expression per string, most of its time);
 * it accepts only what the contract accepts, and only in the forms devices send (times
   as ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with ``Z`` or an offset). Anything else - an error,
   or a form the contract also takes (a number as a string, another time layout) - is
@@ -23,6 +24,7 @@ model and the record satisfy.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -34,15 +36,35 @@ from ganzhi.contracts.bounds import EARLIEST, LATEST, READINGS_MAX, UNIT_MAX
 from ganzhi.contracts.payloads import DeviceClass, Telemetry
 from ganzhi.contracts.topics import ID_PATTERN
 
-# ``\Z``, not ``$``: Python's ``$`` also matches before a final newline (the model's
-# patterns run in pydantic-core, where it does not). ASCII digits only (``\d`` takes
-# any Unicode digit).
-_ID = Annotated[str, msgspec.Meta(pattern=f"^{ID_PATTERN}\\Z")]
-_METRIC = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.]{0,63}\Z")]
-_UNIT = Annotated[str, msgspec.Meta(max_length=UNIT_MAX, pattern="^[^\x00-\x1f\x7f-\x9f]*\\Z")]
-_TIME = Annotated[str, msgspec.Meta(
-    pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-            r"(Z|[+-][0-9]{2}:[0-9]{2})\Z")]
+
+class _Valid:
+    """Whether a string matches ``pattern`` in full; strings found valid are remembered
+    (at most ``keep``, then forgotten all at once: a sender spraying new names only
+    makes the check run each time)."""
+
+    def __init__(self, pattern: str, keep: int) -> None:
+        self._full = re.compile(pattern).fullmatch  # (full match: no ``$``-before-newline)
+        self._seen: set[str] = set()
+        self._keep = keep
+
+    def __call__(self, s: str) -> bool:
+        if s in self._seen:
+            return True
+        if self._full(s) is None:
+            return False
+        if len(self._seen) >= self._keep:
+            self._seen.clear()
+        self._seen.add(s)
+        return True
+
+
+# The model's patterns and lengths (ASCII digits: ``\d`` takes any Unicode digit).
+_valid_id = _Valid(ID_PATTERN, 200_000)
+_valid_metric = _Valid(r"[a-z][a-z0-9_.]{0,63}", 10_000)
+_valid_unit = _Valid(f"[^\x00-\x1f\x7f-\x9f]{{0,{UNIT_MAX}}}", 10_000)
+# The time layout devices send; the model also takes others (it decides those).
+_time_layout = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                          r"(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})").fullmatch
 
 
 class ReadingLike(Protocol):
@@ -96,17 +118,17 @@ class TelemetryRecord(msgspec.Struct, frozen=True, gc=False):
 
 
 class _Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
-    metric: _METRIC
+    metric: str
     value: float
-    unit: _UNIT
-    ts: _TIME | None = None
+    unit: str
+    ts: str | None = None
 
 
 class _Telemetry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     msg_id: uuid.UUID
-    site_id: _ID
-    device_id: _ID
-    ts: _TIME
+    site_id: str
+    device_id: str
+    ts: str
     device_class: DeviceClass
     readings: Annotated[list[_Reading], msgspec.Meta(min_length=1, max_length=READINGS_MAX)]
     schema_version: Literal[1] = 1
@@ -123,6 +145,12 @@ def _fast(raw: bytes | str) -> TelemetryRecord | None:
         m = _DECODER.decode(raw)
     except msgspec.DecodeError:
         return None
+    if not (_valid_id(m.site_id) and _valid_id(m.device_id) and _time_layout(m.ts)):
+        return None
+    for r in m.readings:
+        if not (_valid_metric(r.metric) and _valid_unit(r.unit)
+                and (r.ts is None or _time_layout(r.ts))):
+            return None
     try:
         ts = _fromiso(m.ts)
         readings = [ReadingRecord(r.metric, r.value, r.unit,

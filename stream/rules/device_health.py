@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ganzhi.contracts import AlertTransition, Severity, TransitionKind
 from stream.rules import identity
@@ -71,8 +72,7 @@ class DeviceHealthState(Record, frozen=True):
     will_at: int | None = None  # a last will received (processing time), not yet raised
 
 
-@dataclass(frozen=True)
-class HealthResult:
+class HealthResult(NamedTuple):  # (a tuple: made at every message)
     state: DeviceHealthState
     transitions: list[AlertTransition]
 

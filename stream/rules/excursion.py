@@ -93,8 +93,7 @@ class ExcursionState(Record, frozen=True):
     late_count: int = 0
 
 
-@dataclass(frozen=True)
-class _Event:
+class _Event(NamedTuple):
     kind: TransitionKind
     machine: Machine  # machine right after the transition
     started_at: int

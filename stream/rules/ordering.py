@@ -53,7 +53,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -207,8 +207,7 @@ class Chain(Generic[S]):
                 and (self.params is params or self.params == params))
 
 
-@dataclass(frozen=True)
-class FeedResult(Generic[S]):
+class FeedResult(NamedTuple, Generic[S]):  # (a tuple: made at every feed)
     state: OrderedState[S]
     transitions: list[AlertTransition]
     late: int  # snapshots older than the allowed lateness, ignored

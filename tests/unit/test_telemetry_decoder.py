@@ -35,7 +35,7 @@ _metrics = st.sampled_from(["temperature", "door_open", "t", "a.b_c", "T", "1t",
 _values: st.SearchStrategy[Any] = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**30, 10**30),
     st.sampled_from([True, "1.5", None, -0.0]))
-_units = st.sampled_from(["", "celsius", "1", "%", "a" * 16, "a" * 17, "\u00e9" * 16,
+_units = st.sampled_from(["", "celsius", "1", "%", "a" * 16, "a" * 17, "\u00e9" * 16, "\ud800",
                           "c\n", "c\x7f", "c\u0085", "c\u00a0", 5])
 
 
