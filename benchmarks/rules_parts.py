@@ -5,10 +5,11 @@ Per call, in a small heap (the worker's own heap makes each part slower, see
 model and by the stream's decoder (``ganzhi.contracts.telemetry_decoder``), and the
 elevator and cold-room rule steps over their scenarios' samples (normal service and a
 fault). Best of ``--repeat`` passes. With ``--before REF`` the same runs against the code
-at git commit ``REF`` (a temporary worktree, a fresh interpreter) and the working tree,
-and the table gives both and the ratio::
+at git commit ``REF`` (a temporary worktree) and the working tree, each in a fresh
+interpreter, alternated ``--rounds`` times (best kept per part: on a shared machine a slow
+spell then hits both sides), and the table gives both and the ratio::
 
-    .venv/bin/python benchmarks/rules_parts.py --before 5073399
+    .venv/bin/python benchmarks/rules_parts.py --before 5073399 --rounds 5
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7, help="passes per part (best kept)")
     ap.add_argument("--before", metavar="REF", help="also measure the code at git REF")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --before: alternated runs of each side (best kept)")
     ap.add_argument("--impl", help=argparse.SUPPRESS)  # import the code from this tree
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -120,9 +123,14 @@ def main() -> None:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
                         str(tree), a.before], check=True)
+        old: dict[str, float] = {}
+        new: dict[str, float] = {}
         try:
-            old = child(tree, a.repeat)
-            new = child(ROOT, a.repeat)
+            for r in range(a.rounds):
+                for side, where in ((old, tree), (new, ROOT)):
+                    for part, us in child(where, a.repeat).items():
+                        side[part] = min(us, side.get(part, us))
+                print(f"  round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tree)], check=False)
